@@ -1,0 +1,62 @@
+# UBSCore commands. The two a newcomer needs: `make run` and `make test`.
+# Everything installs on first use: a virtualenv in .venv, the JVM stack under stack/*/lib.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKERS ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench compose-check lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,tools]'
+	@touch $(STAMP)
+
+## install: the Python package and its test tools, into .venv
+install: $(STAMP)
+
+## tools: kcat and cqlsh for the README's examples
+tools: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" stack/bin/install-tools
+
+## stack-up / stack-down / stack-status / stack-reset: Kafka + Cassandra alone
+stack-up:
+	stack/bin/stack up
+
+stack-down:
+	stack/bin/stack down
+
+stack-status:
+	stack/bin/stack status
+
+stack-reset:
+	stack/bin/stack reset
+
+## run: install, start the stack, then one worker (gateway on UBS_WEB_PORT) in the foreground
+run: install stack-up
+	@echo "worker: http://$${UBS_WEB_HOST:-127.0.0.1}:$${UBS_WEB_PORT:-6066}  (Ctrl-C stops the worker; 'make stack-down' stops Kafka and Cassandra)"
+	exec $(VENV)/bin/ubscore worker -l info
+
+## test: install, start the stack if needed, run the whole suite
+test: install stack-up
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+## unit: the tests that need no stack
+unit: install
+	$(PY) -m pytest tests/unit tests/agents $(PYTEST_ARGS)
+
+## bench: throughput of the pipeline against a raw aiokafka pass-through, side by side
+bench: install stack-up
+	$(PY) -m bench.pipeline
+
+## compose-check: validate docker/compose.yml without a Docker engine
+compose-check:
+	docker/validate
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,1 @@
+"""Faust agents: ``ubscore`` applies operations, ``settlement`` writes events to the database."""

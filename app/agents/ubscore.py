@@ -1,0 +1,239 @@
+"""The ubscore agent: the only place where money changes, one message at a time.
+
+The flow of one message, top to bottom in this file:
+
+1. A message arrives on ``balance.operations`` (from a client) or ``balance.credits``
+   (the credit leg of a transfer, sent by this agent from the payer's partition).
+2. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
+   dead-letter topic with the error; processing goes on. An operation keyed
+   differently from its user is re-sent with the user's key, so one user's state
+   never splits across partitions.
+3. The results table is asked whether this operation already has a result that
+   the account reflects (``ledger.is_applied``). If so nothing is applied again:
+   the stored result is written and sent once more (see "Redelivery" below).
+4. Otherwise the pure core (``app.ledger``) computes the new account and the one
+   result event; invalid fields give a rejected event (and a dead letter). The
+   agent writes the result, then the account, then sends the event and, for an
+   accepted transfer, the credit leg keyed by the payee.
+
+Redelivery. A RocksDB write is local and immediate; its changelog message, the
+event and the offset commit follow later, and Faust flushes the producer before
+it commits. A worker killed in between restarts with local state the changelog
+never saw, and Kafka hands it the same operations again. Answering such a
+redelivery by re-writing the stored result and the current account (so their
+changelog entries go out again) and re-sending the event and credit leg makes
+the changelog catch up with the local state; a rebuild from Kafka then yields the
+same balances. Writing the result before the account, and trusting a stored
+result only when its seq is not beyond the account's, covers a kill between the
+two writes and a recovery that rolled the account back to an older changelog
+entry: either way the operation is simply applied again, to the same state, with
+the same seq and the same event.
+
+Concurrency is one: the agent owns every change to its partitions' tables, and
+each message is read, decided and written before the next one starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Optional
+
+from faust.types import StreamT
+from faust.types.tuples import Message
+
+from app import metrics
+from app.app import app
+from app.errors import InvalidOperation
+from app.ledger import (
+    Account,
+    Outcome,
+    apply_credit,
+    apply_operation,
+    credit_key,
+    is_applied,
+    operation_key,
+    reject_invalid,
+)
+from app.models import Credit, Event, decode_json, identify, parse_operation
+from app.partitioning import partition_for, user_key
+from app.settings import settings
+from app.tables import accounts, results
+from app.topics import CREDITS, credits_topic, dead_letters_topic, events_topic, ledger_input, operations_topic
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_VALUE_CHARS = 64 * 1024
+
+
+@app.agent(ledger_input, name="ubscore")
+async def process(stream: StreamT[bytes]) -> None:
+    """Apply every operation and credit leg of the partitions this worker owns."""
+    async for event in stream.events():
+        message = event.message
+        if message.topic == CREDITS:
+            await handle_credit(message)
+        else:
+            await handle_operation(message)
+
+
+async def handle_operation(message: Message) -> None:
+    """Validate, deduplicate and apply one client operation."""
+    try:
+        body = decode_json(message.value)
+    except InvalidOperation as error:
+        await dead_letter(message, error)
+        return
+    identity = identify(body)
+    if identity is None:
+        await dead_letter(message, _why_unidentified(body))
+        return
+    user_id, op_id = identity
+    key = user_key(user_id)
+    if message.key != key:
+        await reroute(message, key, user_id, op_id)
+        return
+    if message.partition != partition_for(key, settings.partitions):
+        # Right key, wrong partition: a producer with its own partitioner. Re-sending
+        # would land in the same place, so the message is parked for an operator.
+        await dead_letter(
+            message,
+            InvalidOperation(None, "wrong_partition", f"user {user_id} belongs on another partition of this topic"),
+        )
+        return
+
+    result_key = operation_key(user_id, op_id).encode()
+    account = Account.from_json(accounts.get(key))
+    stored = _stored_event(results.get(result_key))
+    if stored is not None and is_applied(account, stored):
+        await resend(result_key, account, stored)
+        return
+
+    ts = _timestamp_ms(message)
+    try:
+        operation = parse_operation(body)
+    except InvalidOperation as error:
+        outcome = reject_invalid(account, user_id, op_id, body, error.reason, ts)
+        await dead_letter(message, error)
+    else:
+        outcome = apply_operation(account, operation, ts)
+    await record(result_key, outcome)
+
+
+async def handle_credit(message: Message) -> None:
+    """Apply the credit leg of a transfer on the payee's partition, once."""
+    try:
+        credit = Credit.from_json(json.loads(message.value))
+    except (ValueError, KeyError, TypeError) as exc:
+        # Only this agent writes credits; a malformed one is a bug or a forgery.
+        await dead_letter(message, InvalidOperation(None, "invalid_credit", f"unreadable credit leg: {exc}"))
+        return
+    result_key = credit_key(credit).encode()
+    account = Account.from_json(accounts.get(user_key(credit.payee)))
+    stored = _stored_event(results.get(result_key))
+    if stored is not None and is_applied(account, stored):
+        await resend(result_key, account, stored)
+        return
+    await record(result_key, apply_credit(account, credit))
+
+
+async def record(result_key: bytes, outcome: Outcome) -> None:
+    """Write the result, then the account, then send the event (and any credit leg)."""
+    event = outcome.event
+    # Result before account: a kill between the two leaves a result whose seq is
+    # beyond the account's, which is_applied treats as "apply again".
+    results[result_key] = event.to_json()
+    accounts[user_key(event.user_id)] = outcome.account.to_json()
+    await send_event(event)
+    if outcome.credit is not None:
+        await send_credit(outcome.credit)
+    metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
+    log.info(
+        "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s",
+        event.user_id, event.op_id, event.kind, event.status, event.reason, event.seq,
+        event.asset, event.amount, event.available, event.locked,
+    )
+
+
+async def resend(result_key: bytes, account: Account, stored: Event) -> None:
+    """Answer a redelivered operation with its first result, and re-send everything it caused."""
+    results[result_key] = stored.to_json()
+    accounts[user_key(stored.user_id)] = account.to_json()
+    await send_event(stored)
+    if stored.kind == "transfer_out" and stored.accepted:
+        assert stored.counterparty is not None and stored.asset is not None and stored.amount is not None
+        await send_credit(
+            Credit(
+                payer=stored.user_id,
+                payee=stored.counterparty,
+                op_id=stored.op_id,
+                asset=stored.asset,
+                amount=stored.amount,
+                ts=stored.ts,
+            )
+        )
+    metrics.inc("ubscore_duplicates_total")
+    log.info("duplicate user_id=%s op_id=%s kind=%s seq=%s resent=true", stored.user_id, stored.op_id, stored.kind, stored.seq)
+
+
+async def send_event(event: Event) -> None:
+    """Publish one result on balance.events, keyed by its user."""
+    await events_topic.send(key=user_key(event.user_id), value=_encode(event.to_json()))
+
+
+async def send_credit(credit: Credit) -> None:
+    """Send a transfer's credit leg to the payee's partition."""
+    await credits_topic.send(key=user_key(credit.payee), value=_encode(credit.to_json()))
+
+
+async def reroute(message: Message, key: bytes, user_id: int, op_id: str) -> None:
+    """Re-send an operation under its user's key; the copy is deduplicated like any retry."""
+    await operations_topic.send(key=key, value=message.value)
+    metrics.inc("ubscore_rerouted_total")
+    log.info(
+        "rerouted user_id=%s op_id=%s from_partition=%s offset=%s key=%r",
+        user_id, op_id, message.partition, message.offset, message.key,
+    )
+
+
+async def dead_letter(message: Message, error: InvalidOperation) -> None:
+    """Park a message that cannot be processed, with its error and origin, and move on."""
+    text = bytes(message.value or b"").decode("utf-8", errors="replace")
+    letter = {
+        "error": error.as_dict(),
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "timestamp": _timestamp_ms(message),
+        "key": message.key.decode("utf-8", errors="replace") if message.key is not None else None,
+        "value": text[:DEAD_LETTER_VALUE_CHARS],
+        "value_truncated": len(text) > DEAD_LETTER_VALUE_CHARS,
+    }
+    await dead_letters_topic.send(key=message.key, value=_encode(letter))
+    metrics.inc("ubscore_dead_letters_total", reason=error.reason)
+    log.warning(
+        "dead_letter topic=%s partition=%s offset=%s reason=%s field=%s",
+        message.topic, message.partition, message.offset, error.reason, error.field,
+    )
+
+
+def _why_unidentified(body: Any) -> InvalidOperation:
+    try:
+        parse_operation(body)
+    except InvalidOperation as error:
+        return error
+    return InvalidOperation(None, "invalid_body", "operation names no valid user_id and op_id")
+
+
+def _stored_event(raw: Optional[Any]) -> Optional[Event]:
+    return Event.from_json(raw) if raw else None
+
+
+def _timestamp_ms(message: Message) -> int:
+    # The broker's timestamp of the input, not the clock: a redelivered operation
+    # then yields exactly the event it yielded the first time.
+    return int(round(message.timestamp * 1000))
+
+
+def _encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,275 @@
+"""The settlement database (ScyllaDB in production, Cassandra locally), behind one class.
+
+cassandra-driver is callback based; ``_wait`` turns its futures into asyncio
+awaitables so the sink and the views never block the event loop. The keyspace
+and tables are created when missing. Writes carry ``USING TIMESTAMP <seq>``: the
+database keeps the cell with the highest timestamp, so a replayed or reordered
+event can rewrite a row but never move a balance back to an older seq.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from app.errors import SettlementUnavailable
+from app.models import Event
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STATEMENTS_PER_BATCH = 50
+
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {ks}.balance_events (
+        user_id bigint,
+        seq bigint,
+        op_id text,
+        kind text,
+        asset int,
+        amount bigint,
+        status text,
+        reason text,
+        available varint,
+        locked varint,
+        ts timestamp,
+        counterparty bigint,
+        PRIMARY KEY ((user_id), seq)
+    ) WITH CLUSTERING ORDER BY (seq DESC)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {ks}.balances (
+        user_id bigint,
+        asset int,
+        available varint,
+        locked varint,
+        seq bigint,
+        updated_at timestamp,
+        PRIMARY KEY ((user_id), asset)
+    )
+    """,
+)
+
+INSERT_EVENT = (
+    "INSERT INTO {ks}.balance_events (user_id, seq, op_id, kind, asset, amount, status, reason,"
+    " available, locked, ts, counterparty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+)
+UPSERT_BALANCE = (
+    "INSERT INTO {ks}.balances (user_id, asset, available, locked, seq, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+)
+SELECT_EVENTS = (
+    "SELECT user_id, seq, op_id, kind, asset, amount, status, reason, available, locked, ts, counterparty"
+    " FROM {ks}.balance_events WHERE user_id = ? LIMIT ?"
+)
+SELECT_BALANCES = "SELECT asset, available, locked, seq FROM {ks}.balances WHERE user_id = ?"
+
+
+def latest_balances(events: Iterable[Event]) -> List[Event]:
+    """Per (user, asset), the event with the highest seq: the only balance write a batch needs."""
+    newest: Dict[Tuple[int, int], Event] = {}
+    for event in events:
+        if event.asset is None or event.available is None or event.locked is None:
+            continue
+        key = (event.user_id, event.asset)
+        if key not in newest or newest[key].seq < event.seq:
+            newest[key] = event
+    return list(newest.values())
+
+
+class CqlStore:
+    """Connection, schema, prepared statements and the reads and writes of settlement."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keyspace = settings.keyspace
+        self._cluster: Any = None
+        self._session: Any = None
+        self._insert_event: Any = None
+        self._upsert_balance: Any = None
+        self._select_events: Any = None
+        self._select_balances: Any = None
+        self._connect_lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        """True once a session exists (the database may still fail a later request)."""
+        return self._session is not None
+
+    async def connect(self) -> None:
+        """Open a session, create the schema if missing and prepare statements (idempotent)."""
+        async with self._connect_lock:
+            if self._session is not None:
+                return
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(None, self._connect_blocking)
+            except Exception as exc:  # noqa: BLE001 - the driver raises many types for "not reachable"
+                self.close()
+                raise SettlementUnavailable(f"cannot reach CQL at {self.settings.cql_hosts}: {exc}") from exc
+
+    def _connect_blocking(self) -> None:
+        from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
+        from cassandra.policies import RoundRobinPolicy
+
+        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=10.0)
+        cluster = Cluster(
+            contact_points=list(self.settings.cql_hosts),
+            port=self.settings.cql_port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=5,
+        )
+        self._cluster = cluster
+        session = cluster.connect()
+        ks = self.keyspace
+        session.execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.settings.cql_replication_factor}}}"
+        )
+        for statement in SCHEMA:
+            session.execute(statement.format(ks=ks))
+        self._insert_event = session.prepare(INSERT_EVENT.format(ks=ks))
+        self._upsert_balance = session.prepare(UPSERT_BALANCE.format(ks=ks))
+        self._select_events = session.prepare(SELECT_EVENTS.format(ks=ks))
+        self._select_balances = session.prepare(SELECT_BALANCES.format(ks=ks))
+        self._session = session
+        log.info("cql connected hosts=%s port=%s keyspace=%s", ",".join(self.settings.cql_hosts), self.settings.cql_port, ks)
+
+    def close(self) -> None:
+        """Drop the session; the next connect() starts afresh."""
+        if self._cluster is not None:
+            self._cluster.shutdown()
+        self._cluster = None
+        self._session = None
+
+    async def write_events(self, events: Sequence[Event]) -> None:
+        """Write events and the newest balance they imply, batched per user, bounded in flight.
+
+        Returns only when the database acknowledged every statement; raises
+        SettlementUnavailable otherwise, and the caller retries the whole set
+        (every write is idempotent).
+        """
+        from cassandra.query import BatchStatement, BatchType
+
+        await self.connect()
+        per_user: Dict[int, List[Tuple[Any, Tuple[Any, ...]]]] = defaultdict(list)
+        for event in events:
+            per_user[event.user_id].append((self._insert_event, _event_row(event)))
+        for event in latest_balances(events):
+            per_user[event.user_id].append((self._upsert_balance, _balance_row(event)))
+
+        batches = []
+        for statements in per_user.values():
+            for start in range(0, len(statements), STATEMENTS_PER_BATCH):
+                batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for prepared, row in statements[start : start + STATEMENTS_PER_BATCH]:
+                    batch.add(prepared, row)
+                batches.append(batch)
+
+        limit = asyncio.Semaphore(self.settings.sink_concurrency)
+
+        async def run(batch: Any) -> None:
+            async with limit:
+                await self._execute(batch)
+
+        outcomes = await asyncio.gather(*(run(batch) for batch in batches), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise SettlementUnavailable(f"{len(failures)} of {len(batches)} batches failed: {failures[0]!r}")
+
+    async def events(self, user_id: int, limit: int) -> List[Dict[str, Any]]:
+        """The newest ``limit`` events of a user, newest first."""
+        await self.connect()
+        rows = await self._execute(self._select_events.bind((user_id, limit)))
+        return [_row_to_event(row) for row in rows]
+
+    async def balances(self, user_id: int) -> Dict[int, Dict[str, int]]:
+        """The settled balances of a user, by asset."""
+        await self.connect()
+        rows = await self._execute(self._select_balances.bind((user_id,)))
+        return {row.asset: {"available": row.available, "locked": row.locked, "seq": row.seq} for row in rows}
+
+    async def _execute(self, statement: Any) -> Any:
+        session = self._session
+        if session is None:
+            raise SettlementUnavailable("no CQL session")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def on_result(rows: Any) -> None:
+            loop.call_soon_threadsafe(_settle, done, rows, None)
+
+        def on_error(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+
+        session.execute_async(statement).add_callbacks(on_result, on_error)
+        return await done
+
+
+def _settle(future: asyncio.Future, rows: Any, exc: Optional[BaseException]) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(rows if rows is not None else [])
+
+
+def _event_row(event: Event) -> Tuple[Any, ...]:
+    return (
+        event.user_id,
+        event.seq,
+        event.op_id,
+        event.kind,
+        event.asset,
+        event.amount,
+        event.status,
+        event.reason,
+        event.available,
+        event.locked,
+        datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
+        event.counterparty,
+        event.seq,
+    )
+
+
+def _balance_row(event: Event) -> Tuple[Any, ...]:
+    return (
+        event.user_id,
+        event.asset,
+        event.available,
+        event.locked,
+        event.seq,
+        datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
+        event.seq,
+    )
+
+
+def _epoch_ms(ts: Optional[datetime]) -> Optional[int]:
+    if ts is None:
+        return None
+    # The driver hands back naive datetimes that are UTC.
+    aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
+    return int(round(aware.timestamp() * 1000))
+
+
+def _row_to_event(row: Any) -> Dict[str, Any]:
+    ts = row.ts
+    return {
+        "op_id": row.op_id,
+        "kind": row.kind,
+        "user_id": row.user_id,
+        "asset": row.asset,
+        "amount": row.amount,
+        "status": row.status,
+        "reason": row.reason,
+        "available": row.available,
+        "locked": row.locked,
+        "seq": row.seq,
+        "ts": _epoch_ms(ts),
+        "counterparty": row.counterparty,
+    }

@@ -1,0 +1,1 @@
+"""HTTP gateway: Faust web views served by every worker."""

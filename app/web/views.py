@@ -1,0 +1,297 @@
+"""The HTTP gateway, served by every worker on UBS_WEB_HOST:UBS_WEB_PORT.
+
+    POST /operations[?wait=true]        submit an operation (202, or 200 with its result)
+    GET  /operations/{user_id}/{op_id}  the stored result of one operation (404 until it exists)
+    GET  /accounts/{user_id}            balances from the accounts table
+    GET  /accounts/{user_id}/events     history from the database, newest first (?limit=N)
+    GET  /health                        liveness and what this worker owns
+    GET  /metrics                       Prometheus text format
+
+Table reads go to the worker that owns the user's partition (Faust's router, as in
+``table_route``); any worker answers for any user. Client mistakes get a 4xx JSON
+body naming the field; an unavailable dependency is a 503, never a false 202.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+from yarl import URL
+
+from app import metrics
+from app.agents.settlement import store
+from app.app import app
+from app.errors import InvalidOperation, SettlementUnavailable
+from app.ledger import Account, operation_key
+from app.models import MAX_ID, Event, Operation, decode_json, parse_operation
+from app.partitioning import user_key
+from app.settings import settings
+from app.tables import accounts, results
+from app.topics import operations_topic
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HISTORY_LIMIT = 100
+MAX_HISTORY_LIMIT = 1000
+PRODUCE_TIMEOUT_S = 10.0
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _error(view: View, status: int, reason: str, field: Optional[str], message: str, **extra: Any) -> Response:
+    return view.json({"error": reason, "field": field, "message": message, **extra}, status=status)
+
+
+def _parse_user_id(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 19) or not 0 < int(raw) <= MAX_ID:
+        raise InvalidOperation("user_id", "invalid_user_id", f"user_id must be an integer between 1 and {MAX_ID}")
+    return int(raw)
+
+
+def counted(name: str) -> Callable[[Handler], Handler]:
+    """Count answers per view and status; turn a stray exception into a logged 500."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+            try:
+                response = await handler(view, request, *args, **kwargs)
+            except Exception:
+                log.exception("http_error view=%s path=%s", name, request.path)
+                response = _error(view, 500, "internal_error", None, "unexpected server error; see the worker log")
+            metrics.inc("ubscore_http_requests_total", view=name, status=str(response.status))
+            return response
+
+        return wrapper
+
+    return decorate
+
+
+def routed(handler: Handler) -> Handler:
+    """Answer on the worker that owns the user's partition, forwarding the request if needed."""
+
+    @functools.wraps(handler)
+    async def wrapper(view: View, request: Request, user_id: str, *args: Any, **kwargs: Any) -> Response:
+        try:
+            _parse_user_id(user_id)
+        except InvalidOperation as error:
+            return _error(view, 400, error.reason, error.field, error.message)
+        try:
+            return await app.router.route_req(accounts.name, user_key(int(user_id)), view.web, request)
+        except SameNode:
+            return await handler(view, request, user_id, *args, **kwargs)
+        except KeyError:
+            return _error(view, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
+
+    return wrapper
+
+
+def _is_local(owner: URL) -> bool:
+    canonical = URL(settings.canonical_url)
+    return (owner.host, owner.port) == (canonical.host, canonical.port)
+
+
+async def find_result(user_id: int, op_id: str) -> Optional[Dict[str, Any]]:
+    """The stored result of an operation, asked of the worker that owns the user."""
+    try:
+        owner: Optional[URL] = app.router.key_store(accounts.name, user_key(user_id))
+    except KeyError:
+        owner = None
+    if owner is None or _is_local(owner):
+        stored = results.get(operation_key(user_id, op_id).encode())
+        return dict(stored) if stored else None
+    url = owner.with_path(f"/operations/{user_id}/{op_id}")
+    async with app.http_client.get(url) as response:
+        if response.status == 200:
+            body: Dict[str, Any] = await response.json()
+            return body
+        return None
+
+
+def _same_request(stored: Event, operation: Operation) -> bool:
+    kind = "transfer_out" if operation.kind == "transfer" else operation.kind
+    counterparty = operation.to_user_id if operation.kind == "transfer" else None
+    return (stored.kind, stored.asset, stored.amount, stored.counterparty) == (
+        kind,
+        operation.asset,
+        operation.amount,
+        counterparty,
+    )
+
+
+async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Optional[Response]]:
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
+    body = await request.read()
+    if len(body) > settings.max_body_bytes:
+        return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
+    return body, None
+
+
+def _authorized(request: Request) -> bool:
+    if settings.api_token is None:
+        return True
+    header = request.headers.get("Authorization", "")
+    expected = f"Bearer {settings.api_token}"
+    return hmac.compare_digest(header.encode(), expected.encode())
+
+
+@app.page("/operations")
+class OperationsView(View):
+    """Submit operations: validated here, produced to balance.operations keyed by user."""
+
+    @counted("submit")
+    async def post(self, request: Request) -> Response:
+        """202 once Kafka has the operation; with ?wait=true, 200 and its result event."""
+        if not _authorized(request):
+            return _error(self, 401, "unauthorized", None, "a valid 'Authorization: Bearer <token>' header is required")
+        wait = request.query.get("wait", "false").lower()
+        if wait not in ("true", "false", "1", "0"):
+            return _error(self, 400, "invalid_query", "wait", "wait must be true or false")
+        raw, problem = await _read_body(self, request)
+        if problem is not None or raw is None:
+            return problem or _error(self, 400, "invalid_body", None, "empty body")
+        try:
+            operation = parse_operation(decode_json(raw))
+        except InvalidOperation as error:
+            status = 400 if error.field is None else 422
+            return _error(self, status, error.reason, error.field, error.message)
+
+        payload = json.dumps(operation.to_json(), separators=(",", ":")).encode()
+        try:
+            delivery = await operations_topic.send(key=user_key(operation.user_id), value=payload)
+            await asyncio.wait_for(asyncio.shield(delivery), timeout=PRODUCE_TIMEOUT_S)
+        except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
+            log.warning("submit_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc)
+            return _error(
+                self, 503, "kafka_unavailable", None,
+                "the operation was not confirmed by Kafka; retry with the same op_id (it is applied at most once)",
+                op_id=operation.op_id,
+            )
+        log.info("submitted user_id=%s op_id=%s kind=%s", operation.user_id, operation.op_id, operation.kind)
+        if wait in ("false", "0"):
+            return self.json({"op_id": operation.op_id, "status": "submitted"}, status=202)
+        return await self._wait_for_result(operation)
+
+    async def _wait_for_result(self, operation: Operation) -> Response:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.wait_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                found = await find_result(operation.user_id, operation.op_id)
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc)
+                found = None
+            if found is not None:
+                stored = Event.from_json(found)
+                if not _same_request(stored, operation):
+                    return _error(
+                        self, 409, "op_id_reused", "op_id",
+                        "this op_id already has a result for a different operation", result=found,
+                    )
+                return self.json(found, status=200)
+            if loop.time() >= deadline:
+                return _error(
+                    self, 504, "result_timeout", None,
+                    "the operation is in Kafka but has no result yet; it may still be applied. "
+                    "Poll GET /operations/{user_id}/{op_id} or retry with the same op_id",
+                    op_id=operation.op_id,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+@app.page("/operations/{user_id}/{op_id}")
+class OperationResultView(View):
+    """The result event of one operation, from the results table of the owning worker."""
+
+    @counted("result")
+    @routed
+    async def get(self, request: Request, user_id: str, op_id: str) -> Response:
+        """200 with the event, or 404 while (or if) it has none."""
+        stored = results.get(operation_key(int(user_id), op_id).encode())
+        if not stored:
+            return _error(self, 404, "unknown_operation", "op_id", "no result for this op_id (yet)")
+        return self.json(dict(stored))
+
+
+@app.page("/accounts/{user_id}")
+class AccountView(View):
+    """Balances of one user, from the accounts table of the owning worker."""
+
+    @counted("account")
+    @routed
+    async def get(self, request: Request, user_id: str) -> Response:
+        """200 with seq and balances per asset, or 404 for a user never seen."""
+        stored = accounts.get(user_key(int(user_id)))
+        if not stored:
+            return _error(self, 404, "unknown_user", "user_id", "no account for this user")
+        account = Account.from_json(stored)
+        return self.json({"user_id": int(user_id), **account.to_json()})
+
+
+@app.page("/accounts/{user_id}/events")
+class HistoryView(View):
+    """A user's settled history, from the database (any worker can ask it)."""
+
+    @counted("history")
+    async def get(self, request: Request, user_id: str) -> Response:
+        """The newest ``limit`` events, newest first."""
+        try:
+            uid = _parse_user_id(user_id)
+        except InvalidOperation as error:
+            return _error(self, 400, error.reason, error.field, error.message)
+        raw_limit = request.query.get("limit", str(DEFAULT_HISTORY_LIMIT))
+        if not (raw_limit.isascii() and raw_limit.isdigit() and 0 < int(raw_limit) <= MAX_HISTORY_LIMIT):
+            return _error(self, 400, "invalid_limit", "limit", f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}")
+        try:
+            events = await store.events(uid, int(raw_limit))
+        except (SettlementUnavailable, OSError, asyncio.TimeoutError) as exc:
+            return _error(self, 503, "database_unavailable", None, f"the settlement database is unavailable: {exc}")
+        except Exception as exc:  # noqa: BLE001 - the driver's own errors (timeouts, unavailable) share no base
+            log.warning("history_failed user_id=%s error=%r", uid, exc)
+            return _error(self, 503, "database_unavailable", None, "the settlement database did not answer")
+        return self.json({"user_id": uid, "events": events})
+
+
+@app.page("/health")
+class HealthView(View):
+    """Liveness plus what this worker owns; 503 while the worker is not consuming."""
+
+    @counted("health")
+    async def get(self, request: Request) -> Response:
+        """Status of this worker."""
+        try:
+            assignment = app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - consumer not started yet
+            assignment = set()
+        partitions = sorted(tp.partition for tp in assignment if tp.topic == operations_topic.get_topic_name())
+        running = app.consumer is not None and app.consumer.state == "running" if hasattr(app.consumer, "state") else True
+        body = {
+            "status": "ok" if running else "starting",
+            "worker": settings.canonical_url,
+            "partitions": partitions,
+            "rebalancing": bool(app.rebalancing),
+            "database": "connected" if store.connected else "disconnected",
+            "sink_paused": bool(metrics.value("ubscore_sink_paused")),
+            "processing_guarantee": settings.processing_guarantee,
+        }
+        return self.json(body, status=200 if running else 503)
+
+
+@app.page("/metrics")
+class MetricsView(View):
+    """Prometheus scrape endpoint."""
+
+    async def get(self, request: Request) -> Response:
+        """Counters of this worker in text format 0.0.4."""
+        return self.text(metrics.render(), content_type="text/plain; version=0.0.4")

@@ -1,0 +1,65 @@
+# Shared by the scripts in stack/bin (sourced, not run). Everything is derived from the location
+# of this file, so the stack works from any clone directory and from any working directory.
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this file
+
+STACK_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)   # <repo>/stack
+REPO_HOME=$(dirname "$STACK_HOME")                            # <repo>
+STATE_HOME="$REPO_HOME/.stack"                                # data, logs, pid files (gitignored)
+KAFKA_HOME="$STACK_HOME/kafka"
+CASSANDRA_HOME="$STACK_HOME/cassandra"
+
+die() {
+    echo "stack: $*" >&2
+    exit 1
+}
+
+# Prints the path of a Java 17 runtime. Cassandra 5.0 runs on Java 11 or 17 only and Kafka 3.9
+# on 11-23; this machine may also carry newer JDKs, so the first Java 17 found wins:
+# $STACK_JAVA, $JAVA_HOME, `java` on PATH, then /usr/lib/jvm/*.
+find_java() {
+    local candidate
+    for candidate in "${STACK_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java || true)" \
+        /usr/lib/jvm/*17*/bin/java /usr/lib/jvm/*/bin/java; do
+        [[ -n "$candidate" && -x "$candidate" ]] || continue
+        if [[ "$("$candidate" -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.specification.version/ {print $2}')" == "17" ]]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+require_java() {
+    JAVA=$(find_java) || die "Java 17 not found (install it: apt-get install -y openjdk-17-jdk-headless, or set STACK_JAVA=/path/to/java17/bin/java)"
+}
+
+# True when <project>/lib holds a complete copy of the project's classpath, newer than its pom.
+is_built() {
+    local project=$1
+    [[ -f "$project/lib/.complete" && ! "$project/pom.xml" -nt "$project/lib/.complete" ]]
+}
+
+# Fills <project>/lib from Maven Central when it is missing or older than the pom.
+build_project() {
+    local project=$1
+    is_built "$project" && return 0
+    command -v mvn >/dev/null 2>&1 || die "Maven not found (install it: apt-get install -y maven) - needed once to assemble $(basename "$project")/lib"
+    echo "stack: assembling $(basename "$project") from Maven Central into ${project#"$REPO_HOME"/}/lib ..." >&2
+    rm -rf "${project:?}/lib"
+    # -q keeps the output short; a failure still prints Maven's error.
+    if ! (cd "$project" && mvn -B -q -Dstyle.color=never package); then
+        die "Maven failed to assemble $(basename "$project") (see the output above)"
+    fi
+    touch "$project/lib/.complete"
+}
+
+# Runs a Kafka console tool (main class, then its arguments) with WARN-only logging on stderr.
+run_kafka_tool() {
+    local main=$1
+    shift
+    require_java
+    build_project "$KAFKA_HOME" >&2
+    exec "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+        -Dlog4j.configuration="file:$KAFKA_HOME/tools-log4j.properties" \
+        -cp "$KAFKA_HOME/lib/*" "$main" "$@"
+}

@@ -1,0 +1,154 @@
+"""The ubscore agent under Faust's test_context(): table state and what it sends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+from app.ledger import Account, Balance, operation_key
+from app.partitioning import partition_for, user_key
+from app.settings import settings
+from app.tables import accounts, results
+
+from .conftest import Ledger, Sent
+
+
+def balance_of(user_id: int, asset: int = 1) -> Balance:
+    return Account.from_json(accounts.get(user_key(user_id))).balance(asset)
+
+
+def op(op_id: str, kind: str, user_id: int = 11, asset: int = 1, amount: Any = 100, **extra: Any) -> Dict[str, Any]:
+    return {"op_id": op_id, "kind": kind, "user_id": user_id, "asset": asset, "amount": amount, **extra}
+
+
+async def test_deposit_updates_table_and_emits_one_event(ledger: Ledger, sent: Sent) -> None:
+    await ledger.submit(**op("d1", "deposit", amount=250))
+    assert balance_of(11) == Balance(250, 0)
+    events = sent.values("events")
+    assert events == [
+        {
+            "op_id": "d1", "kind": "deposit", "user_id": 11, "asset": 1, "amount": 250, "status": "accepted",
+            "reason": None, "available": 250, "locked": 0, "seq": 1, "ts": 1_700_000_000_000, "counterparty": None,
+        }
+    ]
+    assert sent.keys("events") == [b"11"]
+    assert results.get(operation_key(11, "d1").encode())["seq"] == 1
+
+
+async def test_withdraw_rejected_when_funds_insufficient(ledger: Ledger, sent: Sent) -> None:
+    await ledger.submit(**op("d1", "deposit", amount=50))
+    await ledger.submit(**op("w1", "withdraw", amount=51))
+    assert balance_of(11) == Balance(50, 0)
+    last = sent.values("events")[-1]
+    assert (last["status"], last["reason"], last["seq"]) == ("rejected", "insufficient_funds", 2)
+
+
+async def test_retried_op_id_is_applied_once_and_answered_with_first_result(ledger: Ledger, sent: Sent) -> None:
+    await ledger.submit(**op("d1", "deposit", amount=70))
+    await ledger.submit(timestamp=1_800_000_000.0, **op("d1", "deposit", amount=70))
+    assert balance_of(11) == Balance(70, 0)
+    first, second = sent.values("events")
+    assert first == second
+
+
+async def test_retry_rewrites_account_and_result_for_the_changelog(ledger: Ledger, sent: Sent, monkeypatch: Any) -> None:
+    written = []
+    original = accounts.on_key_set
+
+    def spy(key: Any, value: Any) -> None:
+        written.append(key)
+        original(key, value)
+
+    monkeypatch.setattr(accounts, "on_key_set", spy)
+    await ledger.submit(**op("d1", "deposit"))
+    await ledger.submit(**op("d1", "deposit"))
+    assert written == [b"11", b"11"]
+
+
+async def test_result_beyond_account_seq_is_applied_again(ledger: Ledger, sent: Sent) -> None:
+    """A kill between the result write and the account write (or a recovery that rolled the
+    account back to an older changelog entry) must re-apply the operation, not skip it."""
+    await ledger.submit(**op("d1", "deposit", amount=10))
+    await ledger.submit(**op("d2", "deposit", amount=5))
+    first_d2 = sent.values("events")[-1]
+    # Roll the account back past d2 behind the agent's back, as such a recovery would.
+    accounts.data[user_key(11)] = Account(seq=1, balances={1: Balance(10, 0)}).to_json()
+    await ledger.submit(**op("d2", "deposit", amount=5))
+    assert balance_of(11) == Balance(15, 0)
+    assert sent.values("events")[-1] == first_d2
+
+
+async def test_transfer_debits_payer_and_sends_credit_keyed_by_payee(ledger: Ledger, sent: Sent) -> None:
+    await ledger.submit(**op("d1", "deposit", amount=100))
+    await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
+    assert balance_of(11) == Balance(60, 0)
+    assert sent.keys("credits") == [b"12"]
+    assert sent.values("credits") == [
+        {"payer": 11, "payee": 12, "op_id": "t1", "asset": 1, "amount": 40, "ts": 1_700_000_000_000}
+    ]
+    assert sent.values("events")[-1]["kind"] == "transfer_out"
+
+
+async def test_credit_leg_lands_once_on_payee(ledger: Ledger, sent: Sent) -> None:
+    credit = {"payer": 11, "payee": 12, "op_id": "t1", "asset": 1, "amount": 40, "ts": 1_700_000_000_000}
+    await ledger.credit(credit)
+    await ledger.credit(credit)
+    assert balance_of(12) == Balance(40, 0)
+    first, second = sent.values("events")
+    assert first == second
+    assert (first["kind"], first["user_id"], first["counterparty"], first["seq"]) == ("transfer_in", 12, 11, 1)
+
+
+async def test_redelivered_transfer_resends_its_credit_leg(ledger: Ledger, sent: Sent) -> None:
+    await ledger.submit(**op("d1", "deposit", amount=100))
+    await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
+    await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
+    assert balance_of(11) == Balance(60, 0)
+    assert len(sent.values("credits")) == 2
+
+
+async def test_poison_message_goes_to_dead_letters_and_next_is_processed(ledger: Ledger, sent: Sent) -> None:
+    key = user_key(11)
+    await ledger.put_raw(b"\x00not json", key, partition_for(key, settings.partitions))
+    await ledger.submit(**op("d1", "deposit", amount=5))
+    (letter,) = sent.values("dlq")
+    assert letter["error"]["error"] == "invalid_json"
+    assert letter["value"].endswith("not json")
+    assert balance_of(11) == Balance(5, 0)
+
+
+async def test_invalid_field_tied_to_user_gets_rejected_event_and_dead_letter(ledger: Ledger, sent: Sent) -> None:
+    await ledger.submit(**op("bad", "deposit", amount=1.5))
+    (event,) = sent.values("events")
+    assert (event["status"], event["reason"], event["seq"], event["amount"]) == ("rejected", "invalid_amount", 1, None)
+    (letter,) = sent.values("dlq")
+    assert letter["error"]["field"] == "amount"
+
+
+async def test_operation_without_user_goes_only_to_dead_letters(ledger: Ledger, sent: Sent) -> None:
+    await ledger.put_raw(json.dumps({"op_id": "x", "kind": "deposit"}).encode(), b"11", partition_for(b"11", settings.partitions))
+    assert sent.values("events") == []
+    assert sent.values("dlq")[0]["error"]["field"] == "user_id"
+
+
+async def test_operation_with_wrong_key_is_rerouted_by_user(ledger: Ledger, sent: Sent) -> None:
+    await ledger.put_raw(json.dumps(op("d1", "deposit")).encode(), None, 0)
+    assert sent.keys("operations") == [b"11"]
+    assert sent.values("events") == []
+    assert accounts.get(b"11") is None
+
+
+async def test_right_key_on_wrong_partition_is_dead_lettered(ledger: Ledger, sent: Sent) -> None:
+    key = user_key(11)
+    wrong = (partition_for(key, settings.partitions) + 1) % settings.partitions
+    await ledger.put_raw(json.dumps(op("d1", "deposit")).encode(), key, wrong)
+    assert sent.values("dlq")[0]["error"]["error"] == "wrong_partition"
+    assert accounts.get(key) is None
+
+
+async def test_forged_credit_shape_on_public_topic_is_not_a_credit(ledger: Ledger, sent: Sent) -> None:
+    forged = {"payer": 11, "payee": 12, "op_id": "t1", "asset": 1, "amount": 10**6, "ts": 1}
+    await ledger.put_raw(json.dumps(forged).encode(), b"12", partition_for(b"12", settings.partitions))
+    assert accounts.get(b"12") is None
+    assert sent.values("events") == []
+    assert sent.values("dlq")[0]["error"]["field"] == "user_id"

@@ -1,0 +1,39 @@
+"""Session fixtures: the local stack must be up (``make test`` starts it); one worker per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from .harness import CQL_HOSTS, CQL_PORT, World, Worker
+
+
+@pytest.fixture(scope="session")
+def world() -> World:
+    return World()
+
+
+@pytest.fixture(scope="session")
+def worker(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    base = tmp_path_factory.mktemp("worker")
+    process = Worker(world, base / "data", base / "worker.log").start()
+    try:
+        process.wait_ready(partitions=8)
+        yield process
+    finally:
+        process.stop()
+        print(f"\n--- worker log tail ({process.log_path}) ---\n{process.tail(30)}")
+
+
+@pytest.fixture(scope="session")
+def cql(world: World) -> Iterator[Any]:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(CQL_HOSTS, port=CQL_PORT)
+    session = cluster.connect()
+    try:
+        yield session
+    finally:
+        cluster.shutdown()

@@ -1,0 +1,190 @@
+"""Helpers for integration tests: real workers, real Kafka, the real CQL database.
+
+A test run gets a world of its own: a topic prefix, a Faust app id (consumer
+group and changelog topics) and a keyspace nobody used before, so runs never see
+each other's data and the worker starts before any of its topics exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA = os.environ.get("UBS_KAFKA", "kafka://127.0.0.1:9092")
+BOOTSTRAP = KAFKA.split("://", 1)[-1]
+CQL_HOSTS = os.environ.get("UBS_CQL_HOSTS", "127.0.0.1").split(",")
+CQL_PORT = int(os.environ.get("UBS_CQL_PORT", "9042"))
+PARTITIONS = 8
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fresh_user_id() -> int:
+    """A user id no other test or run has used (60 random bits)."""
+    return uuid.uuid4().int >> 68
+
+
+@dataclass
+class World:
+    """Names shared by every worker of one test run."""
+
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+
+    @property
+    def prefix(self) -> str:
+        return f"it-{self.tag}."
+
+    @property
+    def app_id(self) -> str:
+        return f"ubscore-it-{self.tag}"
+
+    @property
+    def keyspace(self) -> str:
+        return f"ubscore_it_{self.tag}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+
+class Worker:
+    """One ``python -m app worker`` process with its own web port and data directory."""
+
+    def __init__(self, world: World, data_dir: Path, log_path: Path, extra_env: Optional[Dict[str, str]] = None) -> None:
+        self.world = world
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "UBS_KAFKA": KAFKA,
+                "UBS_APP_ID": self.world.app_id,
+                "UBS_TOPIC_PREFIX": self.world.prefix,
+                "UBS_KEYSPACE": self.world.keyspace,
+                "UBS_WEB_PORT": str(self.port),
+                "UBS_DATA_DIR": str(self.data_dir),
+                "UBS_STORE": "rocksdb://",
+                "UBS_PARTITIONS": str(PARTITIONS),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> "Worker":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "worker", "-l", "info"],
+            cwd=REPO,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def health(self) -> Optional[Dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def wait_ready(self, partitions: Optional[int] = None, timeout: float = 120.0) -> Dict[str, Any]:
+        """Until /health answers ok and (if given) this many partitions are assigned."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; log:\n{self.tail()}")
+            health = self.health()
+            if health and health.get("status") == "ok" and not health.get("rebalancing"):
+                if partitions is None or len(health.get("partitions", [])) == partitions:
+                    return health
+            time.sleep(0.5)
+        raise TimeoutError(f"worker on {self.url} not ready in {timeout}s; log:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+async def read_topic(topic: str, until: Callable[[List[Tuple[Optional[bytes], bytes]]], bool], timeout: float = 60.0) -> List[Tuple[Optional[bytes], bytes]]:
+    """Read a topic from the beginning (no consumer group) until ``until(messages)`` holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    messages: List[Tuple[Optional[bytes], bytes]] = []
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not partitions:
+            await asyncio.sleep(0.2)
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topic {topic} does not exist")
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        while not until(messages):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"condition on {topic} not met in {timeout}s; read {len(messages)} messages")
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                messages.extend((record.key, record.value) for record in records)
+    finally:
+        await consumer.stop()
+    return messages
+
+
+def events_of(messages: Iterable[Tuple[Optional[bytes], bytes]], user_ids: Iterable[int]) -> List[Dict[str, Any]]:
+    wanted = {str(u).encode() for u in user_ids}
+    return [json.loads(value) for key, value in messages if key in wanted]
+
+
+async def produce(topic: str, items: Iterable[Tuple[Optional[bytes], bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, value=value, key=key)
+    finally:
+        await producer.stop()

@@ -1,0 +1,159 @@
+"""The pure ledger core: every kind, every rejection, seq, idempotency rule, big integers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.ledger import (
+    Account,
+    Balance,
+    apply_credit,
+    apply_operation,
+    credit_key,
+    is_applied,
+    operation_key,
+    reject_invalid,
+)
+from app.models import Credit, Event, Operation
+
+TS = 1_700_000_000_000
+
+
+def op(kind: str, amount: int, op_id: str = "op", asset: int = 1, **extra: Any) -> Operation:
+    return Operation(op_id=op_id, kind=kind, user_id=7, asset=asset, amount=amount, **extra)
+
+
+def funded(available: int = 100, locked: int = 0, seq: int = 3) -> Account:
+    return Account(seq=seq, balances={1: Balance(available, locked)})
+
+
+def test_deposit_into_new_account() -> None:
+    outcome = apply_operation(Account(), op("deposit", 250), TS)
+    assert outcome.account == Account(seq=1, balances={1: Balance(250, 0)})
+    assert outcome.event == Event(
+        op_id="op", kind="deposit", user_id=7, asset=1, amount=250, status="accepted", reason=None,
+        available=250, locked=0, seq=1, ts=TS, counterparty=None,
+    )
+    assert outcome.credit is None
+
+
+def test_withdraw_accepted_within_funds() -> None:
+    outcome = apply_operation(funded(100), op("withdraw", 100), TS)
+    assert outcome.account.balance(1) == Balance(0, 0)
+    assert (outcome.event.status, outcome.event.seq) == ("accepted", 4)
+
+
+def test_withdraw_rejected_when_funds_insufficient() -> None:
+    account = funded(100)
+    outcome = apply_operation(account, op("withdraw", 101), TS)
+    assert outcome.account == Account(seq=4, balances=account.balances)
+    assert (outcome.event.status, outcome.event.reason) == ("rejected", "insufficient_funds")
+    assert (outcome.event.available, outcome.event.locked, outcome.event.seq) == (100, 0, 4)
+
+
+def test_lock_moves_available_to_locked() -> None:
+    assert apply_operation(funded(100), op("lock", 40), TS).account.balance(1) == Balance(60, 40)
+
+
+def test_lock_rejected_beyond_available() -> None:
+    assert apply_operation(funded(100, 50), op("lock", 101), TS).event.reason == "insufficient_funds"
+
+
+def test_unlock_moves_locked_to_available() -> None:
+    assert apply_operation(funded(10, 40), op("unlock", 40), TS).account.balance(1) == Balance(50, 0)
+
+
+def test_unlock_rejected_beyond_locked() -> None:
+    assert apply_operation(funded(100, 5), op("unlock", 6), TS).event.reason == "insufficient_funds"
+
+
+def test_transfer_from_available_debits_payer_and_emits_credit() -> None:
+    outcome = apply_operation(funded(100), op("transfer", 30, to_user_id=9), TS)
+    assert outcome.account.balance(1) == Balance(70, 0)
+    assert (outcome.event.kind, outcome.event.counterparty, outcome.event.status) == ("transfer_out", 9, "accepted")
+    assert outcome.credit == Credit(payer=7, payee=9, op_id="op", asset=1, amount=30, ts=TS)
+
+
+def test_transfer_from_locked_settles_a_trade() -> None:
+    outcome = apply_operation(funded(5, 30), op("transfer", 30, to_user_id=9, source="locked"), TS)
+    assert outcome.account.balance(1) == Balance(5, 0)
+    assert outcome.credit is not None
+
+
+def test_transfer_rejected_sends_no_credit() -> None:
+    outcome = apply_operation(funded(100, 0), op("transfer", 1, to_user_id=9, source="locked"), TS)
+    assert (outcome.event.reason, outcome.credit) == ("insufficient_funds", None)
+    assert outcome.event.kind == "transfer_out"
+
+
+def test_credit_lands_on_payee_as_transfer_in() -> None:
+    credit = Credit(payer=7, payee=9, op_id="op", asset=2, amount=30, ts=TS)
+    outcome = apply_credit(Account(), credit)
+    assert outcome.account == Account(seq=1, balances={2: Balance(30, 0)})
+    assert (outcome.event.kind, outcome.event.user_id, outcome.event.counterparty) == ("transfer_in", 9, 7)
+
+
+def test_assets_are_independent() -> None:
+    account = apply_operation(funded(100), op("deposit", 5, asset=2), TS).account
+    assert account.balances == {1: Balance(100, 0), 2: Balance(5, 0)}
+    assert apply_operation(account, op("withdraw", 6, asset=2), TS).event.reason == "insufficient_funds"
+
+
+def test_seq_counts_every_result_without_gaps() -> None:
+    account = Account()
+    seqs = []
+    for i, (kind, amount) in enumerate([("deposit", 10), ("withdraw", 50), ("lock", 5), ("unlock", 9)]):
+        outcome = apply_operation(account, op(kind, amount, op_id=f"o{i}"), TS)
+        account = outcome.account
+        seqs.append(outcome.event.seq)
+    assert seqs == [1, 2, 3, 4]
+
+
+def test_big_integers_stay_exact() -> None:
+    big = 2**63 - 1
+    account = Account()
+    for i in range(3):
+        account = apply_operation(account, op("deposit", big, op_id=f"d{i}"), TS).account
+    assert account.balance(1).available == 3 * big
+    assert Account.from_json(account.to_json()) == account
+
+
+def test_reject_invalid_takes_a_seq_and_reports_nulls() -> None:
+    outcome = reject_invalid(funded(100), 7, "bad", {"kind": "withdraw", "asset": 1, "amount": 1.5}, "invalid_amount", TS)
+    event = outcome.event
+    assert (event.status, event.reason, event.seq, event.amount, event.available) == (
+        "rejected", "invalid_amount", 4, None, 100,
+    )
+    assert outcome.account.balances == funded(100).balances
+
+
+def test_reject_invalid_unknown_kind() -> None:
+    event = reject_invalid(Account(), 7, "bad", {"kind": "mint", "asset": "x"}, "unknown_kind", TS).event
+    assert (event.kind, event.asset, event.available) == ("unknown", None, None)
+
+
+def test_is_applied_only_when_account_reflects_result() -> None:
+    outcome = apply_operation(funded(100), op("withdraw", 10), TS)
+    assert is_applied(outcome.account, outcome.event)
+    # A result written by a worker that died before writing the account:
+    assert not is_applied(funded(100), outcome.event)
+    assert not is_applied(outcome.account, None)
+
+
+def test_replaying_on_same_state_gives_identical_event() -> None:
+    first = apply_operation(funded(100), op("transfer", 10, to_user_id=9), TS)
+    again = apply_operation(funded(100), op("transfer", 10, to_user_id=9), TS)
+    assert first == again
+
+
+def test_result_keys_cannot_collide() -> None:
+    credit = Credit(payer=1, payee=2, op_id="x", asset=1, amount=1, ts=TS)
+    assert operation_key(2, "in|1|x") != credit_key(credit)
+    assert operation_key(21, "op") != operation_key(2, "1|op|op")
+
+
+def test_account_json_round_trip() -> None:
+    account = Account(seq=9, balances={3: Balance(1, 2), 1: Balance(0, 5)})
+    assert account.to_json() == {"seq": 9, "balances": {"1": {"available": 0, "locked": 5}, "3": {"available": 1, "locked": 2}}}
+    assert Account.from_json(account.to_json()) == account
+    assert Account.from_json(None) == Account()

@@ -1,0 +1,112 @@
+"""Validation of client operations: every field, every reason code, no floats for money."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pytest
+
+from app.errors import InvalidOperation
+from app.models import MAX_AMOUNT, Operation, decode_json, identify, parse_operation
+
+
+def body(**overrides: Any) -> Dict[str, Any]:
+    base: Dict[str, Any] = {"op_id": "op-1", "kind": "deposit", "user_id": 1001, "asset": 1, "amount": 500}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def rejection(raw: Any) -> InvalidOperation:
+    with pytest.raises(InvalidOperation) as caught:
+        parse_operation(raw)
+    return caught.value
+
+
+def test_deposit_parses_into_operation() -> None:
+    assert parse_operation(body()) == Operation(op_id="op-1", kind="deposit", user_id=1001, asset=1, amount=500)
+
+
+def test_amount_as_digit_string_is_exact_beyond_float_precision() -> None:
+    assert parse_operation(body(amount="9007199254740993")).amount == 9007199254740993
+
+
+def test_transfer_defaults_to_available_source() -> None:
+    op = parse_operation(body(kind="transfer", to_user_id=2002))
+    assert (op.to_user_id, op.source) == (2002, "available")
+
+
+def test_transfer_from_locked() -> None:
+    assert parse_operation(body(kind="transfer", to_user_id=2002, source="locked")).source == "locked"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({"amount": 1.5}, "amount", "invalid_amount"),
+        ({"amount": 100.0}, "amount", "invalid_amount"),
+        ({"amount": 0}, "amount", "invalid_amount"),
+        ({"amount": -5}, "amount", "invalid_amount"),
+        ({"amount": True}, "amount", "invalid_amount"),
+        ({"amount": "12a"}, "amount", "invalid_amount"),
+        ({"amount": "-1"}, "amount", "invalid_amount"),
+        ({"amount": ""}, "amount", "invalid_amount"),
+        ({"amount": MAX_AMOUNT + 1}, "amount", "invalid_amount"),
+        ({"amount": str(MAX_AMOUNT + 1)}, "amount", "invalid_amount"),
+        ({"amount": None}, "amount", "invalid_amount"),
+        ({"amount": ...}, "amount", "missing_field"),
+        ({"kind": "mint"}, "kind", "unknown_kind"),
+        ({"kind": ...}, "kind", "missing_field"),
+        ({"user_id": 0}, "user_id", "invalid_user_id"),
+        ({"user_id": 2**63}, "user_id", "invalid_user_id"),
+        ({"user_id": "1001"}, "user_id", "invalid_user_id"),
+        ({"user_id": True}, "user_id", "invalid_user_id"),
+        ({"user_id": ...}, "user_id", "missing_field"),
+        ({"asset": 0}, "asset", "invalid_asset"),
+        ({"asset": 2**31}, "asset", "invalid_asset"),
+        ({"asset": "BTC"}, "asset", "invalid_asset"),
+        ({"op_id": ""}, "op_id", "invalid_op_id"),
+        ({"op_id": "x" * 65}, "op_id", "invalid_op_id"),
+        ({"op_id": "has space"}, "op_id", "invalid_op_id"),
+        ({"op_id": 7}, "op_id", "invalid_op_id"),
+        ({"op_id": ...}, "op_id", "missing_field"),
+        ({"to_user_id": 5}, "to_user_id", "unknown_field"),
+        ({"ammount": 5}, "ammount", "unknown_field"),
+    ],
+)
+def test_invalid_field_is_named(overrides: Dict[str, Any], field: str, reason: str) -> None:
+    error = rejection(body(**overrides))
+    assert (error.field, error.reason) == (field, reason)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "reason"),
+    [
+        ({}, "to_user_id", "missing_field"),
+        ({"to_user_id": 1001}, "to_user_id", "accounts_must_be_different"),
+        ({"to_user_id": -1}, "to_user_id", "invalid_to_user_id"),
+        ({"to_user_id": 2002, "source": "pending"}, "source", "invalid_source"),
+    ],
+)
+def test_invalid_transfer_field_is_named(overrides: Dict[str, Any], field: str, reason: str) -> None:
+    error = rejection(body(kind="transfer", **overrides))
+    assert (error.field, error.reason) == (field, reason)
+
+
+def test_body_must_be_an_object() -> None:
+    assert rejection([1, 2]).reason == "invalid_body"
+
+
+def test_decode_json_rejects_garbage() -> None:
+    with pytest.raises(InvalidOperation) as caught:
+        decode_json(b"\xff{not json")
+    assert caught.value.reason == "invalid_json"
+
+
+def test_identify_ties_invalid_operation_to_user() -> None:
+    assert identify(body(amount=-1)) == (1001, "op-1")
+    assert identify(body(user_id="x")) is None
+    assert identify("not an object") is None
+
+
+def test_error_dict_names_field_and_reason() -> None:
+    assert rejection(body(amount=1.5)).as_dict()["field"] == "amount"
