@@ -7,11 +7,38 @@ and the ``ubscore`` console script see the same complete app.
 
 from __future__ import annotations
 
-import faust
+from typing import Any, Dict, List
 
+import faust
+from faust.types import TopicT
+
+from app.kafka_admin import ensure_topics
 from app.settings import settings
 
-app = faust.App(
+
+class UBSCoreApp(faust.App):
+    """A Faust app that creates its topics before its consumer subscribes to them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.owned_topics: List[TopicT] = []
+
+    def own_topic(self, topic: TopicT) -> TopicT:
+        """Register a topic to be created at start-up if missing."""
+        self.owned_topics.append(topic)
+        return topic
+
+    async def on_first_start(self) -> None:
+        """Create the topics first: any component may start before any topic exists."""
+        await super().on_first_start()
+        wanted: Dict[str, int] = {}
+        for topic in self.owned_topics:
+            for name in topic.topics:
+                wanted[name] = topic.partitions or settings.partitions
+        await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor)
+
+
+app = UBSCoreApp(
     settings.app_id,
     broker=settings.kafka,
     store=settings.store,

@@ -2,11 +2,18 @@
 
 Values are raw bytes holding JSON: the agents parse them themselves, because a
 message that does not parse must reach the dead-letter topic instead of being
-dropped inside a deserializer. All user-keyed topics share ``UBS_PARTITIONS``, so
+dropped inside a deserializer.
+
+Every topic here is owned by the app: a worker creates the missing ones before
+its consumer subscribes (app.kafka_admin), so any component may start first. The
+local broker's ``auto.create.topics.enable`` is off, so nothing else creates them
+by accident. All user-keyed topics share ``UBS_PARTITIONS``, so
 one user's operations, credits, table rows and events meet on one partition.
 """
 
 from __future__ import annotations
+
+from faust.types import TopicT
 
 from app.app import app
 from app.settings import settings
@@ -17,20 +24,18 @@ EVENTS = f"{settings.topic_prefix}balance.events"
 DEAD_LETTERS = f"{settings.topic_prefix}balance.operations.dlq"
 CREDITS = f"{settings.topic_prefix}balance.credits"
 
-operations_topic = app.topic(OPERATIONS, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-events_topic = app.topic(EVENTS, partitions=settings.partitions, key_type=bytes, value_type=bytes)
-credits_topic = app.topic(
-    CREDITS,
-    partitions=settings.partitions,
-    key_type=bytes,
-    value_type=bytes,
-    # Internal: written only by the ubscore agent, never from client input.
-    internal=True,
-)
-dead_letters_topic = app.topic(DEAD_LETTERS, partitions=settings.partitions, key_type=bytes, value_type=bytes)
+
+
+def _declare(*names: str) -> TopicT:
+    return app.own_topic(app.topic(*names, partitions=settings.partitions, key_type=bytes, value_type=bytes))
+
+
+operations_topic = _declare(OPERATIONS)
+events_topic = _declare(EVENTS)
+# Written only by the ubscore agent; the public operation schema cannot produce a credit.
+credits_topic = _declare(CREDITS)
+dead_letters_topic = _declare(DEAD_LETTERS)
 
 # The ubscore agent reads operations and credit legs as one stream, so a single
 # coroutine owns every change to a partition's tables.
-ledger_input = app.topic(
-    OPERATIONS, CREDITS, partitions=settings.partitions, key_type=bytes, value_type=bytes
-)
+ledger_input = app.topic(OPERATIONS, CREDITS, partitions=settings.partitions, key_type=bytes, value_type=bytes)

@@ -46,10 +46,15 @@ build_project() {
     command -v mvn >/dev/null 2>&1 || die "Maven not found (install it: apt-get install -y maven) - needed once to assemble $(basename "$project")/lib"
     echo "stack: assembling $(basename "$project") from Maven Central into ${project#"$REPO_HOME"/}/lib ..." >&2
     rm -rf "${project:?}/lib"
-    # -q keeps the output short; a failure still prints Maven's error.
-    if ! (cd "$project" && mvn -B -q -Dstyle.color=never package); then
-        die "Maven failed to assemble $(basename "$project") (see the output above)"
+    # Maven's output is kept out of sight unless it fails (even -q prints stray colour codes).
+    local log
+    log=$(mktemp)
+    if ! (cd "$project" && mvn -B -q -Dstyle.color=never package) >"$log" 2>&1; then
+        sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -v '^[[:space:]]*$' >&2 || true
+        rm -f "$log"
+        die "Maven failed to assemble $(basename "$project") (its output is above)"
     fi
+    rm -f "$log"
     touch "$project/lib/.complete"
 }
 

@@ -68,8 +68,16 @@ class World:
 class Worker:
     """One ``python -m app worker`` process with its own web port and data directory."""
 
-    def __init__(self, world: World, data_dir: Path, log_path: Path, extra_env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        world: World,
+        data_dir: Path,
+        log_path: Path,
+        extra_env: Optional[Dict[str, str]] = None,
+        loglevel: str = "info",
+    ) -> None:
         self.world = world
+        self.loglevel = loglevel
         self.port = free_port()
         self.data_dir = data_dir
         self.log_path = log_path
@@ -102,7 +110,7 @@ class Worker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "-l", "info"],
+            [sys.executable, "-m", "app", "worker", "-l", self.loglevel],
             cwd=REPO,
             env=self.env(),
             stdout=log,

@@ -1,0 +1,208 @@
+"""Throughput of UBSCore end to end, side by side with a raw aiokafka pass-through.
+
+Both sides run in one invocation against the same local broker, on fresh topics:
+
+- baseline: a bare aiokafka consumer -> producer loop copying N messages from one
+  8-partition topic to another (no validation, no state, no database): the ceiling
+  the broker and the Python client allow on this machine;
+- ubscore: one worker applying N operations (deposits, locks, withdrawals,
+  transfers across partitions) and the settlement sink writing every event to
+  the CQL database.
+
+Figures: messages per second from the first message produced to the last
+message out (events on balance.events; rows in the database for the sink).
+
+    make bench                      # defaults: 20000 operations, 1000 users
+    BENCH_OPS=50000 make bench
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, List, Tuple
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from app.partitioning import user_key
+from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, World, Worker, fresh_user_id
+
+OPS = int(os.environ.get("BENCH_OPS", "20000"))
+USERS = int(os.environ.get("BENCH_USERS", "1000"))
+
+
+def workload(ops: int, users: int, seed: int = 7) -> List[Tuple[bytes, bytes]]:
+    """A deterministic mix: every user is funded first, then random kinds."""
+    rng = random.Random(seed)
+    ids = [fresh_user_id() for _ in range(users)]
+    messages: List[Tuple[bytes, bytes]] = []
+    for i, user in enumerate(ids):
+        messages.append((user_key(user), _op(f"fund-{i}", "deposit", user, 1_000_000)))
+    for n in range(ops - users):
+        user = rng.choice(ids)
+        kind = rng.choice(["deposit", "withdraw", "lock", "unlock", "transfer"])
+        extra = {"to_user_id": rng.choice([u for u in (rng.choice(ids), rng.choice(ids)) if u != user] or [ids[0]])} if kind == "transfer" else {}
+        if kind == "transfer" and extra["to_user_id"] == user:
+            kind, extra = "deposit", {}
+        messages.append((user_key(user), _op(f"op-{n}", kind, user, rng.randint(1, 500), **extra)))
+    return messages
+
+
+def _op(op_id: str, kind: str, user: int, amount: int, **extra: Any) -> bytes:
+    return json.dumps({"op_id": op_id, "kind": kind, "user_id": user, "asset": 1, "amount": amount, **extra}).encode()
+
+
+async def produce_all(topic: str, messages: List[Tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def count_until(topic: str, target: int, timeout: float) -> float:
+    """Read a topic from the start until ``target`` messages were seen; return the monotonic time."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while not consumer.partitions_for_topic(topic):
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+        await consumer.seek_to_beginning()
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {seen}/{target} messages in {timeout}s")
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            seen += sum(len(records) for records in batch.values())
+        return time.monotonic()
+    finally:
+        await consumer.stop()
+
+
+async def pass_through(source: str, target: str, total: int) -> None:
+    """The baseline: consume, produce, commit; nothing else."""
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=BOOTSTRAP, group_id=f"bench-{source}", enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        copied = 0
+        while copied < total:
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            futures = []
+            for records in batch.values():
+                for record in records:
+                    futures.append(await producer.send(target, value=record.value, key=record.key))
+            await asyncio.gather(*futures)
+            if futures:
+                await consumer.commit()
+            copied += len(futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def create_topics(names: List[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+async def baseline(messages: List[Tuple[bytes, bytes]]) -> float:
+    tag = World().tag
+    source, target = f"bench-{tag}.in", f"bench-{tag}.out"
+    await create_topics([source, target])
+    copier = asyncio.create_task(pass_through(source, target, len(messages)))
+    start = time.monotonic()
+    await produce_all(source, messages)
+    end = await count_until(target, len(messages), timeout=600)
+    await copier
+    return end - start
+
+
+def database_rows(world: World) -> int:
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(CQL_HOSTS, port=CQL_PORT)
+    try:
+        session = cluster.connect()
+        return int(session.execute(f"SELECT count(*) FROM {world.keyspace}.balance_events").one()[0])
+    except Exception:  # noqa: BLE001 - keyspace not there yet
+        return 0
+    finally:
+        cluster.shutdown()
+
+
+async def ubscore(messages: List[Tuple[bytes, bytes]]) -> Tuple[float, float, int]:
+    world = World()
+    base = Path(tempfile.mkdtemp(prefix="ubscore-bench-"))
+    worker = Worker(world, base / "data", base / "worker.log", loglevel="warning").start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
+        transfers = sum(1 for _, v in messages if b'"transfer"' in v)
+        start = time.monotonic()
+        await produce_all(world.topic("balance.operations"), messages)
+        # Transfers that were accepted add a transfer_in event; count what the worker reports.
+        minimum = len(messages)
+        events_done = await count_until(world.topic("balance.events"), minimum, timeout=900)
+        expected_rows = await _events_total(world, minimum, transfers)
+        while await asyncio.to_thread(database_rows, world) < expected_rows:
+            if time.monotonic() - start > 900:
+                raise TimeoutError("database did not catch up")
+            await asyncio.sleep(0.5)
+        db_done = time.monotonic()
+        return events_done - start, db_done - start, expected_rows
+    finally:
+        worker.stop()
+
+
+async def _events_total(world: World, minimum: int, transfers: int) -> int:
+    """All events once transfers settled: wait until the count stops growing."""
+    last, stable = -1, 0
+    while stable < 3:
+        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(world.topic("balance.events"), p) for p in range(PARTITIONS)]
+            ends = await consumer.end_offsets(tps)
+            total = sum(ends.values())
+        finally:
+            await consumer.stop()
+        stable = stable + 1 if total == last else 0
+        last = total
+        await asyncio.sleep(0.5)
+    return last
+
+
+async def main() -> None:
+    messages = workload(OPS, USERS)
+    print(f"workload: {len(messages)} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
+    base_s = await baseline(messages)
+    events_s, db_s, rows = await ubscore(messages)
+    n = len(messages)
+    print()
+    print(f"{'pipeline':<44}{'messages':>10}{'seconds':>10}{'msg/s':>10}")
+    print(f"{'baseline: aiokafka consume->produce':<44}{n:>10}{base_s:>10.2f}{n / base_s:>10.0f}")
+    print(f"{'ubscore: operations -> balance.events':<44}{n:>10}{events_s:>10.2f}{n / events_s:>10.0f}")
+    print(f"{'ubscore: operations -> events in CQL db':<44}{rows:>10}{db_s:>10.2f}{rows / db_s:>10.0f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
