@@ -1,10 +1,16 @@
-"""``python -m app worker -l info`` and the ``ubscore`` console script: Faust's CLI for our app."""
+"""``python -m app worker -l info``, ``python -m app verify`` and the ``ubscore`` console script."""
 
 from __future__ import annotations
 
+import sys
+
 
 def main() -> None:
-    """Run Faust's command line with the UBSCore app (worker, tables, agents, send...)."""
+    """``ubscore verify ...`` checks the invariants; anything else is Faust's CLI for our app."""
+    if sys.argv[1:2] == ["verify"]:
+        from app.verifier import main as verify
+
+        sys.exit(verify(sys.argv[2:]))
     from app import app
 
     app.main()

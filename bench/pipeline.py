@@ -153,7 +153,7 @@ def database_rows(world: World) -> int:
 async def ubscore(messages: List[Tuple[bytes, bytes]]) -> Tuple[float, float, int]:
     world = World()
     base = Path(tempfile.mkdtemp(prefix="ubscore-bench-"))
-    worker = Worker(world, base / "data", base / "worker.log", loglevel="warning").start()
+    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn").start()
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
         transfers = sum(1 for _, v in messages if b'"transfer"' in v)

@@ -1,0 +1,250 @@
+"""The invariants of DESIGN.md, checked over everything the pipeline wrote. Pure: no I/O.
+
+Input is what a verifier read once the pipeline was idle: the operations topic
+(in partition order), the events topic (every copy), and optionally the tables
+(read through a worker) and the database. The reference model is the pure core
+itself: each user's events, in seq order, name the order in which the worker
+applied that user's operations; replaying those operations through
+``app.ledger`` must give byte-identical events. The checks:
+
+- ``seq_gap`` / ``seq_conflict``: per user, seqs run 1..n; a repeated seq is an identical copy.
+- ``duplicate_result``: one (user, op_id), or one credit leg, with two different seqs.
+- ``missing_result`` / ``unexplained_event``: an operation without a result, or the reverse.
+- ``reference_mismatch``: an event other than what the pure core gives for that operation.
+- ``negative_balance``; ``transfer_not_landed`` (an accepted transfer_out without its transfer_in).
+- ``conservation``: per asset, sum of available + locked != accepted deposits - withdrawals.
+- ``table_mismatch`` / ``db_mismatch``: the tables or the database differ from the fold of events.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from app.errors import InvalidOperation
+from app.ledger import Account, apply_credit, apply_operation, reject_invalid
+from app.models import Credit, Event, decode_json, identify, parse_operation
+
+MAX_EXAMPLES = 10
+
+
+@dataclass
+class Report:
+    """Counts and violations; ``ok`` when there are none."""
+
+    counts: Dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    violations: Dict[str, List[str]] = field(default_factory=lambda: defaultdict(list))
+    accounts: Dict[int, Account] = field(default_factory=dict)
+
+    def violate(self, kind: str, detail: str) -> None:
+        """Record one violation (details beyond the first few are only counted)."""
+        self.counts[f"violation:{kind}"] += 1
+        if len(self.violations[kind]) < MAX_EXAMPLES:
+            self.violations[kind].append(detail)
+
+    @property
+    def total_violations(self) -> int:
+        """How many violations were found, of every kind."""
+        return sum(v for k, v in self.counts.items() if k.startswith("violation:"))
+
+    @property
+    def ok(self) -> bool:
+        """True when every invariant holds."""
+        return self.total_violations == 0
+
+    def summary(self) -> str:
+        """A human-readable summary, one fact per line."""
+        lines = [f"{name:<28} {value}" for name, value in sorted(self.counts.items()) if not name.startswith("violation:")]
+        lines.append(f"{'violations':<28} {self.total_violations}")
+        for kind, examples in sorted(self.violations.items()):
+            lines.append(f"  {kind}: {self.counts[f'violation:{kind}']}")
+            lines.extend(f"    {example}" for example in examples)
+        lines.append("RESULT " + ("OK" if self.ok else "VIOLATIONS FOUND"))
+        return "\n".join(lines)
+
+
+def _first_operations(operations: Iterable[Tuple[Optional[bytes], bytes]], report: Report) -> Dict[Tuple[int, str], Any]:
+    """The first body seen for each (user, op_id), preferring correctly keyed messages."""
+    keyed: Dict[Tuple[int, str], Any] = {}
+    unkeyed: Dict[Tuple[int, str], Any] = {}
+    for key, raw in operations:
+        report.counts["operations_read"] += 1
+        try:
+            body = decode_json(raw)
+        except InvalidOperation:
+            report.counts["operations_unparseable"] += 1
+            continue
+        identity = identify(body)
+        if identity is None:
+            report.counts["operations_without_user"] += 1
+            continue
+        target = keyed if key == str(identity[0]).encode() else unkeyed
+        target.setdefault(identity, body)
+    for identity, body in unkeyed.items():
+        keyed.setdefault(identity, body)
+    report.counts["operations_distinct"] = len(keyed)
+    return keyed
+
+
+def _events_by_user(events: Iterable[Mapping[str, Any]], report: Report) -> Dict[int, List[Event]]:
+    by_seq: Dict[Tuple[int, int], Event] = {}
+    for raw in events:
+        report.counts["events_read"] += 1
+        event = Event.from_json(raw)
+        slot = (event.user_id, event.seq)
+        if slot in by_seq:
+            report.counts["events_duplicate_copies"] += 1
+            if by_seq[slot] != event:
+                report.violate("seq_conflict", f"user {event.user_id} seq {event.seq}: {by_seq[slot]} != {event}")
+            continue
+        by_seq[slot] = event
+    users: Dict[int, List[Event]] = defaultdict(list)
+    for (user, _), event in sorted(by_seq.items()):
+        users[user].append(event)
+    report.counts["events_distinct"] = len(by_seq)
+    report.counts["users"] = len(users)
+    return users
+
+
+def check(
+    operations: Iterable[Tuple[Optional[bytes], bytes]],
+    events: Iterable[Mapping[str, Any]],
+    tables: Optional[Mapping[int, Optional[Mapping[str, Any]]]] = None,
+    db_events: Optional[Iterable[Mapping[str, Any]]] = None,
+    db_balances: Optional[Iterable[Mapping[str, Any]]] = None,
+) -> Report:
+    """Check every invariant; ``tables`` maps user id -> account JSON (None if unknown)."""
+    report = Report()
+    bodies = _first_operations(operations, report)
+    users = _events_by_user(events, report)
+
+    results: Dict[Tuple[Any, ...], int] = {}
+    outgoing: Dict[Tuple[int, str], Event] = {}
+    incoming: Dict[Tuple[int, str], Event] = {}
+    deposits: Dict[int, int] = defaultdict(int)
+    withdrawals: Dict[int, int] = defaultdict(int)
+
+    for user, user_events in users.items():
+        expected_seqs = list(range(1, len(user_events) + 1))
+        if [e.seq for e in user_events] != expected_seqs:
+            report.violate("seq_gap", f"user {user}: seqs {[e.seq for e in user_events][:20]}")
+        account = Account()
+        for event in user_events:
+            report.counts[f"events_{event.status}"] += 1
+            if event.kind == "transfer_in":
+                key: Tuple[Any, ...] = (user, "in", event.counterparty, event.op_id)
+            else:
+                key = (user, event.op_id)
+            if key in results and results[key] != event.seq:
+                report.violate("duplicate_result", f"{key}: seq {results[key]} and seq {event.seq}")
+            results.setdefault(key, event.seq)
+
+            if event.kind == "transfer_in":
+                assert event.counterparty is not None and event.asset is not None and event.amount is not None
+                credit = Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts)
+                outcome = apply_credit(account, credit)
+                incoming[(event.counterparty, event.op_id)] = event
+            else:
+                body = bodies.get((user, event.op_id))
+                if body is None:
+                    report.violate("unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation")
+                    account = Account(seq=event.seq, balances=account.balances)
+                    continue
+                try:
+                    operation = parse_operation(body)
+                except InvalidOperation as error:
+                    outcome = reject_invalid(account, user, event.op_id, body, error.reason, event.ts)
+                else:
+                    outcome = apply_operation(account, operation, event.ts)
+            if outcome.event != event:
+                report.violate("reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}")
+            account = outcome.account
+            for asset, balance in account.balances.items():
+                if balance.available < 0 or balance.locked < 0:
+                    report.violate("negative_balance", f"user {user} asset {asset} after seq {event.seq}: {balance}")
+            if event.status == "accepted":
+                if event.kind == "deposit":
+                    deposits[event.asset or 0] += event.amount or 0
+                elif event.kind == "withdraw":
+                    withdrawals[event.asset or 0] += event.amount or 0
+                elif event.kind == "transfer_out":
+                    outgoing[(user, event.op_id)] = event
+        report.accounts[user] = account
+
+    for (user, op_id) in bodies:
+        if (user, op_id) not in results:
+            report.violate("missing_result", f"user {user} op_id {op_id!r}")
+    for (payer, op_id), out in outgoing.items():
+        landed = incoming.get((payer, op_id))
+        if landed is None or (landed.user_id, landed.asset, landed.amount) != (out.counterparty, out.asset, out.amount):
+            report.violate("transfer_not_landed", f"payer {payer} op_id {op_id!r} -> {out.counterparty}")
+    for (payer, op_id), landed in incoming.items():
+        if (payer, op_id) not in outgoing:
+            report.violate("unexplained_event", f"transfer_in to {landed.user_id} from {payer} op_id {op_id!r}: no accepted transfer_out")
+    report.counts["transfers_accepted"] = len(outgoing)
+
+    held: Dict[int, int] = defaultdict(int)
+    for account in report.accounts.values():
+        for asset, balance in account.balances.items():
+            held[asset] += balance.available + balance.locked
+    for asset in sorted(set(held) | set(deposits) | set(withdrawals)):
+        if held[asset] != deposits[asset] - withdrawals[asset]:
+            report.violate(
+                "conservation",
+                f"asset {asset}: held {held[asset]} != deposits {deposits[asset]} - withdrawals {withdrawals[asset]}",
+            )
+
+    if tables is not None:
+        _check_tables(report, tables)
+    if db_events is not None and db_balances is not None:
+        _check_database(report, users, db_events, db_balances)
+    return report
+
+
+def _check_tables(report: Report, tables: Mapping[int, Optional[Mapping[str, Any]]]) -> None:
+    for user, account in report.accounts.items():
+        stored = tables.get(user)
+        got = Account.from_json(stored) if stored else None
+        if got != account:
+            report.violate("table_mismatch", f"user {user}: table {stored} != fold {account.to_json()}")
+    report.counts["tables_checked"] = len(report.accounts)
+
+
+def _check_database(
+    report: Report,
+    users: Mapping[int, Sequence[Event]],
+    db_events: Iterable[Mapping[str, Any]],
+    db_balances: Iterable[Mapping[str, Any]],
+) -> None:
+    expected = {(e.user_id, e.seq): e for evs in users.values() for e in evs}
+    seen = set()
+    for row in db_events:
+        event = Event.from_json(row)
+        slot = (event.user_id, event.seq)
+        seen.add(slot)
+        if expected.get(slot) != event:
+            report.violate("db_mismatch", f"balance_events {slot}: db {event} != topic {expected.get(slot)}")
+    for slot in expected.keys() - seen:
+        report.violate("db_mismatch", f"balance_events {slot}: missing in db")
+
+    last_seq: Dict[Tuple[int, int], int] = {}
+    for user, evs in users.items():
+        for event in evs:
+            if event.asset is not None and event.available is not None:
+                last_seq[(user, event.asset)] = event.seq
+    rows = {(int(r["user_id"]), int(r["asset"])): r for r in db_balances}
+    for (user, asset), seq in last_seq.items():
+        row = rows.get((user, asset))
+        balance = report.accounts[user].balance(asset)
+        want = (balance.available, balance.locked, seq)
+        got = (row["available"], row["locked"], row["seq"]) if row else None
+        if got != want:
+            report.violate("db_mismatch", f"balances ({user}, {asset}): db {got} != fold {want}")
+    report.counts["db_rows_checked"] = len(seen) + len(rows)
+
+
+def decode_events(values: Iterable[bytes]) -> List[Dict[str, Any]]:
+    """Events read from the topic; anything unreadable is reported by the caller."""
+    return [json.loads(value) for value in values]

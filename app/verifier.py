@@ -1,0 +1,127 @@
+"""``ubscore verify``: read what the pipeline wrote and check the invariants of DESIGN.md.
+
+Run it once the pipeline is idle (no operation in flight). It reads
+``balance.operations`` and ``balance.events`` (read_committed) to their current
+end, the tables through a worker's HTTP API (which routes to the owner of each
+user) and the database, then calls ``app.verification.check``. It prints a
+summary and exits 1 on any violation, 2 when something could not be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.settings import Settings, load
+from app.verification import Report, check
+
+Record = Tuple[Optional[bytes], bytes]
+
+
+async def read_topic(bootstrap: str, topic: str) -> List[Record]:
+    """Every committed message of a topic, partition by partition, up to the end seen at start."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        records: List[Record] = []
+        for partition in partitions:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            await consumer.seek_to_beginning(tp)
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10000)
+                for record in batch.get(tp, []):
+                    records.append((record.key, record.value))
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def read_tables(worker_url: str, users: Sequence[int], concurrency: int = 32) -> Dict[int, Optional[Dict[str, Any]]]:
+    """Each user's account as the owning worker's table holds it (404 -> None)."""
+    limit = asyncio.Semaphore(concurrency)
+    tables: Dict[int, Optional[Dict[str, Any]]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def one(user: int) -> None:
+            async with limit:
+                async with http.get(f"{worker_url}/accounts/{user}") as response:
+                    if response.status == 404:
+                        tables[user] = None
+                        return
+                    response.raise_for_status()
+                    body = await response.json()
+                    tables[user] = {"seq": body["seq"], "balances": body["balances"]}
+
+        await asyncio.gather(*(one(user) for user in users))
+    return tables
+
+
+def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """All rows of balance_events and balances in the keyspace."""
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
+    from cassandra.query import dict_factory
+
+    from app.cql import _epoch_ms
+
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), row_factory=dict_factory, request_timeout=60)
+    cluster = Cluster(list(settings.cql_hosts), port=settings.cql_port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    try:
+        session = cluster.connect(settings.keyspace)
+        events = []
+        for row in session.execute("SELECT * FROM balance_events"):
+            row["ts"] = _epoch_ms(row["ts"])
+            events.append(row)
+        balances = list(session.execute("SELECT user_id, asset, available, locked, seq FROM balances"))
+        return events, balances
+    finally:
+        cluster.shutdown()
+
+
+async def verify(settings: Settings, worker_url: Optional[str], with_database: bool) -> Report:
+    """Read everything and check it."""
+    from app.topics import EVENTS, OPERATIONS
+
+    operations = await read_topic(settings.kafka_bootstrap, OPERATIONS)
+    event_records = await read_topic(settings.kafka_bootstrap, EVENTS)
+    events = [json.loads(value) for _, value in event_records]
+    users = sorted({int(e["user_id"]) for e in events})
+    tables: Optional[Mapping[int, Optional[Dict[str, Any]]]] = None
+    if worker_url:
+        tables = await read_tables(worker_url, users)
+    db_events = db_balances = None
+    if with_database:
+        db_events, db_balances = await asyncio.get_running_loop().run_in_executor(None, read_database, settings)
+    return check(operations, events, tables, db_events, db_balances)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``ubscore verify``."""
+    parser = argparse.ArgumentParser(prog="ubscore verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", default=None, help="a worker's URL to read the tables through (default: this host's UBS_WEB_PORT)")
+    parser.add_argument("--no-tables", action="store_true", help="do not compare the tables")
+    parser.add_argument("--no-db", action="store_true", help="do not compare the database")
+    args = parser.parse_args(argv)
+    settings = load()
+    worker_url = None if args.no_tables else (args.worker or settings.canonical_url)
+    try:
+        report = asyncio.run(verify(settings, worker_url, not args.no_db))
+    except Exception as exc:  # noqa: BLE001 - any read failure ends the run with a clear line
+        print(f"verify: could not read the pipeline's state: {exc!r}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0 if report.ok else 1

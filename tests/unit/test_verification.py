@@ -1,0 +1,88 @@
+"""The verifier's checks find each kind of violation, and pass a correct run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from app.ledger import Account, apply_credit, apply_operation
+from app.models import parse_operation
+from app.verification import check
+
+TS = 1_700_000_000_000
+
+
+def simulate(bodies: List[Dict[str, Any]]) -> Tuple[List[Tuple[Optional[bytes], bytes]], List[Dict[str, Any]], Dict[int, Any]]:
+    """A tiny in-process pipeline built on the pure core: operations, events, final tables."""
+    operations = [(str(b["user_id"]).encode(), json.dumps(b).encode()) for b in bodies]
+    accounts: Dict[int, Account] = {}
+    events: List[Dict[str, Any]] = []
+    for body in bodies:
+        op = parse_operation(body)
+        outcome = apply_operation(accounts.get(op.user_id, Account()), op, TS)
+        accounts[op.user_id] = outcome.account
+        events.append(outcome.event.to_json())
+        if outcome.credit:
+            landed = apply_credit(accounts.get(outcome.credit.payee, Account()), outcome.credit)
+            accounts[outcome.credit.payee] = landed.account
+            events.append(landed.event.to_json())
+    return operations, events, {u: a.to_json() for u, a in accounts.items()}
+
+
+BODIES = [
+    {"op_id": "a", "kind": "deposit", "user_id": 1, "asset": 1, "amount": 100},
+    {"op_id": "b", "kind": "lock", "user_id": 1, "asset": 1, "amount": 30},
+    {"op_id": "c", "kind": "transfer", "user_id": 1, "to_user_id": 2, "asset": 1, "amount": 30, "source": "locked"},
+    {"op_id": "d", "kind": "withdraw", "user_id": 2, "asset": 1, "amount": 500},
+    {"op_id": "e", "kind": "withdraw", "user_id": 2, "asset": 1, "amount": 10},
+]
+
+
+def test_correct_run_passes_with_copies_of_events() -> None:
+    operations, events, tables = simulate(BODIES)
+    report = check(operations + operations[:1], events + events[:2], tables)
+    assert report.ok, report.summary()
+    assert report.counts["events_duplicate_copies"] == 2
+
+
+def test_lost_event_is_a_gap_and_a_missing_result() -> None:
+    operations, events, _ = simulate(BODIES)
+    del events[1]
+    report = check(operations, events)
+    assert {"seq_gap", "missing_result", "reference_mismatch"} <= set(report.violations)
+
+
+def test_operation_applied_twice_is_found() -> None:
+    operations, events, _ = simulate(BODIES)
+    again = dict(events[0], seq=5, available=200)  # deposit "a" applied a second time as seq 5
+    report = check(operations, events + [again])
+    assert "duplicate_result" in report.violations
+
+
+def test_conflicting_copy_of_a_seq_is_found() -> None:
+    operations, events, _ = simulate(BODIES)
+    report = check(operations, events + [dict(events[0], available=99)])
+    assert "seq_conflict" in report.violations
+
+
+def test_transfer_without_its_credit_breaks_conservation() -> None:
+    operations, events, _ = simulate(BODIES)
+    events = [e for e in events if e["kind"] != "transfer_in"]
+    report = check(operations, events)
+    assert {"transfer_not_landed", "conservation"} <= set(report.violations)
+
+
+def test_table_and_database_differences_are_found() -> None:
+    operations, events, tables = simulate(BODIES)
+    tables[2] = {"seq": 3, "balances": {"1": {"available": 31, "locked": 0}}}
+    db_events = events[:-1]
+    db_balances = [{"user_id": 1, "asset": 1, "available": 70, "locked": 0, "seq": 3}]
+    report = check(operations, events, tables, db_events, db_balances)
+    assert {"table_mismatch", "db_mismatch"} <= set(report.violations)
+    assert len(report.violations["db_mismatch"]) == 2  # user 2's last event and balance row are missing
+
+
+def test_event_without_operation_is_unexplained() -> None:
+    operations, events, _ = simulate(BODIES)
+    report = check(operations[1:], events)
+    assert "unexplained_event" in report.violations
