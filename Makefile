@@ -37,10 +37,11 @@ stack-status:
 stack-reset:
 	stack/bin/stack reset
 
-## run: install, start the stack, then one worker (gateway on UBS_WEB_PORT) in the foreground
+## run: install, start the stack, then WORKERS workers (default 1) in the foreground
 run: install stack-up
-	@echo "worker: http://$${UBS_WEB_HOST:-127.0.0.1}:$${UBS_WEB_PORT:-6066}  (Ctrl-C stops the worker; 'make stack-down' stops Kafka and Cassandra)"
-	exec $(VENV)/bin/ubscore worker -l info
+	@echo "Ctrl-C stops the workers; 'make stack-down' stops Kafka and Cassandra"
+	@if [ "$(WORKERS)" = "1" ]; then exec $(VENV)/bin/ubscore worker -l info; \
+	else exec $(VENV)/bin/ubscore workers $(WORKERS); fi
 
 ## test: install, start the stack if needed, run the whole suite
 test: install stack-up

@@ -11,6 +11,10 @@ def main() -> None:
         from app.verifier import main as verify
 
         sys.exit(verify(sys.argv[2:]))
+    if sys.argv[1:2] == ["workers"]:
+        from app.launcher import main as workers
+
+        sys.exit(workers(sys.argv[2:]))
     from app import app
 
     app.main()

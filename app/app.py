@@ -48,6 +48,9 @@ app = UBSCoreApp(
     topic_replication_factor=settings.topic_replication_factor,
     processing_guarantee=settings.processing_guarantee,
     table_standby_replicas=settings.standby_replicas,
+    # How long a silent (killed, frozen) worker keeps its partitions before the group moves them.
+    broker_session_timeout=settings.session_timeout_s,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     # Faust binds 0.0.0.0 unless told otherwise; the gateway listens where UBS_WEB_HOST says.
     web_bind=settings.web_host,
     web_host=settings.advertised_host,

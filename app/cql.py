@@ -22,6 +22,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 STATEMENTS_PER_BATCH = 50
+PROTOCOL_VERSION = 4
 
 SCHEMA = (
     """
@@ -122,6 +123,8 @@ class CqlStore:
             port=self.settings.cql_port,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             connect_timeout=5,
+            # v4: spoken by ScyllaDB and Cassandra alike, no downgrade dance at connect.
+            protocol_version=PROTOCOL_VERSION,
         )
         self._cluster = cluster
         session = cluster.connect()
@@ -219,8 +222,15 @@ def _settle(future: asyncio.Future, rows: Any, exc: Optional[BaseException]) -> 
         future.set_result(rows if rows is not None else [])
 
 
+def _unset_nulls(row: Tuple[Any, ...]) -> Tuple[Any, ...]:
+    # A bound null writes a tombstone; UNSET writes nothing, and events are immutable.
+    from cassandra.query import UNSET_VALUE
+
+    return tuple(UNSET_VALUE if value is None else value for value in row)
+
+
 def _event_row(event: Event) -> Tuple[Any, ...]:
-    return (
+    return _unset_nulls((
         event.user_id,
         event.seq,
         event.op_id,
@@ -234,7 +244,7 @@ def _event_row(event: Event) -> Tuple[Any, ...]:
         datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
         event.counterparty,
         event.seq,
-    )
+    ))
 
 
 def _balance_row(event: Event) -> Tuple[Any, ...]:

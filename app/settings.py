@@ -65,6 +65,7 @@ class Settings:
     store: str = "rocksdb://"
     processing_guarantee: str = "at_least_once"
     standby_replicas: int = 0
+    session_timeout_s: float = 30.0
     results_retention_s: int = 7 * 24 * 3600
     wait_timeout_s: float = 10.0
     sink_batch_size: int = 500
@@ -78,6 +79,10 @@ class Settings:
     def canonical_url(self) -> str:
         """The URL other workers use to reach this one (for routed reads)."""
         return f"http://{self.advertised_host}:{self.web_port}"
+
+    def topic_name(self, base: str) -> str:
+        """A topic's full name: ``UBS_TOPIC_PREFIX`` + the contract name (balance.events...)."""
+        return f"{self.topic_prefix}{base}"
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -114,6 +119,7 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         store=_text(env, "UBS_STORE", "rocksdb://"),
         processing_guarantee=guarantee,
         standby_replicas=_integer(env, "UBS_STANDBY_REPLICAS", 0),
+        session_timeout_s=_number(env, "UBS_SESSION_TIMEOUT_S", 30.0),
         results_retention_s=_integer(env, "UBS_RESULTS_RETENTION_S", 7 * 24 * 3600, minimum=60),
         wait_timeout_s=_number(env, "UBS_WAIT_TIMEOUT_S", 10.0),
         sink_batch_size=_integer(env, "UBS_SINK_BATCH_SIZE", 500, minimum=1),

@@ -19,10 +19,10 @@ from app.app import app
 from app.settings import settings
 
 # UBS_TOPIC_PREFIX (default empty) gives a test run or a tenant topics of its own.
-OPERATIONS = f"{settings.topic_prefix}balance.operations"
-EVENTS = f"{settings.topic_prefix}balance.events"
-DEAD_LETTERS = f"{settings.topic_prefix}balance.operations.dlq"
-CREDITS = f"{settings.topic_prefix}balance.credits"
+OPERATIONS = settings.topic_name("balance.operations")
+EVENTS = settings.topic_name("balance.events")
+DEAD_LETTERS = settings.topic_name("balance.operations.dlq")
+CREDITS = settings.topic_name("balance.credits")
 
 
 

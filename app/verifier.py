@@ -25,27 +25,30 @@ Record = Tuple[Optional[bytes], bytes]
 
 
 async def read_topic(bootstrap: str, topic: str) -> List[Record]:
-    """Every committed message of a topic, partition by partition, up to the end seen at start."""
+    """Every committed message of a topic up to the end seen at start, partition by partition in offset order."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()
         partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        records: List[Record] = []
-        for partition in partitions:
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
-            await consumer.seek_to_beginning(tp)
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=10000)
-                for record in batch.get(tp, []):
-                    records.append((record.key, record.value))
-        return records
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        per_partition: Dict[int, List[Tuple[int, Record]]] = {p: [] for p in partitions}
+        pending = {tp for tp in tps if ends[tp] > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=10000)
+            for tp, records in batch.items():
+                per_partition[tp.partition].extend((r.offset, (r.key, r.value)) for r in records if r.offset < ends[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        return [record for p in partitions for _, record in sorted(per_partition[p], key=lambda item: item[0])]
     finally:
         await consumer.stop()
 
@@ -76,10 +79,15 @@ def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[s
     from cassandra.policies import RoundRobinPolicy
     from cassandra.query import dict_factory
 
-    from app.cql import _epoch_ms
+    from app.cql import PROTOCOL_VERSION, _epoch_ms
 
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), row_factory=dict_factory, request_timeout=60)
-    cluster = Cluster(list(settings.cql_hosts), port=settings.cql_port, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    cluster = Cluster(
+        list(settings.cql_hosts),
+        port=settings.cql_port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        protocol_version=PROTOCOL_VERSION,
+    )
     try:
         session = cluster.connect(settings.keyspace)
         events = []
@@ -94,10 +102,8 @@ def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[s
 
 async def verify(settings: Settings, worker_url: Optional[str], with_database: bool) -> Report:
     """Read everything and check it."""
-    from app.topics import EVENTS, OPERATIONS
-
-    operations = await read_topic(settings.kafka_bootstrap, OPERATIONS)
-    event_records = await read_topic(settings.kafka_bootstrap, EVENTS)
+    operations = await read_topic(settings.kafka_bootstrap, settings.topic_name("balance.operations"))
+    event_records = await read_topic(settings.kafka_bootstrap, settings.topic_name("balance.events"))
     events = [json.loads(value) for _, value in event_records]
     users = sorted({int(e["user_id"]) for e in events})
     tables: Optional[Mapping[int, Optional[Dict[str, Any]]]] = None

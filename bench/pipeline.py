@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -30,32 +29,10 @@ from typing import Any, List, Tuple
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.partitioning import user_key
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, World, Worker, fresh_user_id
+from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, World, Worker, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
-
-
-def workload(ops: int, users: int, seed: int = 7) -> List[Tuple[bytes, bytes]]:
-    """A deterministic mix: every user is funded first, then random kinds."""
-    rng = random.Random(seed)
-    ids = [fresh_user_id() for _ in range(users)]
-    messages: List[Tuple[bytes, bytes]] = []
-    for i, user in enumerate(ids):
-        messages.append((user_key(user), _op(f"fund-{i}", "deposit", user, 1_000_000)))
-    for n in range(ops - users):
-        user = rng.choice(ids)
-        kind = rng.choice(["deposit", "withdraw", "lock", "unlock", "transfer"])
-        extra = {"to_user_id": rng.choice([u for u in (rng.choice(ids), rng.choice(ids)) if u != user] or [ids[0]])} if kind == "transfer" else {}
-        if kind == "transfer" and extra["to_user_id"] == user:
-            kind, extra = "deposit", {}
-        messages.append((user_key(user), _op(f"op-{n}", kind, user, rng.randint(1, 500), **extra)))
-    return messages
-
-
-def _op(op_id: str, kind: str, user: int, amount: int, **extra: Any) -> bytes:
-    return json.dumps({"op_id": op_id, "kind": kind, "user_id": user, "asset": 1, "amount": amount, **extra}).encode()
 
 
 async def produce_all(topic: str, messages: List[Tuple[bytes, bytes]]) -> None:
@@ -140,7 +117,9 @@ async def baseline(messages: List[Tuple[bytes, bytes]]) -> float:
 def database_rows(world: World) -> int:
     from cassandra.cluster import Cluster
 
-    cluster = Cluster(CQL_HOSTS, port=CQL_PORT)
+    from app.cql import PROTOCOL_VERSION
+
+    cluster = Cluster(CQL_HOSTS, port=CQL_PORT, protocol_version=PROTOCOL_VERSION)
     try:
         session = cluster.connect()
         return int(session.execute(f"SELECT count(*) FROM {world.keyspace}.balance_events").one()[0])

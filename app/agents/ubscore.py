@@ -39,7 +39,7 @@ import json
 import logging
 from typing import Any, Optional
 
-from faust.types import StreamT
+from faust.types import StreamT, TopicT
 from faust.types.tuples import Message
 
 from app import metrics
@@ -144,9 +144,9 @@ async def record(result_key: bytes, outcome: Outcome) -> None:
     # beyond the account's, which is_applied treats as "apply again".
     results[result_key] = event.to_json()
     accounts[user_key(event.user_id)] = outcome.account.to_json()
-    await send_event(event)
+    send_event(event)
     if outcome.credit is not None:
-        await send_credit(outcome.credit)
+        send_credit(outcome.credit)
     metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s",
@@ -159,10 +159,10 @@ async def resend(result_key: bytes, account: Account, stored: Event) -> None:
     """Answer a redelivered operation with its first result, and re-send everything it caused."""
     results[result_key] = stored.to_json()
     accounts[user_key(stored.user_id)] = account.to_json()
-    await send_event(stored)
+    send_event(stored)
     if stored.kind == "transfer_out" and stored.accepted:
         assert stored.counterparty is not None and stored.asset is not None and stored.amount is not None
-        await send_credit(
+        send_credit(
             Credit(
                 payer=stored.user_id,
                 payee=stored.counterparty,
@@ -176,19 +176,31 @@ async def resend(result_key: bytes, account: Account, stored: Event) -> None:
     log.info("duplicate user_id=%s op_id=%s kind=%s seq=%s resent=true", stored.user_id, stored.op_id, stored.kind, stored.seq)
 
 
-async def send_event(event: Event) -> None:
+def send_event(event: Event) -> None:
     """Publish one result on balance.events, keyed by its user."""
-    await events_topic.send(key=user_key(event.user_id), value=_encode(event.to_json()))
+    _send(events_topic, user_key(event.user_id), _encode(event.to_json()))
 
 
-async def send_credit(credit: Credit) -> None:
+def send_credit(credit: Credit) -> None:
     """Send a transfer's credit leg to the payee's partition."""
-    await credits_topic.send(key=user_key(credit.payee), value=_encode(credit.to_json()))
+    _send(credits_topic, user_key(credit.payee), _encode(credit.to_json()))
+
+
+def _send(topic: TopicT, key: Optional[bytes], value: bytes) -> None:
+    # Every output goes through the one FIFO buffer that also carries the table
+    # changelogs, so it reaches the producer after the table writes it follows.
+    # Kafka orders messages only within a partition, but one broker receives the
+    # producer's requests in order, so a worker killed at any moment leaves a
+    # prefix of its writes: never an event without its result and account. A
+    # direct ``await topic.send()`` would overtake the buffered changelog and
+    # break that. Faust flushes this buffer before it commits input offsets and
+    # pauses input while the buffer is over its limit.
+    topic.send_soon(key=key, value=value)
 
 
 async def reroute(message: Message, key: bytes, user_id: int, op_id: str) -> None:
     """Re-send an operation under its user's key; the copy is deduplicated like any retry."""
-    await operations_topic.send(key=key, value=message.value)
+    _send(operations_topic, key, message.value)
     metrics.inc("ubscore_rerouted_total")
     log.info(
         "rerouted user_id=%s op_id=%s from_partition=%s offset=%s key=%r",
@@ -209,7 +221,7 @@ async def dead_letter(message: Message, error: InvalidOperation) -> None:
         "value": text[:DEAD_LETTER_VALUE_CHARS],
         "value_truncated": len(text) > DEAD_LETTER_VALUE_CHARS,
     }
-    await dead_letters_topic.send(key=message.key, value=_encode(letter))
+    _send(dead_letters_topic, message.key, _encode(letter))
     metrics.inc("ubscore_dead_letters_total", reason=error.reason)
     log.warning(
         "dead_letter topic=%s partition=%s offset=%s reason=%s field=%s",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional
-from unittest.mock import AsyncMock
+from unittest.mock import AsyncMock, MagicMock
 
 import pytest
 
@@ -38,13 +38,19 @@ class Sent:
     def keys(self, name: str) -> List[Optional[bytes]]:
         return [call.kwargs["key"] for call in self.mocks[name].call_args_list]
 
+    def all_outputs(self) -> int:
+        return sum(mock.call_count for mock in self.mocks.values())
+
 
 @pytest.fixture()
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     record = Sent()
     for name, topic in [("events", events_topic), ("credits", credits_topic), ("dlq", dead_letters_topic), ("operations", operations_topic)]:
-        mock = AsyncMock()
-        monkeypatch.setattr(topic, "send", mock)
+        # The agent buffers its outputs behind the table changelogs (send_soon);
+        # a direct awaited send would be a bug the tests must see.
+        mock = MagicMock()
+        monkeypatch.setattr(topic, "send_soon", mock)
+        monkeypatch.setattr(topic, "send", AsyncMock(side_effect=AssertionError("use send_soon")))
         record.mocks[name] = mock
     return record
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from app.ledger import Account, Balance, operation_key
 from app.partitioning import partition_for, user_key
@@ -152,3 +152,16 @@ async def test_forged_credit_shape_on_public_topic_is_not_a_credit(ledger: Ledge
     assert accounts.get(b"12") is None
     assert sent.values("events") == []
     assert sent.values("dlq")[0]["error"]["field"] == "user_id"
+
+
+async def test_outputs_follow_table_writes_in_one_buffer(ledger: Ledger, sent: Sent, monkeypatch: Any) -> None:
+    """Result, then account, then event, then credit leg: the order a crash must preserve."""
+    order: List[str] = []
+    for name, table in (("result", results), ("account", accounts)):
+        original = table.on_key_set
+        monkeypatch.setattr(table, "on_key_set", lambda k, v, _n=name, _o=original: (order.append(_n), _o(k, v)))
+    for name in ("events", "credits"):
+        sent.mocks[name].side_effect = lambda *a, _n=name, **k: order.append(_n)
+    await ledger.submit(**op("d1", "deposit", amount=100))
+    await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
+    assert order == ["result", "account", "events", "result", "account", "events", "credits"]

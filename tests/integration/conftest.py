@@ -29,9 +29,13 @@ def worker(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 
 @pytest.fixture(scope="session")
 def cql(world: World) -> Iterator[Any]:
-    from cassandra.cluster import Cluster
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
 
-    cluster = Cluster(CQL_HOSTS, port=CQL_PORT)
+    from app.cql import PROTOCOL_VERSION
+
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
+    cluster = Cluster(CQL_HOSTS, port=CQL_PORT, protocol_version=PROTOCOL_VERSION, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     session = cluster.connect()
     try:
         yield session

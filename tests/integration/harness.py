@@ -196,3 +196,87 @@ async def produce(topic: str, items: Iterable[Tuple[Optional[bytes], bytes]]) ->
             await producer.send_and_wait(topic, value=value, key=key)
     finally:
         await producer.stop()
+
+
+def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[Tuple[Optional[bytes], bytes]]:
+    """A deterministic mix of operations keyed by user: every user funded first, then random kinds
+    (transfers across partitions included). With ``faults``, also client retries (same op_id),
+    unkeyed messages (re-routed by the agent) and poison messages (dead-lettered)."""
+    import random
+
+    from app.partitioning import user_key
+
+    rng = random.Random(seed)
+    ids = [fresh_user_id() for _ in range(users)]
+    messages: List[Tuple[Optional[bytes], bytes]] = []
+
+    def op(op_id: str, kind: str, user: int, amount: int, **extra: Any) -> bytes:
+        body = {"op_id": op_id, "kind": kind, "user_id": user, "asset": rng.choice([1, 1, 2]), "amount": amount}
+        return json.dumps({**body, **extra}).encode()
+
+    for i, user in enumerate(ids):
+        messages.append((user_key(user), json.dumps({"op_id": f"fund-{i}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 1_000_000}).encode()))
+        messages.append((user_key(user), json.dumps({"op_id": f"fund2-{i}", "kind": "deposit", "user_id": user, "asset": 2, "amount": 500_000}).encode()))
+    n = 0
+    while len(messages) < ops:
+        n += 1
+        user = rng.choice(ids)
+        kind = rng.choice(["deposit", "withdraw", "lock", "unlock", "transfer", "transfer"])
+        extra: Dict[str, Any] = {}
+        if kind == "transfer":
+            payee = rng.choice(ids)
+            if payee == user:
+                continue
+            extra = {"to_user_id": payee, "source": rng.choice(["available", "available", "locked"])}
+        body = op(f"op-{n}", kind, user, rng.randint(1, 5000), **extra)
+        messages.append((user_key(user), body))
+        if faults:
+            roll = rng.random()
+            if roll < 0.03:
+                messages.append((user_key(user), body))  # a client retry
+            elif roll < 0.04:
+                messages.append((None, json.dumps({"op_id": f"nokey-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 7}).encode()))
+            elif roll < 0.05:
+                messages.append((user_key(user), b'{"op_id": "poison-' + str(n).encode() + b'", broken'))
+            elif roll < 0.06:
+                messages.append((user_key(user), json.dumps({"op_id": f"bad-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": -5}).encode()))
+    return messages
+
+
+async def produce_paced(topic: str, messages: List[Tuple[Optional[bytes], bytes]], per_second: float) -> None:
+    """Produce at a steady rate, so that rebalances happen while operations flow."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        futures = []
+        for index, (key, value) in enumerate(messages):
+            due = start + index / per_second
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            futures.append(await producer.send(topic, value=value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def world_settings(worker: "Worker") -> Any:
+    """The Settings a worker of this world runs with (topic prefix, keyspace...)."""
+    from app.settings import load
+
+    return load(worker.env())
+
+
+async def verify_eventually(worker: "Worker", timeout: float = 120.0, worker_url: Optional[str] = None) -> Any:
+    """Run the verifier until every invariant holds or the time is up; return the last report."""
+    from app.verifier import verify
+
+    settings = world_settings(worker)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        report = await verify(settings, worker_url or worker.url, with_database=True)
+        if report.ok or asyncio.get_running_loop().time() > deadline:
+            return report
+        await asyncio.sleep(2)
