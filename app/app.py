@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 import faust
 from faust.types import TopicT
 
+from app import failpoints
 from app.kafka_admin import ensure_topics
 from app.settings import settings
 
@@ -65,3 +66,6 @@ app = UBSCoreApp(
     # Declared topics are created at start-up, so any component may start first.
     topic_allow_declare=True,
 )
+
+if failpoints.armed():
+    app.sensors.add(failpoints.CommitFailpoint())

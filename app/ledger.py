@@ -34,25 +34,41 @@ ZERO = Balance()
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where an input message sits: its stream (``operations`` or ``credits``) and offset.
+
+    A user's messages of one stream live on one partition and are applied in
+    offset order, so "the last offset applied" per stream says exactly which
+    messages an account already reflects, however the streams interleaved.
+    """
+
+    stream: str
+    offset: int
+
+
+@dataclass(frozen=True)
 class Account:
-    """Everything a user holds, plus the seq of the user's last event."""
+    """Everything a user holds, the seq of the user's last event, and the input it has applied."""
 
     seq: int = 0
     balances: Mapping[int, Balance] = field(default_factory=dict)
+    # Last applied offset per input stream: bookkeeping of the agent, not money,
+    # so two accounts with equal balances and seq compare equal without it.
+    applied: Mapping[str, int] = field(default_factory=dict, compare=False)
 
     def balance(self, asset: int) -> Balance:
         """The balance of one asset; zero for an asset never touched."""
         return self.balances.get(asset, ZERO)
 
-    def to_json(self) -> Dict[str, Any]:
-        """Table and HTTP form: asset ids become JSON object keys (strings)."""
+    def balances_json(self) -> Dict[str, Dict[str, int]]:
+        """Balances as JSON: asset ids become object keys (strings)."""
         return {
-            "seq": self.seq,
-            "balances": {
-                str(asset): {"available": b.available, "locked": b.locked}
-                for asset, b in sorted(self.balances.items())
-            },
+            str(asset): {"available": b.available, "locked": b.locked} for asset, b in sorted(self.balances.items())
         }
+
+    def to_json(self) -> Dict[str, Any]:
+        """Table form."""
+        return {"seq": self.seq, "balances": self.balances_json(), "applied": dict(self.applied)}
 
     @classmethod
     def from_json(cls, body: Optional[Mapping[str, Any]]) -> "Account":
@@ -64,7 +80,34 @@ class Account:
             balances={
                 int(asset): Balance(int(b["available"]), int(b["locked"])) for asset, b in body["balances"].items()
             },
+            applied={str(k): int(v) for k, v in body.get("applied", {}).items()},
         )
+
+    def mark(self, source: Source) -> "Account":
+        """This account, recorded as having applied the message at ``source``."""
+        if self.applied.get(source.stream, -1) >= source.offset:
+            return self
+        return replace(self, applied={**self.applied, source.stream: source.offset})
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A results-table row: the first event of an operation and the message that produced it."""
+
+    event: Event
+    source: Source
+
+    def to_json(self) -> Dict[str, Any]:
+        """Table form."""
+        return {"event": self.event.to_json(), "source": [self.source.stream, self.source.offset]}
+
+    @classmethod
+    def from_json(cls, body: Optional[Mapping[str, Any]]) -> Optional["StoredResult"]:
+        """Inverse of to_json; None when there is no row."""
+        if not body:
+            return None
+        stream, offset = body["source"]
+        return cls(event=Event.from_json(body["event"]), source=Source(str(stream), int(offset)))
 
 
 class Outcome(NamedTuple):
@@ -89,14 +132,32 @@ def credit_key(credit: Credit) -> str:
     return f"{credit.payee}|in|{credit.payer}|{credit.op_id}"
 
 
-def is_applied(account: Account, stored: Optional[Event]) -> bool:
-    """True when a stored result is already reflected in the account.
+APPLY = "apply"
+APPLY_LATE = "apply_late"
+RESEND = "resend"
 
-    A stored result whose seq is beyond the account's was written by a worker that
-    died before writing the account (or whose account was rolled back to an older
-    changelog entry on recovery): that operation must be applied again, not skipped.
+
+def decide(account: Account, stored: Optional[StoredResult], source: Source) -> str:
+    """Whether the message at ``source`` must be applied, or only answered with its stored result.
+
+    - At or below the account's last applied offset of its stream: a redelivery of a
+      message already applied -> RESEND its stored result. Without a stored
+      result it was never applied: Faust can hand over a record fetched just
+      before a rebalance's seek ahead of the records the seek re-reads, so a
+      user's messages may arrive out of order once -> APPLY_LATE.
+    - A stored result produced by another message: a client retry of an operation
+      applied earlier -> RESEND.
+    - A stored result produced by this very message, beyond the account's offset:
+      a worker died after the result write and before the account write, or its
+      account was rolled back to the changelog on recovery -> APPLY again. (A seq
+      comparison cannot decide this: after a crash, credits and operations may
+      interleave differently and another message may take that seq.)
     """
-    return stored is not None and stored.seq <= account.seq
+    if source.offset <= account.applied.get(source.stream, -1):
+        return RESEND if stored is not None else APPLY_LATE
+    if stored is not None and stored.source != source:
+        return RESEND
+    return APPLY
 
 
 def _event_kind(kind: str) -> str:
@@ -170,7 +231,7 @@ def apply_operation(account: Account, operation: Operation, ts: int) -> Outcome:
             amount=amount,
             ts=ts,
         )
-    return Outcome(Account(seq=seq, balances=balances), event, credit)
+    return Outcome(replace(account, seq=seq, balances=balances), event, credit)
 
 
 def apply_credit(account: Account, credit: Credit) -> Outcome:
@@ -194,7 +255,7 @@ def apply_credit(account: Account, credit: Credit) -> Outcome:
         ts=credit.ts,
         counterparty=credit.payer,
     )
-    return Outcome(Account(seq=seq, balances=balances), event)
+    return Outcome(replace(account, seq=seq, balances=balances), event)
 
 
 def _valid_int(value: Any, maximum: int) -> Optional[int]:

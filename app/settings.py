@@ -74,6 +74,7 @@ class Settings:
     sink_retry_max_s: float = 10.0
     api_token: Optional[str] = field(default=None, repr=False)
     max_body_bytes: int = 16 * 1024
+    failpoint: Optional[str] = None
 
     @property
     def canonical_url(self) -> str:
@@ -128,6 +129,7 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         sink_retry_max_s=_number(env, "UBS_SINK_RETRY_MAX_S", 10.0),
         api_token=token,
         max_body_bytes=_integer(env, "UBS_MAX_BODY_BYTES", 16 * 1024, minimum=256),
+        failpoint=env.get("UBS_FAILPOINT", "").strip() or None,
     )
 
 

@@ -208,7 +208,7 @@ def _check_tables(report: Report, tables: Mapping[int, Optional[Mapping[str, Any
         stored = tables.get(user)
         got = Account.from_json(stored) if stored else None
         if got != account:
-            report.violate("table_mismatch", f"user {user}: table {stored} != fold {account.to_json()}")
+            report.violate("table_mismatch", f"user {user}: table {stored} != fold {account.seq} {account.balances_json()}")
     report.counts["tables_checked"] = len(report.accounts)
 
 

@@ -31,11 +31,18 @@ async def read_topic(bootstrap: str, topic: str) -> List[Record]:
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
+        # A consumer without subscriptions tracks no topic's metadata: ask for this one,
+        # and ask again if the answer came from a refresh already under way without it.
+        await consumer._client.add_topic(topic)
+        for _ in range(50):
+            if consumer.partitions_for_topic(topic):
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
         partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        if not partitions:
+            raise LookupError(f"topic {topic} does not exist")
         tps = [TopicPartition(topic, p) for p in partitions]
-        if not tps:
-            return []
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)

@@ -8,13 +8,16 @@ The flow of one message, top to bottom in this file:
    dead-letter topic with the error; processing goes on. An operation keyed
    differently from its user is re-sent with the user's key, so one user's state
    never splits across partitions.
-3. The results table is asked whether this operation already has a result that
-   the account reflects (``ledger.is_applied``). If so nothing is applied again:
-   the stored result is written and sent once more (see "Redelivery" below).
+3. ``ledger.decide`` says whether this message was applied already: a redelivery
+   (its offset is not beyond the last one the account recorded for its stream)
+   or a client retry (the results table holds this op_id from another message).
+   If so nothing is applied again: the stored result is written and sent once
+   more (see "Redelivery" below).
 4. Otherwise the pure core (``app.ledger``) computes the new account and the one
    result event; invalid fields give a rejected event (and a dead letter). The
-   agent writes the result, then the account, then sends the event and, for an
-   accepted transfer, the credit leg keyed by the payee.
+   agent writes the result, then the account (which records the message's
+   offset), then sends the event and, for an accepted transfer, the credit leg
+   keyed by the payee.
 
 Redelivery. A RocksDB write is local and immediate; its changelog message, the
 event and the offset commit follow later, and Faust flushes the producer before
@@ -23,11 +26,11 @@ never saw, and Kafka hands it the same operations again. Answering such a
 redelivery by re-writing the stored result and the current account (so their
 changelog entries go out again) and re-sending the event and credit leg makes
 the changelog catch up with the local state; a rebuild from Kafka then yields the
-same balances. Writing the result before the account, and trusting a stored
-result only when its seq is not beyond the account's, covers a kill between the
-two writes and a recovery that rolled the account back to an older changelog
-entry: either way the operation is simply applied again, to the same state, with
-the same seq and the same event.
+same balances. A result row left by a worker that died before writing the
+account, or an account rolled back to an older changelog entry on recovery,
+shows up as a result of this very message beyond the account's recorded offset:
+the message is then applied again, and its new result replaces the old row
+(whose event was never published: events follow the account write, see _send).
 
 Concurrency is one: the agent owns every change to its partitions' tables, and
 each message is read, decided and written before the next one starts.
@@ -42,16 +45,20 @@ from typing import Any, Optional
 from faust.types import StreamT, TopicT
 from faust.types.tuples import Message
 
-from app import metrics
+from app import failpoints, metrics
 from app.app import app
 from app.errors import InvalidOperation
 from app.ledger import (
+    APPLY_LATE,
+    RESEND,
     Account,
     Outcome,
+    Source,
+    StoredResult,
     apply_credit,
     apply_operation,
     credit_key,
-    is_applied,
+    decide,
     operation_key,
     reject_invalid,
 )
@@ -102,12 +109,16 @@ async def handle_operation(message: Message) -> None:
         )
         return
 
+    source = Source("operations", message.offset)
     result_key = operation_key(user_id, op_id).encode()
     account = Account.from_json(accounts.get(key))
-    stored = _stored_event(results.get(result_key))
-    if stored is not None and is_applied(account, stored):
-        await resend(result_key, account, stored)
+    stored = StoredResult.from_json(results.get(result_key))
+    decision = decide(account, stored, source)
+    if decision == RESEND and stored is not None:
+        resend(result_key, account, stored, source)
         return
+    if decision == APPLY_LATE:
+        _note_late(source, user_id, op_id)
 
     ts = _timestamp_ms(message)
     try:
@@ -117,7 +128,7 @@ async def handle_operation(message: Message) -> None:
         await dead_letter(message, error)
     else:
         outcome = apply_operation(account, operation, ts)
-    await record(result_key, outcome)
+    record(result_key, outcome, source)
 
 
 async def handle_credit(message: Message) -> None:
@@ -128,25 +139,31 @@ async def handle_credit(message: Message) -> None:
         # Only this agent writes credits; a malformed one is a bug or a forgery.
         await dead_letter(message, InvalidOperation(None, "invalid_credit", f"unreadable credit leg: {exc}"))
         return
+    source = Source("credits", message.offset)
     result_key = credit_key(credit).encode()
     account = Account.from_json(accounts.get(user_key(credit.payee)))
-    stored = _stored_event(results.get(result_key))
-    if stored is not None and is_applied(account, stored):
-        await resend(result_key, account, stored)
+    stored = StoredResult.from_json(results.get(result_key))
+    decision = decide(account, stored, source)
+    if decision == RESEND and stored is not None:
+        resend(result_key, account, stored, source)
         return
-    await record(result_key, apply_credit(account, credit))
+    if decision == APPLY_LATE:
+        _note_late(source, credit.payee, credit.op_id)
+    record(result_key, apply_credit(account, credit), source)
 
 
-async def record(result_key: bytes, outcome: Outcome) -> None:
+def record(result_key: bytes, outcome: Outcome, source: Source) -> None:
     """Write the result, then the account, then send the event (and any credit leg)."""
     event = outcome.event
-    # Result before account: a kill between the two leaves a result whose seq is
-    # beyond the account's, which is_applied treats as "apply again".
-    results[result_key] = event.to_json()
-    accounts[user_key(event.user_id)] = outcome.account.to_json()
+    # Result before account: a kill between the two leaves a result of this
+    # message beyond the account's recorded offset, which decide() re-applies.
+    results[result_key] = StoredResult(event, source).to_json()
+    accounts[user_key(event.user_id)] = outcome.account.mark(source).to_json()
+    failpoints.hit("after_table_write")
     send_event(event)
     if outcome.credit is not None:
         send_credit(outcome.credit)
+    failpoints.hit("after_send")
     metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s",
@@ -155,25 +172,35 @@ async def record(result_key: bytes, outcome: Outcome) -> None:
     )
 
 
-async def resend(result_key: bytes, account: Account, stored: Event) -> None:
-    """Answer a redelivered operation with its first result, and re-send everything it caused."""
+def resend(result_key: bytes, account: Account, stored: StoredResult, source: Source) -> None:
+    """Answer a redelivered or retried operation with its first result, and re-send all it caused."""
+    stored_event = stored.event
     results[result_key] = stored.to_json()
-    accounts[user_key(stored.user_id)] = account.to_json()
-    send_event(stored)
-    if stored.kind == "transfer_out" and stored.accepted:
-        assert stored.counterparty is not None and stored.asset is not None and stored.amount is not None
+    accounts[user_key(stored_event.user_id)] = account.mark(source).to_json()
+    send_event(stored_event)
+    if stored_event.kind == "transfer_out" and stored_event.accepted:
+        assert stored_event.counterparty is not None
+        assert stored_event.asset is not None and stored_event.amount is not None
         send_credit(
             Credit(
-                payer=stored.user_id,
-                payee=stored.counterparty,
-                op_id=stored.op_id,
-                asset=stored.asset,
-                amount=stored.amount,
-                ts=stored.ts,
+                payer=stored_event.user_id,
+                payee=stored_event.counterparty,
+                op_id=stored_event.op_id,
+                asset=stored_event.asset,
+                amount=stored_event.amount,
+                ts=stored_event.ts,
             )
         )
     metrics.inc("ubscore_duplicates_total")
-    log.info("duplicate user_id=%s op_id=%s kind=%s seq=%s resent=true", stored.user_id, stored.op_id, stored.kind, stored.seq)
+    log.info(
+        "duplicate user_id=%s op_id=%s kind=%s seq=%s stream=%s offset=%s resent=true",
+        stored_event.user_id, stored_event.op_id, stored_event.kind, stored_event.seq, source.stream, source.offset,
+    )
+
+
+def _note_late(source: Source, user_id: int, op_id: str) -> None:
+    metrics.inc("ubscore_applied_late_total")
+    log.warning("applied_late user_id=%s op_id=%s stream=%s offset=%s", user_id, op_id, source.stream, source.offset)
 
 
 def send_event(event: Event) -> None:
@@ -235,10 +262,6 @@ def _why_unidentified(body: Any) -> InvalidOperation:
     except InvalidOperation as error:
         return error
     return InvalidOperation(None, "invalid_body", "operation names no valid user_id and op_id")
-
-
-def _stored_event(raw: Optional[Any]) -> Optional[Event]:
-    return Event.from_json(raw) if raw else None
 
 
 def _timestamp_ms(message: Message) -> int:

@@ -29,7 +29,7 @@ from app import metrics
 from app.agents.settlement import store
 from app.app import app
 from app.errors import InvalidOperation, SettlementUnavailable
-from app.ledger import Account, operation_key
+from app.ledger import Account, StoredResult, operation_key
 from app.models import MAX_ID, Event, Operation, decode_json, parse_operation
 from app.partitioning import user_key
 from app.settings import settings
@@ -105,8 +105,8 @@ async def find_result(user_id: int, op_id: str) -> Optional[Dict[str, Any]]:
     except KeyError:
         owner = None
     if owner is None or _is_local(owner):
-        stored = results.get(operation_key(user_id, op_id).encode())
-        return dict(stored) if stored else None
+        stored = StoredResult.from_json(results.get(operation_key(user_id, op_id).encode()))
+        return stored.event.to_json() if stored else None
     url = owner.with_path(f"/operations/{user_id}/{op_id}")
     async with app.http_client.get(url) as response:
         if response.status == 200:
@@ -218,10 +218,10 @@ class OperationResultView(View):
     @routed
     async def get(self, request: Request, user_id: str, op_id: str) -> Response:
         """200 with the event, or 404 while (or if) it has none."""
-        stored = results.get(operation_key(int(user_id), op_id).encode())
-        if not stored:
+        stored = StoredResult.from_json(results.get(operation_key(int(user_id), op_id).encode()))
+        if stored is None:
             return _error(self, 404, "unknown_operation", "op_id", "no result for this op_id (yet)")
-        return self.json(dict(stored))
+        return self.json(stored.event.to_json())
 
 
 @app.page("/accounts/{user_id}")
@@ -236,7 +236,7 @@ class AccountView(View):
         if not stored:
             return _error(self, 404, "unknown_user", "user_id", "no account for this user")
         account = Account.from_json(stored)
-        return self.json({"user_id": int(user_id), **account.to_json()})
+        return self.json({"user_id": int(user_id), "seq": account.seq, "balances": account.balances_json()})
 
 
 @app.page("/accounts/{user_id}/events")

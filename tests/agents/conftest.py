@@ -62,17 +62,30 @@ class Ledger:
         self.agent = agent
         self.monkeypatch = monkeypatch
 
-    async def put_raw(self, value: bytes, key: Optional[bytes], partition: int, topic: str = OPERATIONS, timestamp: float = 1_700_000_000.0) -> None:
+    async def put_raw(
+        self,
+        value: bytes,
+        key: Optional[bytes],
+        partition: int,
+        topic: str = OPERATIONS,
+        timestamp: float = 1_700_000_000.0,
+        offset: Optional[int] = None,
+    ) -> None:
+        """One message; without ``offset`` each put gets the next one, as on a real partition."""
         self.monkeypatch.setattr(self.agent, "_get_strtopic", lambda channel: topic)
+        if offset is not None:
+            self.agent.sent_offset = offset
         await self.agent.put(value, key=key, partition=partition, timestamp=timestamp)
 
-    async def submit(self, timestamp: float = 1_700_000_000.0, **operation: Any) -> None:
+    async def submit(self, timestamp: float = 1_700_000_000.0, offset: Optional[int] = None, **operation: Any) -> None:
         key = user_key(operation["user_id"])
-        await self.put_raw(json.dumps(operation).encode(), key, partition_for(key, settings.partitions), timestamp=timestamp)
+        await self.put_raw(
+            json.dumps(operation).encode(), key, partition_for(key, settings.partitions), timestamp=timestamp, offset=offset
+        )
 
-    async def credit(self, credit: Dict[str, Any]) -> None:
+    async def credit(self, credit: Dict[str, Any], offset: Optional[int] = None) -> None:
         key = user_key(credit["payee"])
-        await self.put_raw(json.dumps(credit).encode(), key, partition_for(key, settings.partitions), topic=CREDITS)
+        await self.put_raw(json.dumps(credit).encode(), key, partition_for(key, settings.partitions), topic=CREDITS, offset=offset)
 
 
 @pytest.fixture()

@@ -32,7 +32,7 @@ async def test_deposit_updates_table_and_emits_one_event(ledger: Ledger, sent: S
         }
     ]
     assert sent.keys("events") == [b"11"]
-    assert results.get(operation_key(11, "d1").encode())["seq"] == 1
+    assert results.get(operation_key(11, "d1").encode())["event"]["seq"] == 1
 
 
 async def test_withdraw_rejected_when_funds_insufficient(ledger: Ledger, sent: Sent) -> None:
@@ -44,8 +44,8 @@ async def test_withdraw_rejected_when_funds_insufficient(ledger: Ledger, sent: S
 
 
 async def test_retried_op_id_is_applied_once_and_answered_with_first_result(ledger: Ledger, sent: Sent) -> None:
-    await ledger.submit(**op("d1", "deposit", amount=70))
-    await ledger.submit(timestamp=1_800_000_000.0, **op("d1", "deposit", amount=70))
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=70))
+    await ledger.submit(offset=2, timestamp=1_800_000_000.0, **op("d1", "deposit", amount=70))
     assert balance_of(11) == Balance(70, 0)
     first, second = sent.values("events")
     assert first == second
@@ -65,17 +65,30 @@ async def test_retry_rewrites_account_and_result_for_the_changelog(ledger: Ledge
     assert written == [b"11", b"11"]
 
 
-async def test_result_beyond_account_seq_is_applied_again(ledger: Ledger, sent: Sent) -> None:
+async def test_redelivery_after_account_rollback_is_applied_again(ledger: Ledger, sent: Sent) -> None:
     """A kill between the result write and the account write (or a recovery that rolled the
     account back to an older changelog entry) must re-apply the operation, not skip it."""
-    await ledger.submit(**op("d1", "deposit", amount=10))
-    await ledger.submit(**op("d2", "deposit", amount=5))
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=10))
+    await ledger.submit(offset=2, **op("d2", "deposit", amount=5))
     first_d2 = sent.values("events")[-1]
     # Roll the account back past d2 behind the agent's back, as such a recovery would.
-    accounts.data[user_key(11)] = Account(seq=1, balances={1: Balance(10, 0)}).to_json()
-    await ledger.submit(**op("d2", "deposit", amount=5))
+    rolled_back = Account(seq=1, balances={1: Balance(10, 0)}, applied={"operations": 1})
+    accounts.data[user_key(11)] = rolled_back.to_json()
+    await ledger.submit(offset=2, **op("d2", "deposit", amount=5))  # Kafka redelivers offset 2
     assert balance_of(11) == Balance(15, 0)
     assert sent.values("events")[-1] == first_d2
+
+
+async def test_credit_taking_a_lost_seq_does_not_hide_the_operation(ledger: Ledger, sent: Sent) -> None:
+    """The interleaving a crash test found: after a rollback a credit leg arrives before the
+    redelivered operation and takes the seq that the operation's unpublished result holds."""
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=100))
+    await ledger.submit(offset=2, **op("w1", "withdraw", amount=30))  # seq 2, result row stays
+    accounts.data[user_key(11)] = Account(seq=1, balances={1: Balance(100, 0)}, applied={"operations": 1}).to_json()
+    await ledger.credit({"payer": 99, "payee": 11, "op_id": "t9", "asset": 1, "amount": 5, "ts": 1}, offset=0)
+    await ledger.submit(offset=2, **op("w1", "withdraw", amount=30))  # redelivered
+    assert balance_of(11) == Balance(75, 0)
+    assert [e["seq"] for e in sent.values("events")][-2:] == [2, 3]
 
 
 async def test_transfer_debits_payer_and_sends_credit_keyed_by_payee(ledger: Ledger, sent: Sent) -> None:
@@ -165,3 +178,12 @@ async def test_outputs_follow_table_writes_in_one_buffer(ledger: Ledger, sent: S
     await ledger.submit(**op("d1", "deposit", amount=100))
     await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
     assert order == ["result", "account", "events", "result", "account", "events", "credits"]
+
+
+async def test_message_delivered_out_of_order_is_applied_once(ledger: Ledger, sent: Sent) -> None:
+    """A record fetched before a rebalance's seek may come first; the skipped ones come after."""
+    await ledger.submit(offset=257, **op("late-257", "deposit", amount=1))
+    await ledger.submit(offset=251, **op("late-251", "deposit", amount=10))
+    await ledger.submit(offset=257, **op("late-257", "deposit", amount=1))  # the seek re-reads it
+    assert balance_of(11) == Balance(11, 0)
+    assert [e["op_id"] for e in sent.values("events")] == ["late-257", "late-251", "late-257"]

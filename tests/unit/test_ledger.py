@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from app.ledger import (
+    APPLY,
+    APPLY_LATE,
+    RESEND,
     Account,
     Balance,
+    Source,
+    StoredResult,
     apply_credit,
     apply_operation,
     credit_key,
-    is_applied,
+    decide,
     operation_key,
     reject_invalid,
 )
@@ -132,12 +137,57 @@ def test_reject_invalid_unknown_kind() -> None:
     assert (event.kind, event.asset, event.available) == ("unknown", None, None)
 
 
-def test_is_applied_only_when_account_reflects_result() -> None:
+def test_redelivery_of_an_applied_message_is_resent() -> None:
     outcome = apply_operation(funded(100), op("withdraw", 10), TS)
-    assert is_applied(outcome.account, outcome.event)
-    # A result written by a worker that died before writing the account:
-    assert not is_applied(funded(100), outcome.event)
-    assert not is_applied(outcome.account, None)
+    account = outcome.account.mark(Source("operations", 41))
+    stored = StoredResult(outcome.event, Source("operations", 41))
+    assert decide(account, stored, Source("operations", 41)) == RESEND
+    # an older message of the same stream is also behind the account's offset
+    assert decide(account, StoredResult(outcome.event, Source("operations", 12)), Source("operations", 12)) == RESEND
+
+
+def test_client_retry_from_another_message_is_resent() -> None:
+    outcome = apply_operation(funded(100), op("withdraw", 10), TS)
+    account = outcome.account.mark(Source("operations", 41))
+    assert decide(account, StoredResult(outcome.event, Source("operations", 41)), Source("operations", 90)) == RESEND
+
+
+def test_new_message_without_result_is_applied() -> None:
+    assert decide(funded(100).mark(Source("operations", 3)), None, Source("operations", 4)) == APPLY
+
+
+def test_result_of_this_message_beyond_account_offset_is_applied_again() -> None:
+    """Killed after the result write, before the account write (or account rolled back)."""
+    outcome = apply_operation(funded(100), op("withdraw", 10), TS)
+    account = funded(100).mark(Source("operations", 40))
+    assert decide(account, StoredResult(outcome.event, Source("operations", 41)), Source("operations", 41)) == APPLY
+
+
+def test_other_stream_taking_the_seq_does_not_fake_an_application() -> None:
+    """The crash case a seq comparison gets wrong: after a rollback a credit leg takes the seq
+    that a lost operation had, and the operation must still be applied."""
+    before = funded(100, seq=5).mark(Source("operations", 40)).mark(Source("credits", 7))
+    lost = apply_operation(before, op("withdraw", 10, op_id="op-100"), TS)           # seq 6, never published
+    credit = Credit(payer=9, payee=7, op_id="c", asset=1, amount=5, ts=TS)
+    replayed = apply_credit(before, credit).account.mark(Source("credits", 8))       # now seq 6 too
+    assert replayed.seq == lost.event.seq
+    assert decide(replayed, StoredResult(lost.event, Source("operations", 41)), Source("operations", 41)) == APPLY
+
+
+def test_message_behind_account_offset_without_result_is_applied_late() -> None:
+    """Faust may deliver a record fetched before a rebalance's seek ahead of earlier ones."""
+    assert decide(funded(100).mark(Source("operations", 257)), None, Source("operations", 251)) == APPLY_LATE
+
+
+def test_mark_never_moves_an_offset_back() -> None:
+    account = Account().mark(Source("operations", 10)).mark(Source("operations", 4))
+    assert account.applied == {"operations": 10}
+
+
+def test_stored_result_round_trip() -> None:
+    stored = StoredResult(apply_operation(Account(), op("deposit", 1), TS).event, Source("credits", 3))
+    assert StoredResult.from_json(stored.to_json()) == stored
+    assert StoredResult.from_json(None) is None
 
 
 def test_replaying_on_same_state_gives_identical_event() -> None:
@@ -154,6 +204,16 @@ def test_result_keys_cannot_collide() -> None:
 
 def test_account_json_round_trip() -> None:
     account = Account(seq=9, balances={3: Balance(1, 2), 1: Balance(0, 5)})
-    assert account.to_json() == {"seq": 9, "balances": {"1": {"available": 0, "locked": 5}, "3": {"available": 1, "locked": 2}}}
-    assert Account.from_json(account.to_json()) == account
+    assert account.balances_json() == {"1": {"available": 0, "locked": 5}, "3": {"available": 1, "locked": 2}}
+    marked = account.mark(Source("operations", 8))
+    assert Account.from_json(marked.to_json()).applied == {"operations": 8}
+    assert Account.from_json(marked.to_json()) == account  # bookkeeping is not part of equality
     assert Account.from_json(None) == Account()
+
+
+def test_applying_keeps_the_recorded_offsets() -> None:
+    account = funded(100).mark(Source("operations", 5)).mark(Source("credits", 2))
+    after_op = apply_operation(account, op("withdraw", 1), TS).account
+    after_credit = apply_credit(after_op, Credit(payer=9, payee=7, op_id="c", asset=1, amount=1, ts=TS)).account
+    rejected = apply_operation(after_credit, op("withdraw", 10**9), TS).account
+    assert after_op.applied == after_credit.applied == rejected.applied == {"operations": 5, "credits": 2}

@@ -1,0 +1,60 @@
+"""Crash points for fault-injection tests: ``UBS_FAILPOINT=name:N`` SIGKILLs the worker at the Nth pass.
+
+Points: ``after_table_write`` (RocksDB written, nothing sent yet), ``after_send``
+(outputs buffered, not yet flushed), ``before_commit`` (Faust is about to flush
+and commit offsets). Unset in production; then ``hit`` is one comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Any, Optional, Tuple
+
+from faust.sensors import Sensor
+
+from app.settings import settings
+
+log = logging.getLogger(__name__)
+
+POINTS = ("after_table_write", "after_send", "before_commit")
+
+
+def parse(spec: Optional[str]) -> Optional[Tuple[str, int]]:
+    """``"after_send:3"`` -> ("after_send", 3); None when unset."""
+    if not spec:
+        return None
+    name, _, count = spec.partition(":")
+    if name not in POINTS or not count.isdigit() or int(count) < 1:
+        raise ValueError(f"UBS_FAILPOINT must be one of {POINTS} followed by ':N' (N >= 1), got {spec!r}")
+    return name, int(count)
+
+
+_armed = parse(settings.failpoint)
+_passes = 0
+
+
+def hit(name: str) -> None:
+    """Pass a crash point; die here, without any cleanup, if it is the armed one."""
+    global _passes
+    if _armed is None or _armed[0] != name:
+        return
+    _passes += 1
+    if _passes >= _armed[1]:
+        log.warning("failpoint name=%s pass=%s action=SIGKILL", name, _passes)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CommitFailpoint(Sensor):
+    """Faust sensor that passes ``before_commit`` each time offsets are about to be committed."""
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        """Called by Faust before it flushes the producer and commits."""
+        hit("before_commit")
+        return super().on_commit_initiated(consumer)
+
+
+def armed() -> bool:
+    """True when a crash point is set for this process."""
+    return _armed is not None
