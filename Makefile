@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench compose-check lint clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-recovery compose-check lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ unit: install
 ## bench: throughput of the pipeline against a raw aiokafka pass-through, side by side
 bench: install stack-up
 	$(PY) -m bench.pipeline
+
+## bench-recovery: time to ready for 100k and 1M accounts, with and without local RocksDB files
+bench-recovery: install stack-up
+	$(PY) -m bench.recovery
 
 ## compose-check: validate docker/compose.yml without a Docker engine
 compose-check:

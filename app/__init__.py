@@ -4,8 +4,8 @@ Importing the package builds the complete app, so ``faust -A app worker`` works
 from the repository root and from an installed package alike.
 """
 
-from app.app import app  # noqa: F401  (the Faust app object, found by ``faust -A app``)
 from app.agents import settlement, ubscore  # noqa: F401,E402  (registers the agents)
+from app.app import app  # noqa: F401  (the Faust app object, found by ``faust -A app``)
 from app.web import views  # noqa: F401,E402  (registers the HTTP views)
 
 __all__ = ["app"]

@@ -114,7 +114,7 @@ class CqlStore:
                 raise SettlementUnavailable(f"cannot reach CQL at {self.settings.cql_hosts}: {exc}") from exc
 
     def _connect_blocking(self) -> None:
-        from cassandra.cluster import Cluster, ExecutionProfile, EXEC_PROFILE_DEFAULT
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import RoundRobinPolicy
 
         profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=10.0)
@@ -140,7 +140,9 @@ class CqlStore:
         self._select_events = session.prepare(SELECT_EVENTS.format(ks=ks))
         self._select_balances = session.prepare(SELECT_BALANCES.format(ks=ks))
         self._session = session
-        log.info("cql connected hosts=%s port=%s keyspace=%s", ",".join(self.settings.cql_hosts), self.settings.cql_port, ks)
+        log.info(
+            "cql connected hosts=%s port=%s keyspace=%s", ",".join(self.settings.cql_hosts), self.settings.cql_port, ks
+        )
 
     def close(self) -> None:
         """Drop the session; the next connect() starts afresh."""
@@ -230,21 +232,23 @@ def _unset_nulls(row: Tuple[Any, ...]) -> Tuple[Any, ...]:
 
 
 def _event_row(event: Event) -> Tuple[Any, ...]:
-    return _unset_nulls((
-        event.user_id,
-        event.seq,
-        event.op_id,
-        event.kind,
-        event.asset,
-        event.amount,
-        event.status,
-        event.reason,
-        event.available,
-        event.locked,
-        datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
-        event.counterparty,
-        event.seq,
-    ))
+    return _unset_nulls(
+        (
+            event.user_id,
+            event.seq,
+            event.op_id,
+            event.kind,
+            event.asset,
+            event.amount,
+            event.status,
+            event.reason,
+            event.available,
+            event.locked,
+            datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
+            event.counterparty,
+            event.seq,
+        )
+    )
 
 
 def _balance_row(event: Event) -> Tuple[Any, ...]:

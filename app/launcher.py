@@ -31,7 +31,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         env = dict(os.environ)
         env["UBS_WEB_PORT"] = str(settings.web_port + index)
         env["UBS_DATA_DIR"] = str(Path(settings.data_dir) / f"worker-{index}")
-        print(f"worker {index}: http://{settings.advertised_host}:{settings.web_port + index}  data {env['UBS_DATA_DIR']}", flush=True)
+        url = f"http://{settings.advertised_host}:{settings.web_port + index}"
+        print(f"worker {index}: {url}  data {env['UBS_DATA_DIR']}", flush=True)
         processes.append(subprocess.Popen([sys.executable, "-m", "app", "worker", "-l", loglevel], env=env))
 
     stopping = False

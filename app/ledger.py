@@ -268,7 +268,9 @@ def _valid_int(value: Any, maximum: int) -> Optional[int]:
     return None
 
 
-def reject_invalid(account: Account, user_id: int, op_id: str, body: Mapping[str, Any], reason: str, ts: int) -> Outcome:
+def reject_invalid(
+    account: Account, user_id: int, op_id: str, body: Mapping[str, Any], reason: str, ts: int
+) -> Outcome:
     """A rejected event for input tied to a user but invalid in another field.
 
     It still takes a seq: the client who sent it is owed exactly one result.

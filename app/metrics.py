@@ -14,7 +14,10 @@ Labels = Tuple[Tuple[str, str], ...]
 _HELP: Dict[str, Tuple[str, str]] = {
     "ubscore_operations_total": ("counter", "Operations and credit legs given a result, by kind and status."),
     "ubscore_duplicates_total": ("counter", "Redelivered or retried operations answered from the results table."),
-    "ubscore_applied_late_total": ("counter", "Messages applied after a later message of the same user (delivered out of order)."),
+    "ubscore_applied_late_total": (
+        "counter",
+        "Messages applied after a later message of the same user (delivered out of order).",
+    ),
     "ubscore_rerouted_total": ("counter", "Operations that arrived on the wrong partition and were re-sent by key."),
     "ubscore_dead_letters_total": ("counter", "Messages sent to balance.operations.dlq, by reason."),
     "ubscore_sink_events_total": ("counter", "Events written to the database by the settlement sink."),

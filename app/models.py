@@ -16,9 +16,9 @@ from app.errors import InvalidOperation
 
 KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer")
 SOURCES = ("available", "locked")
-MAX_ID = 2**63 - 1          # user ids: positive, below 2**63
-MAX_ASSET = 2**31 - 1       # asset ids fit a CQL int
-MAX_AMOUNT = 2**63 - 1      # one operation's amount fits a CQL bigint (signed 64-bit)
+MAX_ID = 2**63 - 1  # user ids: positive, below 2**63
+MAX_ASSET = 2**31 - 1  # asset ids fit a CQL int
+MAX_AMOUNT = 2**63 - 1  # one operation's amount fits a CQL bigint (signed 64-bit)
 MAX_OP_ID_CHARS = 64
 
 _COMMON_FIELDS = ("op_id", "kind", "user_id", "asset", "amount")
@@ -208,10 +208,14 @@ def parse_operation(body: Any) -> Operation:
         return Operation(op_id=op_id, kind=kind, user_id=user_id, asset=asset, amount=amount)
     to_user_id = _positive_int(body, "to_user_id", MAX_ID, "invalid_to_user_id")
     if to_user_id == user_id:
-        raise InvalidOperation("to_user_id", "accounts_must_be_different", "a transfer needs a payee other than the payer")
+        raise InvalidOperation(
+            "to_user_id", "accounts_must_be_different", "a transfer needs a payee other than the payer"
+        )
     source = body.get("source", "available")
     if source not in SOURCES:
-        raise InvalidOperation("source", "invalid_source", f"source must be one of {', '.join(SOURCES)}, got {_show(source)}")
+        raise InvalidOperation(
+            "source", "invalid_source", f"source must be one of {', '.join(SOURCES)}, got {_show(source)}"
+        )
     return Operation(
         op_id=op_id, kind=kind, user_id=user_id, asset=asset, amount=amount, to_user_id=to_user_id, source=source
     )

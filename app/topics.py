@@ -25,7 +25,6 @@ DEAD_LETTERS = settings.topic_name("balance.operations.dlq")
 CREDITS = settings.topic_name("balance.credits")
 
 
-
 def _declare(*names: str) -> TopicT:
     return app.own_topic(app.topic(*names, partitions=settings.partitions, key_type=bytes, value_type=bytes))
 

@@ -56,7 +56,9 @@ class Report:
 
     def summary(self) -> str:
         """A human-readable summary, one fact per line."""
-        lines = [f"{name:<28} {value}" for name, value in sorted(self.counts.items()) if not name.startswith("violation:")]
+        lines = [
+            f"{name:<28} {value}" for name, value in sorted(self.counts.items()) if not name.startswith("violation:")
+        ]
         lines.append(f"{'violations':<28} {self.total_violations}")
         for kind, examples in sorted(self.violations.items()):
             lines.append(f"  {kind}: {self.counts[f'violation:{kind}']}")
@@ -65,7 +67,9 @@ class Report:
         return "\n".join(lines)
 
 
-def _first_operations(operations: Iterable[Tuple[Optional[bytes], bytes]], report: Report) -> Dict[Tuple[int, str], Any]:
+def _first_operations(
+    operations: Iterable[Tuple[Optional[bytes], bytes]], report: Report
+) -> Dict[Tuple[int, str], Any]:
     """The first body seen for each (user, op_id), preferring correctly keyed messages."""
     keyed: Dict[Tuple[int, str], Any] = {}
     unkeyed: Dict[Tuple[int, str], Any] = {}
@@ -149,7 +153,9 @@ def check(
             else:
                 body = bodies.get((user, event.op_id))
                 if body is None:
-                    report.violate("unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation")
+                    report.violate(
+                        "unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation"
+                    )
                     account = Account(seq=event.seq, balances=account.balances)
                     continue
                 try:
@@ -159,7 +165,9 @@ def check(
                 else:
                     outcome = apply_operation(account, operation, event.ts)
             if outcome.event != event:
-                report.violate("reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}")
+                report.violate(
+                    "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
+                )
             account = outcome.account
             for asset, balance in account.balances.items():
                 if balance.available < 0 or balance.locked < 0:
@@ -173,7 +181,7 @@ def check(
                     outgoing[(user, event.op_id)] = event
         report.accounts[user] = account
 
-    for (user, op_id) in bodies:
+    for user, op_id in bodies:
         if (user, op_id) not in results:
             report.violate("missing_result", f"user {user} op_id {op_id!r}")
     for (payer, op_id), out in outgoing.items():
@@ -182,7 +190,10 @@ def check(
             report.violate("transfer_not_landed", f"payer {payer} op_id {op_id!r} -> {out.counterparty}")
     for (payer, op_id), landed in incoming.items():
         if (payer, op_id) not in outgoing:
-            report.violate("unexplained_event", f"transfer_in to {landed.user_id} from {payer} op_id {op_id!r}: no accepted transfer_out")
+            report.violate(
+                "unexplained_event",
+                f"transfer_in to {landed.user_id} from {payer} op_id {op_id!r}: no accepted transfer_out",
+            )
     report.counts["transfers_accepted"] = len(outgoing)
 
     held: Dict[int, int] = defaultdict(int)
@@ -208,7 +219,9 @@ def _check_tables(report: Report, tables: Mapping[int, Optional[Mapping[str, Any
         stored = tables.get(user)
         got = Account.from_json(stored) if stored else None
         if got != account:
-            report.violate("table_mismatch", f"user {user}: table {stored} != fold {account.seq} {account.balances_json()}")
+            report.violate(
+                "table_mismatch", f"user {user}: table {stored} != fold {account.seq} {account.balances_json()}"
+            )
     report.counts["tables_checked"] = len(report.accounts)
 
 

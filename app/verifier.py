@@ -60,7 +60,9 @@ async def read_topic(bootstrap: str, topic: str) -> List[Record]:
         await consumer.stop()
 
 
-async def read_tables(worker_url: str, users: Sequence[int], concurrency: int = 32) -> Dict[int, Optional[Dict[str, Any]]]:
+async def read_tables(
+    worker_url: str, users: Sequence[int], concurrency: int = 32
+) -> Dict[int, Optional[Dict[str, Any]]]:
     """Each user's account as the owning worker's table holds it (404 -> None)."""
     limit = asyncio.Semaphore(concurrency)
     tables: Dict[int, Optional[Dict[str, Any]]] = {}
@@ -125,7 +127,9 @@ async def verify(settings: Settings, worker_url: Optional[str], with_database: b
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``ubscore verify``."""
     parser = argparse.ArgumentParser(prog="ubscore verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", default=None, help="a worker's URL to read the tables through (default: this host's UBS_WEB_PORT)")
+    parser.add_argument(
+        "--worker", default=None, help="a worker's URL to read the tables through (default: this host's UBS_WEB_PORT)"
+    )
     parser.add_argument("--no-tables", action="store_true", help="do not compare the tables")
     parser.add_argument("--no-db", action="store_true", help="do not compare the database")
     args = parser.parse_args(argv)

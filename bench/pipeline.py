@@ -19,17 +19,16 @@ message out (events on balance.events; rows in the database for the sink).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import List, Tuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, World, Worker, workload
+from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, Worker, World, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
@@ -70,7 +69,10 @@ async def count_until(topic: str, target: int, timeout: float) -> float:
 async def pass_through(source: str, target: str, total: int) -> None:
     """The baseline: consume, produce, commit; nothing else."""
     consumer = AIOKafkaConsumer(
-        source, bootstrap_servers=BOOTSTRAP, group_id=f"bench-{source}", enable_auto_commit=False,
+        source,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"bench-{source}",
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)

@@ -167,8 +167,16 @@ def record(result_key: bytes, outcome: Outcome, source: Source) -> None:
     metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s",
-        event.user_id, event.op_id, event.kind, event.status, event.reason, event.seq,
-        event.asset, event.amount, event.available, event.locked,
+        event.user_id,
+        event.op_id,
+        event.kind,
+        event.status,
+        event.reason,
+        event.seq,
+        event.asset,
+        event.amount,
+        event.available,
+        event.locked,
     )
 
 
@@ -194,7 +202,12 @@ def resend(result_key: bytes, account: Account, stored: StoredResult, source: So
     metrics.inc("ubscore_duplicates_total")
     log.info(
         "duplicate user_id=%s op_id=%s kind=%s seq=%s stream=%s offset=%s resent=true",
-        stored_event.user_id, stored_event.op_id, stored_event.kind, stored_event.seq, source.stream, source.offset,
+        stored_event.user_id,
+        stored_event.op_id,
+        stored_event.kind,
+        stored_event.seq,
+        source.stream,
+        source.offset,
     )
 
 
@@ -231,7 +244,11 @@ async def reroute(message: Message, key: bytes, user_id: int, op_id: str) -> Non
     metrics.inc("ubscore_rerouted_total")
     log.info(
         "rerouted user_id=%s op_id=%s from_partition=%s offset=%s key=%r",
-        user_id, op_id, message.partition, message.offset, message.key,
+        user_id,
+        op_id,
+        message.partition,
+        message.offset,
+        message.key,
     )
 
 
@@ -252,7 +269,11 @@ async def dead_letter(message: Message, error: InvalidOperation) -> None:
     metrics.inc("ubscore_dead_letters_total", reason=error.reason)
     log.warning(
         "dead_letter topic=%s partition=%s offset=%s reason=%s field=%s",
-        message.topic, message.partition, message.offset, error.reason, error.field,
+        message.topic,
+        message.partition,
+        message.offset,
+        error.reason,
+        error.field,
     )
 
 

@@ -172,7 +172,10 @@ class OperationsView(View):
         except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
             log.warning("submit_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc)
             return _error(
-                self, 503, "kafka_unavailable", None,
+                self,
+                503,
+                "kafka_unavailable",
+                None,
                 "the operation was not confirmed by Kafka; retry with the same op_id (it is applied at most once)",
                 op_id=operation.op_id,
             )
@@ -189,19 +192,28 @@ class OperationsView(View):
             try:
                 found = await find_result(operation.user_id, operation.op_id)
             except (OSError, asyncio.TimeoutError) as exc:
-                log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc)
+                log.warning(
+                    "result_lookup_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc
+                )
                 found = None
             if found is not None:
                 stored = Event.from_json(found)
                 if not _same_request(stored, operation):
                     return _error(
-                        self, 409, "op_id_reused", "op_id",
-                        "this op_id already has a result for a different operation", result=found,
+                        self,
+                        409,
+                        "op_id_reused",
+                        "op_id",
+                        "this op_id already has a result for a different operation",
+                        result=found,
                     )
                 return self.json(found, status=200)
             if loop.time() >= deadline:
                 return _error(
-                    self, 504, "result_timeout", None,
+                    self,
+                    504,
+                    "result_timeout",
+                    None,
                     "the operation is in Kafka but has no result yet; it may still be applied. "
                     "Poll GET /operations/{user_id}/{op_id} or retry with the same op_id",
                     op_id=operation.op_id,
@@ -252,7 +264,9 @@ class HistoryView(View):
             return _error(self, 400, error.reason, error.field, error.message)
         raw_limit = request.query.get("limit", str(DEFAULT_HISTORY_LIMIT))
         if not (raw_limit.isascii() and raw_limit.isdigit() and 0 < int(raw_limit) <= MAX_HISTORY_LIMIT):
-            return _error(self, 400, "invalid_limit", "limit", f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}")
+            return _error(
+                self, 400, "invalid_limit", "limit", f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}"
+            )
         try:
             events = await store.events(uid, int(raw_limit))
         except (SettlementUnavailable, OSError, asyncio.TimeoutError) as exc:
@@ -265,7 +279,7 @@ class HistoryView(View):
 
 @app.page("/health")
 class HealthView(View):
-    """Liveness plus what this worker owns; 503 while the worker is not consuming."""
+    """Readiness plus what this worker owns; 503 while starting or rebuilding its tables."""
 
     @counted("health")
     async def get(self, request: Request) -> Response:
@@ -275,9 +289,11 @@ class HealthView(View):
         except Exception:  # noqa: BLE001 - consumer not started yet
             assignment = set()
         partitions = sorted(tp.partition for tp in assignment if tp.topic == operations_topic.get_topic_name())
-        running = app.consumer is not None and app.consumer.state == "running" if hasattr(app.consumer, "state") else True
+        running = getattr(app.consumer, "state", "running") == "running"
+        recovering = bool(getattr(app, "in_recovery", False)) or not app.tables.recovery.completed.is_set()
+        status = "starting" if not running else "recovering" if recovering else "ok"
         body = {
-            "status": "ok" if running else "starting",
+            "status": status,
             "worker": settings.canonical_url,
             "partitions": partitions,
             "rebalancing": bool(app.rebalancing),
@@ -285,7 +301,7 @@ class HealthView(View):
             "sink_paused": bool(metrics.value("ubscore_sink_paused")),
             "processing_guarantee": settings.processing_guarantee,
         }
-        return self.json(body, status=200 if running else 503)
+        return self.json(body, status=200 if status == "ok" else 503)
 
 
 @app.page("/metrics")

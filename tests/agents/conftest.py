@@ -45,7 +45,12 @@ class Sent:
 @pytest.fixture()
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
     record = Sent()
-    for name, topic in [("events", events_topic), ("credits", credits_topic), ("dlq", dead_letters_topic), ("operations", operations_topic)]:
+    for name, topic in [
+        ("events", events_topic),
+        ("credits", credits_topic),
+        ("dlq", dead_letters_topic),
+        ("operations", operations_topic),
+    ]:
         # The agent buffers its outputs behind the table changelogs (send_soon);
         # a direct awaited send would be a bug the tests must see.
         mock = MagicMock()
@@ -80,12 +85,18 @@ class Ledger:
     async def submit(self, timestamp: float = 1_700_000_000.0, offset: Optional[int] = None, **operation: Any) -> None:
         key = user_key(operation["user_id"])
         await self.put_raw(
-            json.dumps(operation).encode(), key, partition_for(key, settings.partitions), timestamp=timestamp, offset=offset
+            json.dumps(operation).encode(),
+            key,
+            partition_for(key, settings.partitions),
+            timestamp=timestamp,
+            offset=offset,
         )
 
     async def credit(self, credit: Dict[str, Any], offset: Optional[int] = None) -> None:
         key = user_key(credit["payee"])
-        await self.put_raw(json.dumps(credit).encode(), key, partition_for(key, settings.partitions), topic=CREDITS, offset=offset)
+        await self.put_raw(
+            json.dumps(credit).encode(), key, partition_for(key, settings.partitions), topic=CREDITS, offset=offset
+        )
 
 
 @pytest.fixture()

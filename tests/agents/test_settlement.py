@@ -17,8 +17,18 @@ from app.models import Event
 def event_bytes(user_id: int, seq: int) -> bytes:
     return json.dumps(
         {
-            "op_id": f"o{seq}", "kind": "deposit", "user_id": user_id, "asset": 1, "amount": 1, "status": "accepted",
-            "reason": None, "available": seq, "locked": 0, "seq": seq, "ts": 1_700_000_000_000, "counterparty": None,
+            "op_id": f"o{seq}",
+            "kind": "deposit",
+            "user_id": user_id,
+            "asset": 1,
+            "amount": 1,
+            "status": "accepted",
+            "reason": None,
+            "available": seq,
+            "locked": 0,
+            "seq": seq,
+            "ts": 1_700_000_000_000,
+            "counterparty": None,
         }
     ).encode()
 

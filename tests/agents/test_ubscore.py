@@ -27,8 +27,18 @@ async def test_deposit_updates_table_and_emits_one_event(ledger: Ledger, sent: S
     events = sent.values("events")
     assert events == [
         {
-            "op_id": "d1", "kind": "deposit", "user_id": 11, "asset": 1, "amount": 250, "status": "accepted",
-            "reason": None, "available": 250, "locked": 0, "seq": 1, "ts": 1_700_000_000_000, "counterparty": None,
+            "op_id": "d1",
+            "kind": "deposit",
+            "user_id": 11,
+            "asset": 1,
+            "amount": 250,
+            "status": "accepted",
+            "reason": None,
+            "available": 250,
+            "locked": 0,
+            "seq": 1,
+            "ts": 1_700_000_000_000,
+            "counterparty": None,
         }
     ]
     assert sent.keys("events") == [b"11"]
@@ -51,7 +61,9 @@ async def test_retried_op_id_is_applied_once_and_answered_with_first_result(ledg
     assert first == second
 
 
-async def test_retry_rewrites_account_and_result_for_the_changelog(ledger: Ledger, sent: Sent, monkeypatch: Any) -> None:
+async def test_retry_rewrites_account_and_result_for_the_changelog(
+    ledger: Ledger, sent: Sent, monkeypatch: Any
+) -> None:
     written = []
     original = accounts.on_key_set
 
@@ -139,7 +151,9 @@ async def test_invalid_field_tied_to_user_gets_rejected_event_and_dead_letter(le
 
 
 async def test_operation_without_user_goes_only_to_dead_letters(ledger: Ledger, sent: Sent) -> None:
-    await ledger.put_raw(json.dumps({"op_id": "x", "kind": "deposit"}).encode(), b"11", partition_for(b"11", settings.partitions))
+    await ledger.put_raw(
+        json.dumps({"op_id": "x", "kind": "deposit"}).encode(), b"11", partition_for(b"11", settings.partitions)
+    )
     assert sent.values("events") == []
     assert sent.values("dlq")[0]["error"]["field"] == "user_id"
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from .harness import CQL_HOSTS, CQL_PORT, World, Worker
+from .harness import CQL_HOSTS, CQL_PORT, Worker, World
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +34,9 @@ def cql(world: World) -> Iterator[Any]:
     from app.cql import PROTOCOL_VERSION
 
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
-    cluster = Cluster(CQL_HOSTS, port=CQL_PORT, protocol_version=PROTOCOL_VERSION, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    cluster = Cluster(
+        CQL_HOSTS, port=CQL_PORT, protocol_version=PROTOCOL_VERSION, execution_profiles={EXEC_PROFILE_DEFAULT: profile}
+    )
     session = cluster.connect()
     try:
         yield session

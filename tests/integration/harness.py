@@ -156,7 +156,9 @@ class Worker:
             self.process.wait(timeout=10)
 
 
-async def read_topic(topic: str, until: Callable[[List[Tuple[Optional[bytes], bytes]]], bool], timeout: float = 60.0) -> List[Tuple[Optional[bytes], bytes]]:
+async def read_topic(
+    topic: str, until: Callable[[List[Tuple[Optional[bytes], bytes]]], bool], timeout: float = 60.0
+) -> List[Tuple[Optional[bytes], bytes]]:
     """Read a topic from the beginning (no consumer group) until ``until(messages)`` holds."""
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, group_id=None)
     await consumer.start()
@@ -215,8 +217,22 @@ def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[
         return json.dumps({**body, **extra}).encode()
 
     for i, user in enumerate(ids):
-        messages.append((user_key(user), json.dumps({"op_id": f"fund-{i}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 1_000_000}).encode()))
-        messages.append((user_key(user), json.dumps({"op_id": f"fund2-{i}", "kind": "deposit", "user_id": user, "asset": 2, "amount": 500_000}).encode()))
+        messages.append(
+            (
+                user_key(user),
+                json.dumps(
+                    {"op_id": f"fund-{i}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 1_000_000}
+                ).encode(),
+            )
+        )
+        messages.append(
+            (
+                user_key(user),
+                json.dumps(
+                    {"op_id": f"fund2-{i}", "kind": "deposit", "user_id": user, "asset": 2, "amount": 500_000}
+                ).encode(),
+            )
+        )
     n = 0
     while len(messages) < ops:
         n += 1
@@ -235,11 +251,25 @@ def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[
             if roll < 0.03:
                 messages.append((user_key(user), body))  # a client retry
             elif roll < 0.04:
-                messages.append((None, json.dumps({"op_id": f"nokey-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 7}).encode()))
+                messages.append(
+                    (
+                        None,
+                        json.dumps(
+                            {"op_id": f"nokey-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 7}
+                        ).encode(),
+                    )
+                )
             elif roll < 0.05:
                 messages.append((user_key(user), b'{"op_id": "poison-' + str(n).encode() + b'", broken'))
             elif roll < 0.06:
-                messages.append((user_key(user), json.dumps({"op_id": f"bad-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": -5}).encode()))
+                messages.append(
+                    (
+                        user_key(user),
+                        json.dumps(
+                            {"op_id": f"bad-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": -5}
+                        ).encode(),
+                    )
+                )
     return messages
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import PARTITIONS, World, Worker, produce, verify_eventually, workload
+from .harness import PARTITIONS, Worker, World, produce, verify_eventually, workload
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 
 from app.partitioning import partition_for, user_key
 
-from .harness import BOOTSTRAP, REPO, World, Worker, events_of, fresh_user_id, produce, read_topic
+from .harness import BOOTSTRAP, REPO, Worker, World, events_of, fresh_user_id, produce, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,9 @@ async def post(worker: Worker, body: Any, wait: bool = True, raw: Optional[bytes
     async with aiohttp.ClientSession() as http:
         data = raw if raw is not None else json.dumps(body).encode()
         response = await http.post(
-            f"{worker.url}/operations", params={"wait": "true" if wait else "false"}, data=data,
+            f"{worker.url}/operations",
+            params={"wait": "true" if wait else "false"},
+            data=data,
             headers={"Content-Type": "application/json"},
         )
         await response.read()
@@ -95,7 +97,9 @@ async def test_http_deposit_reaches_table_events_and_database(world: World, work
 
 async def test_submit_without_wait_answers_202(worker: Worker) -> None:
     user = fresh_user_id()
-    response = await post(worker, {"op_id": "a", "kind": "deposit", "user_id": user, "asset": 2, "amount": "7"}, wait=False)
+    response = await post(
+        worker, {"op_id": "a", "kind": "deposit", "user_id": user, "asset": 2, "amount": "7"}, wait=False
+    )
     assert response.status == 202
     assert json.loads(await response.read()) == {"op_id": "a", "status": "submitted"}
 
@@ -103,13 +107,22 @@ async def test_submit_without_wait_answers_202(worker: Worker) -> None:
 async def test_console_producer_operation_is_applied(world: World, worker: Worker, cql: Any) -> None:
     user = fresh_user_id()
     line = f'{user}|{{"op_id":"cli-1","kind":"deposit","user_id":{user},"asset":3,"amount":42}}\n'
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [
-            str(REPO / "stack/bin/kafka-console-producer"), "--bootstrap-server", BOOTSTRAP,
-            "--topic", world.topic("balance.operations"),
-            "--property", "parse.key=true", "--property", "key.separator=|",
+            str(REPO / "stack/bin/kafka-console-producer"),
+            "--bootstrap-server",
+            BOOTSTRAP,
+            "--topic",
+            world.topic("balance.operations"),
+            "--property",
+            "parse.key=true",
+            "--property",
+            "key.separator=|",
         ],
-        input=line.encode(), check=True, timeout=120,
+        input=line.encode(),
+        check=True,
+        timeout=120,
     )
     (event,) = await user_events(world, user, 1)
     assert (event["op_id"], event["status"], event["available"]) == ("cli-1", "accepted", 42)
@@ -125,13 +138,27 @@ async def test_transfer_across_partitions_lands_on_both(world: World, worker: Wo
     await post(worker, {"op_id": "d", "kind": "deposit", "user_id": payer, "asset": 1, "amount": 100})
     await post(worker, {"op_id": "l", "kind": "lock", "user_id": payer, "asset": 1, "amount": 60})
     response = await post(
-        worker, {"op_id": "t", "kind": "transfer", "user_id": payer, "to_user_id": payee, "asset": 1, "amount": 60, "source": "locked"}
+        worker,
+        {
+            "op_id": "t",
+            "kind": "transfer",
+            "user_id": payer,
+            "to_user_id": payee,
+            "asset": 1,
+            "amount": 60,
+            "source": "locked",
+        },
     )
     out = json.loads(await response.read())
     assert (out["kind"], out["status"], out["available"], out["locked"]) == ("transfer_out", "accepted", 40, 0)
 
     (incoming,) = await user_events(world, payee, 1)
-    assert (incoming["kind"], incoming["amount"], incoming["counterparty"], incoming["seq"]) == ("transfer_in", 60, payer, 1)
+    assert (incoming["kind"], incoming["amount"], incoming["counterparty"], incoming["seq"]) == (
+        "transfer_in",
+        60,
+        payer,
+        1,
+    )
     status, account = await get_json(f"{worker.url}/accounts/{payee}")
     assert account["balances"] == {"1": {"available": 60, "locked": 0}}
     rows = wait_db(cql, world, "balances", payee, 1)
@@ -181,9 +208,17 @@ async def test_bad_http_input_is_a_4xx_naming_the_field(worker: Worker) -> None:
     user = fresh_user_id()
     cases = [
         (b"{not json", 400, None),
-        (json.dumps({"op_id": "f", "kind": "deposit", "user_id": user, "asset": 1, "amount": 1.5}).encode(), 422, "amount"),
+        (
+            json.dumps({"op_id": "f", "kind": "deposit", "user_id": user, "asset": 1, "amount": 1.5}).encode(),
+            422,
+            "amount",
+        ),
         (json.dumps({"op_id": "f", "kind": "steal", "user_id": user, "asset": 1, "amount": 1}).encode(), 422, "kind"),
-        (json.dumps({"op_id": "f", "kind": "deposit", "user_id": -1, "asset": 1, "amount": 1}).encode(), 422, "user_id"),
+        (
+            json.dumps({"op_id": "f", "kind": "deposit", "user_id": -1, "asset": 1, "amount": 1}).encode(),
+            422,
+            "user_id",
+        ),
     ]
     for raw, status, field in cases:
         response = await post(worker, None, raw=raw)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import aiohttp
 import pytest
 
 from app.verifier import read_tables
 
-from .harness import PARTITIONS, World, Worker, fresh_user_id, produce_paced, verify_eventually, workload
+from .harness import PARTITIONS, Worker, World, fresh_user_id, produce_paced, verify_eventually, workload
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +54,8 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
             for i, user in enumerate(users):
                 entry = (a, b)[i % 2]  # any worker accepts any user and waits for the result
                 async with http.post(
-                    f"{entry.url}/operations", params={"wait": "true"},
+                    f"{entry.url}/operations",
+                    params={"wait": "true"},
                     json={"op_id": f"d{i}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 100 + i},
                 ) as response:
                     assert response.status == 200, await response.text()
@@ -80,17 +80,17 @@ async def test_rebalances_under_load_keep_every_invariant(tmp_path: Path) -> Non
         load = asyncio.create_task(produce_paced(world.topic("balance.operations"), messages, per_second=150))
 
         await asyncio.sleep(3)
-        workers["b"] = start(world, tmp_path, "b")                      # a worker joins
+        workers["b"] = start(world, tmp_path, "b")  # a worker joins
         await wait_spread([a, workers["b"]])
-        workers["c"] = start(world, tmp_path, "c")                      # and another
+        workers["c"] = start(world, tmp_path, "c")  # and another
         await wait_spread([a, workers["b"], workers["c"]])
-        await asyncio.to_thread(workers["b"].stop, signal.SIGTERM)      # one leaves cleanly
+        await asyncio.to_thread(workers["b"].stop, signal.SIGTERM)  # one leaves cleanly
         await wait_spread([a, workers["c"]])
         await asyncio.sleep(1)
-        await asyncio.to_thread(workers["c"].stop, signal.SIGKILL)      # one dies
+        await asyncio.to_thread(workers["c"].stop, signal.SIGKILL)  # one dies
         await wait_spread([a])
         workers["c2"] = Worker(world, tmp_path / "c" / "data", tmp_path / "c2.log", extra_env=FAST_FAILOVER).start()
-        await wait_spread([a, workers["c2"]])                           # it comes back on its old files
+        await wait_spread([a, workers["c2"]])  # it comes back on its old files
         await load
 
         report = await verify_eventually(a, timeout=150)

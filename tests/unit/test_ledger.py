@@ -36,8 +36,18 @@ def test_deposit_into_new_account() -> None:
     outcome = apply_operation(Account(), op("deposit", 250), TS)
     assert outcome.account == Account(seq=1, balances={1: Balance(250, 0)})
     assert outcome.event == Event(
-        op_id="op", kind="deposit", user_id=7, asset=1, amount=250, status="accepted", reason=None,
-        available=250, locked=0, seq=1, ts=TS, counterparty=None,
+        op_id="op",
+        kind="deposit",
+        user_id=7,
+        asset=1,
+        amount=250,
+        status="accepted",
+        reason=None,
+        available=250,
+        locked=0,
+        seq=1,
+        ts=TS,
+        counterparty=None,
     )
     assert outcome.credit is None
 
@@ -124,10 +134,16 @@ def test_big_integers_stay_exact() -> None:
 
 
 def test_reject_invalid_takes_a_seq_and_reports_nulls() -> None:
-    outcome = reject_invalid(funded(100), 7, "bad", {"kind": "withdraw", "asset": 1, "amount": 1.5}, "invalid_amount", TS)
+    outcome = reject_invalid(
+        funded(100), 7, "bad", {"kind": "withdraw", "asset": 1, "amount": 1.5}, "invalid_amount", TS
+    )
     event = outcome.event
     assert (event.status, event.reason, event.seq, event.amount, event.available) == (
-        "rejected", "invalid_amount", 4, None, 100,
+        "rejected",
+        "invalid_amount",
+        4,
+        None,
+        100,
     )
     assert outcome.account.balances == funded(100).balances
 
@@ -167,9 +183,9 @@ def test_other_stream_taking_the_seq_does_not_fake_an_application() -> None:
     """The crash case a seq comparison gets wrong: after a rollback a credit leg takes the seq
     that a lost operation had, and the operation must still be applied."""
     before = funded(100, seq=5).mark(Source("operations", 40)).mark(Source("credits", 7))
-    lost = apply_operation(before, op("withdraw", 10, op_id="op-100"), TS)           # seq 6, never published
+    lost = apply_operation(before, op("withdraw", 10, op_id="op-100"), TS)  # seq 6, never published
     credit = Credit(payer=9, payee=7, op_id="c", asset=1, amount=5, ts=TS)
-    replayed = apply_credit(before, credit).account.mark(Source("credits", 8))       # now seq 6 too
+    replayed = apply_credit(before, credit).account.mark(Source("credits", 8))  # now seq 6 too
     assert replayed.seq == lost.event.seq
     assert decide(replayed, StoredResult(lost.event, Source("operations", 41)), Source("operations", 41)) == APPLY
 

@@ -12,7 +12,9 @@ from app.verification import check
 TS = 1_700_000_000_000
 
 
-def simulate(bodies: List[Dict[str, Any]]) -> Tuple[List[Tuple[Optional[bytes], bytes]], List[Dict[str, Any]], Dict[int, Any]]:
+def simulate(
+    bodies: List[Dict[str, Any]],
+) -> Tuple[List[Tuple[Optional[bytes], bytes]], List[Dict[str, Any]], Dict[int, Any]]:
     """A tiny in-process pipeline built on the pure core: operations, events, final tables."""
     operations = [(str(b["user_id"]).encode(), json.dumps(b).encode()) for b in bodies]
     accounts: Dict[int, Account] = {}
