@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from faust.types import StreamT, TopicT
 from faust.types.tuples import Message
@@ -62,7 +62,7 @@ from app.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.models import Credit, Event, decode_json, identify, parse_operation
+from app.models import Credit, Event, Operation, decode_json, identify, parse_operation
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, results
@@ -109,26 +109,23 @@ async def handle_operation(message: Message) -> None:
         )
         return
 
-    source = Source("operations", message.offset)
-    result_key = operation_key(user_id, op_id).encode()
-    account = Account.from_json(accounts.get(key))
-    stored = StoredResult.from_json(results.get(result_key))
-    decision = decide(account, stored, source)
-    if decision == RESEND and stored is not None:
-        resend(result_key, account, stored, source)
-        return
-    if decision == APPLY_LATE:
-        _note_late(source, user_id, op_id)
-
     ts = _timestamp_ms(message)
     try:
-        operation = parse_operation(body)
-    except InvalidOperation as error:
-        outcome = reject_invalid(account, user_id, op_id, body, error.reason, ts)
+        operation: Optional[Operation] = parse_operation(body)
+        error: Optional[InvalidOperation] = None
+    except InvalidOperation as invalid:
+        operation, error = None, invalid
+
+    def outcome_for(account: Account) -> Outcome:
+        if operation is not None:
+            return apply_operation(account, operation, ts)
+        assert error is not None
+        return reject_invalid(account, user_id, op_id, body, error.reason, ts)
+
+    source = Source("operations", message.offset)
+    applied = apply_once(operation_key(user_id, op_id).encode(), user_id, op_id, source, outcome_for)
+    if applied and error is not None:
         await dead_letter(message, error)
-    else:
-        outcome = apply_operation(account, operation, ts)
-    record(result_key, outcome, source)
 
 
 async def handle_credit(message: Message) -> None:
@@ -140,16 +137,28 @@ async def handle_credit(message: Message) -> None:
         await dead_letter(message, InvalidOperation(None, "invalid_credit", f"unreadable credit leg: {exc}"))
         return
     source = Source("credits", message.offset)
-    result_key = credit_key(credit).encode()
-    account = Account.from_json(accounts.get(user_key(credit.payee)))
+    apply_once(
+        credit_key(credit).encode(), credit.payee, credit.op_id, source, lambda account: apply_credit(account, credit)
+    )
+
+
+def apply_once(
+    result_key: bytes, user_id: int, op_id: str, source: Source, outcome_for: Callable[[Account], Outcome]
+) -> bool:
+    """Apply the message at ``source`` unless it already was; True when it was applied now."""
+    account = Account.from_json(accounts.get(user_key(user_id)))
     stored = StoredResult.from_json(results.get(result_key))
     decision = decide(account, stored, source)
     if decision == RESEND and stored is not None:
         resend(result_key, account, stored, source)
-        return
+        return False
     if decision == APPLY_LATE:
-        _note_late(source, credit.payee, credit.op_id)
-    record(result_key, apply_credit(account, credit), source)
+        metrics.inc("ubscore_applied_late_total")
+        log.warning(
+            "applied_late user_id=%s op_id=%s stream=%s offset=%s", user_id, op_id, source.stream, source.offset
+        )
+    record(result_key, outcome_for(account), source)
+    return True
 
 
 def record(result_key: bytes, outcome: Outcome, source: Source) -> None:
@@ -209,11 +218,6 @@ def resend(result_key: bytes, account: Account, stored: StoredResult, source: So
         source.stream,
         source.offset,
     )
-
-
-def _note_late(source: Source, user_id: int, op_id: str) -> None:
-    metrics.inc("ubscore_applied_late_total")
-    log.warning("applied_late user_id=%s op_id=%s stream=%s offset=%s", user_id, op_id, source.stream, source.offset)
 
 
 def send_event(event: Event) -> None:
