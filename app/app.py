@@ -30,13 +30,25 @@ class UBSCoreApp(faust.App):
         return topic
 
     async def on_first_start(self) -> None:
-        """Create the topics first: any component may start before any topic exists."""
+        """Create the topics first: any component may start before any topic exists.
+
+        The tables' changelog topics are created here too: Faust would create
+        them itself, but on a cold broker its consumer can still miss them in
+        the first metadata and the agent then crashes on a partition mismatch.
+        """
         await super().on_first_start()
         wanted: Dict[str, int] = {}
+        configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:
             for name in topic.topics:
                 wanted[name] = topic.partitions or settings.partitions
-        await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor)
+        for table in self.tables.values():
+            changelog = table.changelog_topic
+            for name in changelog.topics:
+                wanted[name] = changelog.partitions or settings.partitions
+                extra = {key: str(value) for key, value in (changelog.config or {}).items()}
+                configs[name] = {"cleanup.policy": "compact", **extra}
+        await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor, configs)
 
 
 app = UBSCoreApp(
