@@ -306,7 +306,13 @@ async def verify_eventually(worker: "Worker", timeout: float = 120.0, worker_url
     settings = world_settings(worker)
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        report = await verify(settings, worker_url or worker.url, with_database=True)
+        try:
+            report = await verify(settings, worker_url or worker.url, with_database=True)
+        except Exception:  # noqa: BLE001 - a table or topic not created yet: try again until the deadline
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(2)
+            continue
         if report.ok or asyncio.get_running_loop().time() > deadline:
             return report
         await asyncio.sleep(2)
