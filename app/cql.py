@@ -115,7 +115,7 @@ class CqlStore:
 
     def _connect_blocking(self) -> None:
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import RoundRobinPolicy
+        from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
 
         profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=10.0)
         cluster = Cluster(
@@ -125,6 +125,8 @@ class CqlStore:
             connect_timeout=5,
             # v4: spoken by ScyllaDB and Cassandra alike, no downgrade dance at connect.
             protocol_version=PROTOCOL_VERSION,
+            # The driver's default backs off up to 10 minutes; a sink must notice a returned database soon.
+            reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
         )
         self._cluster = cluster
         session = cluster.connect()

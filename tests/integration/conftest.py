@@ -42,3 +42,8 @@ def cql(world: World) -> Iterator[Any]:
         yield session
     finally:
         cluster.shutdown()
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Tests that stop a shared service run last, so no other test sees the outage."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
