@@ -67,7 +67,6 @@ SELECT_EVENTS = (
     "SELECT user_id, seq, op_id, kind, asset, amount, status, reason, available, locked, ts, counterparty"
     " FROM {ks}.balance_events WHERE user_id = ? LIMIT ?"
 )
-SELECT_BALANCES = "SELECT asset, available, locked, seq FROM {ks}.balances WHERE user_id = ?"
 
 
 def latest_balances(events: Iterable[Event]) -> List[Event]:
@@ -93,7 +92,6 @@ class CqlStore:
         self._insert_event: Any = None
         self._upsert_balance: Any = None
         self._select_events: Any = None
-        self._select_balances: Any = None
         self._connect_lock = asyncio.Lock()
 
     @property
@@ -140,7 +138,6 @@ class CqlStore:
         self._insert_event = session.prepare(INSERT_EVENT.format(ks=ks))
         self._upsert_balance = session.prepare(UPSERT_BALANCE.format(ks=ks))
         self._select_events = session.prepare(SELECT_EVENTS.format(ks=ks))
-        self._select_balances = session.prepare(SELECT_BALANCES.format(ks=ks))
         self._session = session
         log.info(
             "cql connected hosts=%s port=%s keyspace=%s", ",".join(self.settings.cql_hosts), self.settings.cql_port, ks
@@ -193,12 +190,6 @@ class CqlStore:
         await self.connect()
         rows = await self._execute(self._select_events.bind((user_id, limit)))
         return [_row_to_event(row) for row in rows]
-
-    async def balances(self, user_id: int) -> Dict[int, Dict[str, int]]:
-        """The settled balances of a user, by asset."""
-        await self.connect()
-        rows = await self._execute(self._select_balances.bind((user_id,)))
-        return {row.asset: {"available": row.available, "locked": row.locked, "seq": row.seq} for row in rows}
 
     async def _execute(self, statement: Any) -> Any:
         session = self._session

@@ -18,7 +18,6 @@ applied that user's operations; replaying those operations through
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -256,8 +255,3 @@ def _check_database(
         if got != want:
             report.violate("db_mismatch", f"balances ({user}, {asset}): db {got} != fold {want}")
     report.counts["db_rows_checked"] = len(seen) + len(rows)
-
-
-def decode_events(values: Iterable[bytes]) -> List[Dict[str, Any]]:
-    """Events read from the topic; anything unreadable is reported by the caller."""
-    return [json.loads(value) for value in values]

@@ -38,9 +38,6 @@ class Sent:
     def keys(self, name: str) -> List[Optional[bytes]]:
         return [call.kwargs["key"] for call in self.mocks[name].call_args_list]
 
-    def all_outputs(self) -> int:
-        return sum(mock.call_count for mock in self.mocks.values())
-
 
 @pytest.fixture()
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:

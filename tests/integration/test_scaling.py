@@ -19,10 +19,6 @@ pytestmark = pytest.mark.integration
 FAST_FAILOVER = {"UBS_SESSION_TIMEOUT_S": "6"}
 
 
-def owned(workers: Sequence[Worker]) -> List[List[int]]:
-    return [list((w.health() or {}).get("partitions", [])) for w in workers]
-
-
 async def wait_spread(workers: Sequence[Worker], timeout: float = 90.0) -> List[List[int]]:
     """Until the live workers own every partition exactly once, each owns some, none is rebalancing."""
     loop = asyncio.get_running_loop()
