@@ -13,6 +13,7 @@ import faust
 from faust.types import TopicT
 
 from app import failpoints
+from app.fencing import FreezeWatch
 from app.kafka_admin import ensure_topics
 from app.settings import settings
 
@@ -35,8 +36,10 @@ class UBSCoreApp(faust.App):
         The tables' changelog topics are created here too: Faust would create
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
+        The freeze watch starts here too: only a running worker owns partitions.
         """
         await super().on_first_start()
+        FreezeWatch(settings.freeze_limit_s).start()
         wanted: Dict[str, int] = {}
         configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:

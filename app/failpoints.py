@@ -2,7 +2,8 @@
 
 Points: ``after_table_write`` (RocksDB written, nothing sent yet), ``after_send``
 (outputs buffered, not yet flushed), ``before_commit`` (Faust is about to flush
-and commit offsets). Unset in production; then ``hit`` is one comparison.
+and commit offsets), ``after_produce`` (the gateway has Kafka's ack for a
+submitted operation but has not answered the client). Unset in production; then ``hit`` is one comparison.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from app.settings import settings
 
 log = logging.getLogger(__name__)
 
-POINTS = ("after_table_write", "after_send", "before_commit")
+POINTS = ("after_table_write", "after_send", "before_commit", "after_produce")
 
 
 def parse(spec: Optional[str]) -> Optional[Tuple[str, int]]:

@@ -77,6 +77,11 @@ class Settings:
     failpoint: Optional[str] = None
 
     @property
+    def freeze_limit_s(self) -> float:
+        """A worker frozen longer than this exits (app/fencing.py): half the session timeout."""
+        return self.session_timeout_s / 2
+
+    @property
     def canonical_url(self) -> str:
         """The URL other workers use to reach this one (for routed reads)."""
         return f"http://{self.advertised_host}:{self.web_port}"

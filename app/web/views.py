@@ -25,7 +25,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from yarl import URL
 
-from app import metrics
+from app import failpoints, metrics
 from app.agents.settlement import store
 from app.app import app
 from app.errors import InvalidOperation, SettlementUnavailable
@@ -179,6 +179,7 @@ class OperationsView(View):
                 "the operation was not confirmed by Kafka; retry with the same op_id (it is applied at most once)",
                 op_id=operation.op_id,
             )
+        failpoints.hit("after_produce")
         log.info("submitted user_id=%s op_id=%s kind=%s", operation.user_id, operation.op_id, operation.kind)
         if wait in ("false", "0"):
             return self.json({"op_id": operation.op_id, "status": "submitted"}, status=202)
