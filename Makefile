@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-recovery compose-check lint clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-recovery chaos compose-check lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench: install stack-up
 ## bench-recovery: time to ready for 100k and 1M accounts, with and without local RocksDB files
 bench-recovery: install stack-up
 	$(PY) -m bench.recovery
+
+## chaos: the long fault-injection suite (20 seeded runs of 20k operations each, ~1 h); prints and writes its table
+CHAOS_ARGS ?= --runs 20 --ops 20000 --seed 1
+CHAOS_TABLE ?= chaos-table.md
+chaos: install stack-up
+	$(PY) -m tests.integration.chaos $(CHAOS_ARGS) --quiet --table $(CHAOS_TABLE)
 
 ## compose-check: validate docker/compose.yml without a Docker engine
 compose-check:

@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 
 from app import failpoints, metrics
@@ -87,7 +88,8 @@ def routed(handler: Handler) -> Handler:
             return await app.router.route_req(accounts.name, user_key(int(user_id)), view.web, request)
         except SameNode:
             return await handler(view, request, user_id, *args, **kwargs)
-        except KeyError:
+        except (KeyError, ServiceUnavailable):
+            # Faust raises ServiceUnavailable while the assignment is unknown (starting, rebalancing).
             return _error(view, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
 
     return wrapper
@@ -167,7 +169,12 @@ class OperationsView(View):
 
         payload = json.dumps(operation.to_json(), separators=(",", ":")).encode()
         try:
-            delivery = await operations_topic.send(key=user_key(operation.user_id), value=payload)
+            # The plain producer, never topic.send: under exactly_once that would write the
+            # operation inside the worker's open transaction, invisible to the (read_committed)
+            # agent until a commit that only processed input triggers, so it would never come.
+            delivery = await app.producer.send(
+                operations_topic.get_topic_name(), user_key(operation.user_id), payload, None, None, None
+            )
             await asyncio.wait_for(asyncio.shield(delivery), timeout=PRODUCE_TIMEOUT_S)
         except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
             log.warning("submit_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc)

@@ -1,0 +1,553 @@
+"""Seeded fault injection against the real stack, then the verifier: the proof that nothing is lost or doubled.
+
+One run = one fresh world (topics, consumer group, keyspace) served by two
+workers under a supervisor that restarts whatever exits, as systemd or
+Kubernetes would. A seeded workload (transfers across partitions, client
+retries, unkeyed and poison messages) is produced straight to Kafka while an
+HTTP client submits more operations through the gateways, retrying each one
+with the same op_id until a gateway acknowledges it. Meanwhile faults drawn
+from the seed are injected on a schedule that is printed before it starts:
+
+  kill        SIGKILL a worker at a random moment
+  failpoint   restart a worker armed to SIGKILL itself after the table write,
+              after the event send or before the offset commit
+  gateway     restart a worker armed to die between Kafka's ack and its HTTP reply
+  zombie      SIGSTOP a worker past the session timeout (the other takes over),
+              then SIGCONT: it must fence itself (exit 75) instead of writing
+  broker      kill -9 Kafka, restart it
+  wipe        SIGKILL a worker and delete its RocksDB folder (rebuild from changelogs)
+  database    kill the CQL database for 60 s, restart it
+
+When the workload and the schedule are done, the verifier must pass (every
+invariant of DESIGN.md, tables = database = events = reference model), every
+operation a gateway acknowledged must have a result, every 200 must match the
+stored result, and every zombie must have fenced itself. Anything else is a
+violation.
+
+    python -m tests.integration.chaos --runs 20 --ops 20000        # `make chaos`
+    python -m tests.integration.chaos --seed 7 --ops 3000           # one run, seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from app.fencing import EXIT_FROZEN
+
+from .harness import BOOTSTRAP, REPO, Worker, World, fresh_user_id, verify_eventually, workload
+
+KINDS = ("kill", "failpoint", "gateway", "zombie", "broker", "wipe")
+WEIGHTS = (3, 4, 1, 1, 1, 1)
+SESSION_TIMEOUT_S = 10.0
+DATABASE_OUTAGE_S = 60.0
+
+
+@dataclass
+class Fault:
+    """One scheduled fault: what, on which worker, when (seconds after the workload starts)."""
+
+    at: float
+    kind: str
+    worker: int = 0
+    detail: str = ""
+
+    def describe(self) -> Dict[str, Any]:
+        return {"at": round(self.at, 1), "kind": self.kind, "worker": self.worker, "detail": self.detail}
+
+
+@dataclass
+class RunResult:
+    """What one run did and found."""
+
+    seed: int
+    guarantee: str
+    operations: int = 0
+    http_acked: int = 0
+    faults: Counter = field(default_factory=Counter)
+    restarts: int = 0
+    fired: int = 0
+    violations: int = 0
+    problems: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def violate(self, problem: str, count: int = 1) -> None:
+        self.violations += count
+        self.problems.append(problem)
+
+
+def schedule(rng: random.Random, count: int, span_s: float, database: bool) -> List[Fault]:
+    """Draw ``count`` faults (and maybe a database outage) at random moments of the workload."""
+    faults: List[Fault] = []
+    for _ in range(count):
+        kind = rng.choices(KINDS, WEIGHTS)[0]
+        fault = Fault(at=rng.uniform(3.0, span_s), kind=kind, worker=rng.randrange(2))
+        if kind == "failpoint":
+            point = rng.choice(["after_table_write", "after_send", "before_commit"])
+            passes = rng.randint(1, 6) if point == "before_commit" else rng.randint(20, 1500)
+            fault.detail = f"{point}:{passes}"
+        elif kind == "gateway":
+            fault.detail = f"after_produce:{rng.randint(1, 4)}"
+        elif kind == "zombie":
+            fault.detail = f"stopped_s={SESSION_TIMEOUT_S + rng.uniform(2.0, 5.0):.1f}"
+        elif kind == "broker":
+            fault.detail = f"down_s={rng.uniform(1.0, 6.0):.1f}"
+        elif kind == "kill":
+            fault.detail = "SIGKILL"
+        faults.append(fault)
+    if database:
+        faults.append(Fault(at=rng.uniform(3.0, span_s / 2), kind="database", detail=f"down_s={DATABASE_OUTAGE_S:.0f}"))
+    return sorted(faults, key=lambda f: f.at)
+
+
+def stack(*args: str) -> None:
+    subprocess.run([str(REPO / "stack/bin/stack"), *args], check=True, timeout=300, stdout=subprocess.DEVNULL)
+
+
+class Supervisor:
+    """Restarts any worker that exits, the way a process manager would; faults may hold one down."""
+
+    def __init__(self, workers: List[Worker], log: "RunLog") -> None:
+        self.workers = workers
+        self.log = log
+        self.held: set = set()
+        self.restarts = 0
+        self.exits: List[Tuple[int, int]] = []
+        self.fired: List[str] = []
+        self._task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for index, worker in enumerate(self.workers):
+                if index in self.held or worker.process is None or worker.process.poll() is None:
+                    continue
+                dead = worker.process
+                code = dead.returncode
+                self.exits.append((index, code))
+                armed = worker.extra_env.pop("UBS_FAILPOINT", None)
+                if armed is not None and code == -signal.SIGKILL:
+                    self.fired.append(armed)
+                self.log.event("exit", worker=index, code=code, failpoint=armed)
+                await asyncio.sleep(1.0)
+                # A fault may have restarted it meanwhile: never start a second process.
+                if index not in self.held and worker.process is dead:
+                    worker.start()
+                    self.restarts += 1
+                    self.log.event("restart", worker=index)
+
+
+class RunLog:
+    """One JSON line per event, to the run's log file and (briefly) to stdout."""
+
+    def __init__(self, path: Path, seed: int, quiet: bool) -> None:
+        self.path = path
+        self.seed = seed
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def event(self, what: str, **fields: Any) -> None:
+        line = json.dumps({"t": round(time.monotonic() - self.started, 1), "seed": self.seed, "event": what, **fields})
+        with open(self.path, "a") as out:
+            out.write(line + "\n")
+        if not self.quiet:
+            print(line, flush=True)
+
+
+async def produce_with_retries(topic: str, messages: List[Tuple[Optional[bytes], bytes]], per_second: float) -> int:
+    """Produce at a steady rate; a send that fails (the broker is down) is sent again until it lands.
+
+    A re-sent message may land twice, which is exactly a client retry: the ledger must apply it once.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, request_timeout_ms=10_000)
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    window: List[Tuple[Tuple[Optional[bytes], bytes], Any]] = []
+
+    async def settle() -> None:
+        for message, future in window:
+            while True:
+                try:
+                    await future
+                    break
+                except KafkaError:
+                    await asyncio.sleep(0.5)
+                    try:
+                        future = await producer.send(topic, key=message[0], value=message[1])
+                    except KafkaError:
+                        continue
+        window.clear()
+
+    try:
+        for index, message in enumerate(messages):
+            delay = start + index / per_second - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            while True:
+                try:
+                    window.append((message, await producer.send(topic, key=message[0], value=message[1])))
+                    break
+                except KafkaError:
+                    await asyncio.sleep(0.5)
+            if len(window) >= 200:
+                await settle()
+        await settle()
+    finally:
+        await producer.stop()
+    return len(messages)
+
+
+@dataclass
+class Ack:
+    user_id: int
+    op_id: str
+    status: int
+    body: Dict[str, Any]
+
+
+async def http_client(
+    workers: List[Worker], rng: random.Random, users: List[int], count: int, span_s: float, name: str, log: RunLog
+) -> List[Ack]:
+    """Submit ``count`` operations through the gateways over ``span_s`` seconds, retrying each with its
+    op_id until acknowledged.
+
+    A 202/200 is an acknowledgement; 5xx, timeouts and refused connections are retried on
+    any worker. A 4xx other than 409 would be a bug in this client and stops the run.
+    """
+    acks: List[Ack] = []
+    timeout = aiohttp.ClientTimeout(total=15)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for n in range(count):
+            delay = start + n * span_s / count - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            user = rng.choice(users)
+            kind = rng.choice(["deposit", "deposit", "withdraw", "lock", "unlock"])
+            body = {"op_id": f"{name}-{n}", "kind": kind, "user_id": user, "asset": 1, "amount": rng.randint(1, 900)}
+            wait = rng.random() < 0.5
+            deadline = time.monotonic() + 300
+            while True:
+                worker = rng.choice(workers)
+                try:
+                    async with http.post(f"{worker.url}/operations?wait={'true' if wait else 'false'}", json=body) as r:
+                        answer = await r.json(content_type=None)
+                        if r.status in (200, 202):
+                            acks.append(Ack(user, body["op_id"], r.status, answer))
+                            break
+                        if r.status < 500:
+                            raise AssertionError(f"gateway answered {r.status} to a valid operation: {answer}")
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    log.event("http_gave_up", op_id=body["op_id"])
+                    break
+                await asyncio.sleep(0.3)
+    return acks
+
+
+async def wait_exit(worker: Worker, timeout: float) -> Optional[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            return worker.process.returncode
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def inject(fault: Fault, workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog) -> None:
+    """Carry out one fault; returns when it is over (the worker restarted or left to the supervisor)."""
+    worker = workers[fault.worker]
+    log.event("fault", **fault.describe())
+    result.faults[fault.kind] += 1
+    if fault.kind == "kill":
+        worker.extra_env.pop("UBS_FAILPOINT", None)  # so that the supervisor does not count it as fired
+        worker.stop(signal.SIGKILL)
+    elif fault.kind in ("failpoint", "gateway"):
+        supervisor.held.add(fault.worker)
+        try:
+            worker.stop(signal.SIGKILL)
+            worker.extra_env["UBS_FAILPOINT"] = fault.detail
+            worker.start()
+        finally:
+            supervisor.held.discard(fault.worker)
+    elif fault.kind == "zombie":
+        stopped_s = float(fault.detail.split("=", 1)[1])
+        supervisor.held.add(fault.worker)
+        try:
+            if worker.process is None or worker.process.poll() is not None:
+                log.event("zombie_skipped", worker=fault.worker, reason="not running")
+                return
+            os.killpg(worker.process.pid, signal.SIGSTOP)
+            await asyncio.sleep(stopped_s)
+            os.killpg(worker.process.pid, signal.SIGCONT)
+            code = await wait_exit(worker, 10.0)
+            log.event("zombie_woke", worker=fault.worker, exit=code)
+            if code != EXIT_FROZEN:
+                result.violate(f"zombie worker {fault.worker} did not fence itself (exit {code})")
+                worker.stop(signal.SIGKILL)
+            worker.extra_env.pop("UBS_FAILPOINT", None)
+            worker.start()
+        finally:
+            supervisor.held.discard(fault.worker)
+    elif fault.kind == "broker":
+        down_s = float(fault.detail.split("=", 1)[1])
+        await asyncio.to_thread(stack, "kill", "kafka")
+        await asyncio.sleep(down_s)
+        await asyncio.to_thread(stack, "up", "kafka")
+        log.event("broker_back")
+    elif fault.kind == "wipe":
+        supervisor.held.add(fault.worker)
+        try:
+            worker.stop(signal.SIGKILL)
+            shutil.rmtree(worker.data_dir, ignore_errors=True)
+            worker.extra_env.pop("UBS_FAILPOINT", None)
+            worker.start()
+        finally:
+            supervisor.held.discard(fault.worker)
+    elif fault.kind == "database":
+        await asyncio.to_thread(stack, "kill", "cassandra")
+        await asyncio.sleep(DATABASE_OUTAGE_S)
+        await asyncio.to_thread(stack, "up", "cassandra")
+        log.event("database_back")
+
+
+async def run_faults(
+    faults: List[Fault], workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog
+) -> None:
+    """Faults on workers and the broker one after another, each at its time or right after the previous
+    one; a database outage alongside them."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    background: List[asyncio.Task] = []
+    for fault in faults:
+        delay = start + fault.at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault.kind == "database":
+            background.append(asyncio.create_task(inject(fault, workers, supervisor, result, log)))
+        else:
+            await inject(fault, workers, supervisor, result, log)
+    await asyncio.gather(*background)
+
+
+async def all_ready(workers: List[Worker], supervisor: Supervisor, timeout: float = 240.0) -> None:
+    """Disarm leftover failpoints, then wait until both workers serve and the group is settled."""
+    for index, worker in enumerate(workers):
+        if "UBS_FAILPOINT" in worker.extra_env:
+            supervisor.held.add(index)
+            worker.stop(signal.SIGTERM)
+            worker.extra_env.pop("UBS_FAILPOINT", None)
+            worker.start()
+            supervisor.held.discard(index)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [worker.health() for worker in workers]
+        owned = sum(len(state.get("partitions", [])) for state in states if state)
+        if all(s and s.get("status") == "ok" and not s.get("rebalancing") for s in states) and owned == 8:
+            return
+        await asyncio.sleep(1.0)
+    raise TimeoutError("workers not ready after the faults")
+
+
+async def check_acks(workers: List[Worker], acks: List[Ack], result: RunResult) -> None:
+    """Every acknowledged operation has exactly the result the gateway promised (no false 202/200)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        for ack in acks:
+            async with http.get(f"{workers[0].url}/operations/{ack.user_id}/{ack.op_id}") as response:
+                stored = await response.json(content_type=None)
+                if response.status != 200:
+                    result.violate(f"acknowledged {ack.op_id} ({ack.status}) has no result: {stored}")
+                elif ack.status == 200 and stored != ack.body:
+                    result.violate(f"200 for {ack.op_id} said {ack.body}, the stored result is {stored}")
+
+
+def prepare(base: Path, seed: int) -> None:
+    """The logs folder, without the worker logs of an earlier run of the same seed."""
+    base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob(f"seed-{seed}-w*.log"):
+        old.unlink()
+
+
+async def run_once(
+    seed: int,
+    ops: int,
+    rate: float,
+    guarantee: str,
+    base: Path,
+    faults: Optional[List[Fault]] = None,
+    fault_count: Optional[int] = None,
+    database: Optional[bool] = None,
+    quiet: bool = False,
+) -> RunResult:
+    """One seeded run: workers, workload, faults, verification. Never raises on a violation: counts it."""
+    rng = random.Random(seed)
+    world = World(tag=f"chaos{seed}x{random.Random().randrange(16**6):06x}")
+    prepare(base, seed)
+    log = RunLog(base / f"seed-{seed}.jsonl", seed, quiet)
+    result = RunResult(seed=seed, guarantee=guarantee)
+    started = time.monotonic()
+    messages = workload(ops=ops, users=200, seed=seed, faults=True)
+    span_s = len(messages) / rate
+    if faults is None:
+        count = fault_count if fault_count is not None else rng.randint(4, 7)
+        with_database = database if database is not None else rng.random() < 0.25
+        faults = schedule(rng, count, span_s, with_database)
+    log.event(
+        "schedule", world=world.tag, guarantee=guarantee, ops=len(messages), faults=[f.describe() for f in faults]
+    )
+
+    env = {"UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S), "UBS_PROCESSING_GUARANTEE": guarantee}
+    workers = [
+        Worker(world, base / world.tag / f"w{i}", base / f"seed-{seed}-w{i}.log", extra_env=dict(env)) for i in range(2)
+    ]
+    supervisor = Supervisor(workers, log)
+    try:
+        for worker in workers:
+            worker.start()
+        await asyncio.to_thread(workers[0].wait_ready)
+        await asyncio.to_thread(workers[1].wait_ready)
+        supervisor.start()
+
+        http_users = [fresh_user_id() for _ in range(10)]
+        http_count = max(20, len(messages) // 40)
+        producing = asyncio.create_task(produce_with_retries(world.topic("balance.operations"), messages, rate))
+        clients = [
+            asyncio.create_task(
+                http_client(workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log)
+            )
+            for i in range(2)
+        ]
+        await run_faults(faults, workers, supervisor, result, log)
+        result.operations = await producing
+        acks = [ack for client in await asyncio.gather(*clients) for ack in client]
+        result.operations += len(acks)
+        result.http_acked = len(acks)
+        log.event("workload_done", produced=len(messages), http_acked=len(acks))
+
+        await all_ready(workers, supervisor)
+        report = await verify_eventually(workers[0], timeout=300)
+        log.event("verified", ok=report.ok, violations=report.total_violations, counts=dict(report.counts))
+        if not report.ok:
+            result.violate(f"verifier: {report.summary()}", report.total_violations)
+        await check_acks(workers, acks, result)
+    except Exception as exc:  # noqa: BLE001 - a run that cannot finish is a failed run, not a crash of the suite
+        result.violate(f"run failed: {repr(exc)[:300]}")
+        log.event("run_failed", error=repr(exc)[-3000:])
+    finally:
+        await supervisor.stop()
+        for worker in workers:
+            worker.stop()
+        result.restarts = supervisor.restarts
+        result.fired = len(supervisor.fired)
+        result.seconds = time.monotonic() - started
+        log.event("done", violations=result.violations, problems=result.problems[:5], seconds=round(result.seconds))
+    return result
+
+
+def table(results: Sequence[RunResult], command: str) -> str:
+    """The markdown summary committed to the repository."""
+    kinds = list(KINDS) + ["database"]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        "| seed | guarantee | operations | HTTP acked | "
+        + " | ".join(kinds)
+        + " | failpoints fired | restarts | violations | seconds |",
+        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|",
+    ]
+    for r in results:
+        counts = " | ".join(str(r.faults.get(k, 0)) for k in kinds)
+        lines.append(
+            f"| {r.seed} | {r.guarantee} | {r.operations} | {r.http_acked} | {counts} | {r.restarts} "
+            f"| {r.violations} | {r.seconds:.0f} |"
+        )
+    total = Counter()
+    for r in results:
+        total.update(r.faults)
+    counts = " | ".join(str(total.get(k, 0)) for k in kinds)
+    lines.append(
+        f"| **{len(results)} runs** | | {sum(r.operations for r in results)} | {sum(r.http_acked for r in results)} "
+        f"| {counts} | {sum(r.fired for r in results)} | {sum(r.restarts for r in results)} "
+        f"| {sum(r.violations for r in results)} | {sum(r.seconds for r in results):.0f} |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+async def main_async(args: argparse.Namespace) -> List[RunResult]:
+    results: List[RunResult] = []
+    seeds = [args.seed + i for i in range(args.runs)]
+    for seed in seeds:
+        database = {"auto": None, "yes": True, "no": False}[args.database]
+        result = await run_once(
+            seed,
+            args.ops,
+            args.rate,
+            args.guarantee,
+            Path(args.logs),
+            fault_count=args.faults,
+            database=database,
+            quiet=args.quiet,
+        )
+        results.append(result)
+        print(
+            f"run seed={seed} guarantee={args.guarantee} operations={result.operations} "
+            f"faults={dict(result.faults)} restarts={result.restarts} violations={result.violations} "
+            f"seconds={result.seconds:.0f}",
+            flush=True,
+        )
+        for problem in result.problems:
+            print(f"  violation: {problem}", flush=True)
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the first run; run i uses seed + i")
+    parser.add_argument("--ops", type=int, default=20_000, help="operations produced to Kafka per run")
+    parser.add_argument("--rate", type=float, default=400.0, help="operations per second produced")
+    parser.add_argument("--guarantee", default="at_least_once", choices=["at_least_once", "exactly_once"])
+    parser.add_argument("--faults", type=int, help="faults per run (default: 4 to 7, drawn from the seed)")
+    parser.add_argument("--database", default="auto", choices=["auto", "yes", "no"], help="a 60 s database outage")
+    parser.add_argument("--logs", default="/tmp/ubscore-chaos", help="folder for run logs and worker data")
+    parser.add_argument("--table", help="write the markdown summary table to this file")
+    parser.add_argument("--quiet", action="store_true", help="events to the run logs only")
+    args = parser.parse_args(argv)
+    results = asyncio.run(main_async(args))
+    command = "python -m tests.integration.chaos " + " ".join(sys.argv[1:] if argv is None else argv)
+    summary = table(results, command)
+    print(summary)
+    if args.table:
+        Path(args.table).write_text(summary)
+    return 1 if any(r.violations for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
