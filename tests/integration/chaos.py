@@ -83,6 +83,7 @@ class RunResult:
     faults: Counter = field(default_factory=Counter)
     restarts: int = 0
     fired: int = 0
+    fenced: int = 0
     violations: int = 0
     problems: List[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -90,6 +91,20 @@ class RunResult:
     def violate(self, problem: str, count: int = 1) -> None:
         self.violations += count
         self.problems.append(problem)
+
+
+# Every fault kind once (the database outage has its own test), spaced so that no fault pre-empts
+# the failpoint armed before it on the same worker: the short run of CI and of --every-fault-once.
+EVERY_FAULT_ONCE = [
+    Fault(2, "failpoint", 0, "after_table_write:100"),
+    Fault(3, "gateway", 1, "after_produce:1"),
+    Fault(25, "zombie", 0, "stopped_s=13"),
+    Fault(38, "kill", 1, "SIGKILL"),
+    Fault(40, "broker", 0, "down_s=3"),
+    Fault(55, "wipe", 0),
+    Fault(56, "failpoint", 1, "before_commit:2"),
+    Fault(57, "failpoint", 0, "after_send:100"),
+]
 
 
 def schedule(rng: random.Random, count: int, span_s: float, database: bool) -> List[Fault]:
@@ -309,7 +324,9 @@ async def inject(fault: Fault, workers: List[Worker], supervisor: Supervisor, re
             os.killpg(worker.process.pid, signal.SIGCONT)
             code = await wait_exit(worker, 10.0)
             log.event("zombie_woke", worker=fault.worker, exit=code)
-            if code != EXIT_FROZEN:
+            if code == EXIT_FROZEN:
+                result.fenced += 1
+            else:
                 result.violate(f"zombie worker {fault.worker} did not fence itself (exit {code})")
                 worker.stop(signal.SIGKILL)
             worker.extra_env.pop("UBS_FAILPOINT", None)
@@ -471,6 +488,31 @@ async def run_once(
     return result
 
 
+def from_log(path: Path) -> RunResult:
+    """Rebuild a run's result from its JSON-lines log (to re-render tables of past runs)."""
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    first = events[0]
+    result = RunResult(seed=first["seed"], guarantee=first.get("guarantee", "?"))
+    for event in events:
+        kind = event["event"]
+        if kind == "fault":
+            result.faults[event["kind"]] += 1
+        elif kind == "exit" and event.get("failpoint") and event.get("code") == -signal.SIGKILL:
+            result.fired += 1
+        elif kind == "zombie_woke" and event.get("exit") == EXIT_FROZEN:
+            result.fenced += 1
+        elif kind == "restart":
+            result.restarts += 1
+        elif kind == "workload_done":
+            result.operations = event["produced"] + event["http_acked"]
+            result.http_acked = event["http_acked"]
+        elif kind == "done":
+            result.violations = event["violations"]
+            result.problems = event.get("problems", [])
+            result.seconds = event["seconds"]
+    return result
+
+
 def table(results: Sequence[RunResult], command: str) -> str:
     """The markdown summary committed to the repository."""
     kinds = list(KINDS) + ["database"]
@@ -479,14 +521,14 @@ def table(results: Sequence[RunResult], command: str) -> str:
         "",
         "| seed | guarantee | operations | HTTP acked | "
         + " | ".join(kinds)
-        + " | failpoints fired | restarts | violations | seconds |",
-        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|",
+        + " | failpoints fired | zombies fenced | restarts | violations | seconds |",
+        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|",
     ]
     for r in results:
         counts = " | ".join(str(r.faults.get(k, 0)) for k in kinds)
         lines.append(
-            f"| {r.seed} | {r.guarantee} | {r.operations} | {r.http_acked} | {counts} | {r.restarts} "
-            f"| {r.violations} | {r.seconds:.0f} |"
+            f"| {r.seed} | {r.guarantee} | {r.operations} | {r.http_acked} | {counts} | {r.fired} | {r.fenced} "
+            f"| {r.restarts} | {r.violations} | {r.seconds:.0f} |"
         )
     total = Counter()
     for r in results:
@@ -494,7 +536,8 @@ def table(results: Sequence[RunResult], command: str) -> str:
     counts = " | ".join(str(total.get(k, 0)) for k in kinds)
     lines.append(
         f"| **{len(results)} runs** | | {sum(r.operations for r in results)} | {sum(r.http_acked for r in results)} "
-        f"| {counts} | {sum(r.fired for r in results)} | {sum(r.restarts for r in results)} "
+        f"| {counts} | {sum(r.fired for r in results)} | {sum(r.fenced for r in results)} "
+        f"| {sum(r.restarts for r in results)} "
         f"| {sum(r.violations for r in results)} | {sum(r.seconds for r in results):.0f} |"
     )
     return "\n".join(lines) + "\n"
@@ -511,6 +554,7 @@ async def main_async(args: argparse.Namespace) -> List[RunResult]:
             args.rate,
             args.guarantee,
             Path(args.logs),
+            faults=list(EVERY_FAULT_ONCE) if args.every_fault_once else None,
             fault_count=args.faults,
             database=database,
             quiet=args.quiet,
@@ -535,12 +579,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=400.0, help="operations per second produced")
     parser.add_argument("--guarantee", default="at_least_once", choices=["at_least_once", "exactly_once"])
     parser.add_argument("--faults", type=int, help="faults per run (default: 4 to 7, drawn from the seed)")
+    parser.add_argument("--every-fault-once", action="store_true", help="the fixed schedule of the CI run")
     parser.add_argument("--database", default="auto", choices=["auto", "yes", "no"], help="a 60 s database outage")
     parser.add_argument("--logs", default="/tmp/ubscore-chaos", help="folder for run logs and worker data")
     parser.add_argument("--table", help="write the markdown summary table to this file")
+    parser.add_argument("--from-logs", action="store_true", help="only render the table of past runs' logs")
     parser.add_argument("--quiet", action="store_true", help="events to the run logs only")
     args = parser.parse_args(argv)
-    results = asyncio.run(main_async(args))
+    if args.from_logs:
+        results = [from_log(Path(args.logs) / f"seed-{args.seed + i}.jsonl") for i in range(args.runs)]
+    else:
+        results = asyncio.run(main_async(args))
     command = "python -m tests.integration.chaos " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = table(results, command)
     print(summary)

@@ -1,0 +1,29 @@
+"""Safe defaults: the gateway listens on loopback only and writes are open only when no token is set."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.errors import ConfigurationError
+from app.settings import load
+
+
+def test_gateway_binds_to_loopback_by_default() -> None:
+    settings = load({})
+    assert settings.web_host == "127.0.0.1"
+    assert settings.api_token is None
+
+
+def test_token_is_read_and_hidden_from_repr() -> None:
+    settings = load({"UBS_API_TOKEN": "  abc  "})
+    assert settings.api_token == "abc"
+    assert "abc" not in repr(settings)
+
+
+def test_body_limit_has_a_floor() -> None:
+    with pytest.raises(ConfigurationError, match="UBS_MAX_BODY_BYTES"):
+        load({"UBS_MAX_BODY_BYTES": "10"})
+
+
+def test_freeze_limit_is_half_the_session_timeout() -> None:
+    assert load({"UBS_SESSION_TIMEOUT_S": "10"}).freeze_limit_s == 5.0
