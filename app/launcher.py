@@ -3,7 +3,8 @@
 Worker i (0-based) serves on UBS_WEB_PORT + i and keeps its RocksDB files in
 UBS_DATA_DIR/worker-i; everything else (broker, keyspace, partitions) is shared,
 so Kafka spreads the partitions across them and each one routes reads to the
-owner. Ctrl-C (SIGINT) or SIGTERM stops them all cleanly. On several machines,
+owner. Ctrl-C (SIGINT) or SIGTERM stops them all cleanly; a worker that fenced
+itself after a freeze (exit 75) is restarted, any other exit stops them all. On several machines,
 start one ``ubscore worker`` per machine with UBS_ADVERTISED_HOST set instead.
 """
 
@@ -15,8 +16,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
+from app.fencing import EXIT_FROZEN
 from app.settings import load
 
 
@@ -27,12 +29,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     loglevel = args[1] if len(args) > 1 else "info"
     settings = load()
     processes: List[subprocess.Popen] = []
+    envs: List[Dict[str, str]] = []
     for index in range(count):
         env = dict(os.environ)
         env["UBS_WEB_PORT"] = str(settings.web_port + index)
         env["UBS_DATA_DIR"] = str(Path(settings.data_dir) / f"worker-{index}")
         url = f"http://{settings.advertised_host}:{settings.web_port + index}"
         print(f"worker {index}: {url}  data {env['UBS_DATA_DIR']}", flush=True)
+        envs.append(env)
         processes.append(subprocess.Popen([sys.executable, "-m", "app", "worker", "-l", loglevel], env=env))
 
     stopping = False
@@ -43,7 +47,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    while not stopping and all(p.poll() is None for p in processes):
+    while not stopping:
+        for index, process in enumerate(processes):
+            if process.poll() == EXIT_FROZEN:
+                # It fenced itself after a freeze (app/fencing.py): a fresh start is the remedy.
+                print(f"worker {index}: fenced itself after a freeze, restarting", flush=True)
+                processes[index] = subprocess.Popen(process.args, env=envs[index])
+        if any(p.poll() is not None for p in processes):
+            break
         time.sleep(0.5)
     for process in processes:
         if process.poll() is None:
