@@ -23,6 +23,10 @@ _HELP: Dict[str, Tuple[str, str]] = {
     "ubscore_sink_events_total": ("counter", "Events written to the database by the settlement sink."),
     "ubscore_sink_batches_total": ("counter", "Batches the settlement sink committed to the database."),
     "ubscore_sink_failures_total": ("counter", "Failed database writes; each is retried."),
+    "ubscore_sink_commit_failures_total": (
+        "counter",
+        "Sink offset commits refused (partitions moved); the batch is rewritten by the next owner.",
+    ),
     "ubscore_sink_skipped_total": ("counter", "Messages on balance.events that were not events and were skipped."),
     "ubscore_sink_paused": ("gauge", "1 while the sink is waiting for the database to come back."),
     "ubscore_http_requests_total": ("counter", "HTTP requests answered, by view and status code."),

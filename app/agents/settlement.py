@@ -1,11 +1,22 @@
 """The settlement sink: balance.events -> the CQL database, nothing lost, nothing rolled back.
 
-Events are taken in batches; a batch is written with ``CqlStore.write_events``
-and only then does the loop move on, which is when Faust acks the batch's
-messages and may commit their offsets. While the database is down the sink keeps
-retrying the same batch with capped exponential backoff, so the partitions wait
-(consumer lag grows, ``ubscore_sink_paused`` is 1) and resume where they stopped.
-Writes are idempotent, so a batch replayed after a crash rewrites the same rows.
+Every worker runs one sink, a plain aiokafka consumer in a consumer group of its
+own (``<app id>-settlement``), so Kafka spreads the events partitions over the
+workers like the ledger's. One step of the loop polls a batch, writes it with
+``CqlStore.write_events`` and only then commits the offsets after the batch's
+last records: an offset is never committed before the database acknowledged
+every event below it. While the database is down the step keeps retrying the
+same batch with capped exponential backoff (``ubscore_sink_paused`` is 1, lag
+grows) and resumes where it stopped. A batch replayed after a crash or a
+rebalance (its commit refused) rewrites the same rows: writes are idempotent.
+
+Why not a Faust agent: around a rebalance Faust can deliver a record fetched
+before the seek ahead of the records the seek re-reads, then drop those as
+already read and count the skipped offsets as done (faust-streaming issues
+#216, #221). For the sink that commits offsets of events never written; the
+fault-injection suite lost settled events that way. aiokafka's own consumer
+discards its prefetched records when partitions move and starts each newly
+assigned partition at its committed offset.
 """
 
 from __future__ import annotations
@@ -13,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import List, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence
 
-from faust.types import StreamT
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
 
 from app import metrics
 from app.app import app
@@ -30,16 +43,88 @@ log = logging.getLogger(__name__)
 store = CqlStore(settings)
 
 
-@app.agent(events_topic, name="settlement")
-async def settle(stream: StreamT[bytes]) -> None:
-    """Write every event of this worker's partitions to the database, in batches."""
-    async for batch in stream.take(settings.sink_batch_size, within=settings.sink_batch_within_s):
-        events = decode_events(batch)
-        if events:
-            await write_until_acknowledged(events)
+class Record(Protocol):
+    """What the sink reads of a consumer record."""
+
+    offset: int
+    value: bytes
 
 
-def decode_events(values: Sequence[bytes]) -> List[Event]:
+class EventConsumer(Protocol):
+    """The two consumer calls the sink makes (aiokafka's, or a test's stand-in)."""
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = ..., max_records: Optional[int] = ...
+    ) -> Any: ...
+
+    async def commit(self, offsets: Optional[Mapping[TopicPartition, int]] = ...) -> None: ...
+
+
+@app.service
+class SettlementSink(Service):
+    """Starts the sink's consumer with the worker and runs the write-then-commit loop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumer: Optional[AIOKafkaConsumer] = None
+
+    async def on_start(self) -> None:
+        """Join the sink's consumer group; the topic may not exist yet (the app creates it)."""
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=f"{settings.app_id}-settlement",
+            client_id=f"{settings.app_id}-settlement",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=settings.sink_batch_size,
+            metadata_max_age_ms=5_000,
+            session_timeout_ms=int(settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
+        )
+        self.consumer.subscribe([events_topic.get_topic_name()])
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        """Leave the group; whatever was polled but not committed is read again by the next owner."""
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    @Service.task
+    async def _drain(self) -> None:
+        while not self.should_stop:
+            if self.consumer is None:
+                await self.sleep(0.1)
+                continue
+            try:
+                await settle_once(self.consumer)
+            except KafkaError as exc:
+                log.warning("sink_kafka_error error=%r", exc)
+                await self.sleep(1.0)
+
+
+async def settle_once(consumer: EventConsumer) -> int:
+    """Poll one batch, write it until the database takes it, then commit it. Returns events written."""
+    batches: Dict[TopicPartition, List[Record]] = await consumer.getmany(
+        timeout_ms=max(1, int(settings.sink_batch_within_s * 1000)), max_records=settings.sink_batch_size
+    )
+    if not batches:
+        return 0
+    events = decode_events(record.value for records in batches.values() for record in records)
+    if events:
+        await write_until_acknowledged(events)
+    offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as exc:
+        # Partitions moved (or the broker is away): the next owner re-reads this batch and rewrites
+        # the same rows, or a later commit of this sink covers it.
+        metrics.inc("ubscore_sink_commit_failures_total")
+        log.warning("sink_commit_failed events=%s error=%r", len(events), exc)
+    return len(events)
+
+
+def decode_events(values: Iterable[bytes]) -> List[Event]:
     """Events of a batch; anything else on the topic is logged and skipped, never a stall."""
     events: List[Event] = []
     for value in values:

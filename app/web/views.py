@@ -88,8 +88,9 @@ def routed(handler: Handler) -> Handler:
             return await app.router.route_req(accounts.name, user_key(int(user_id)), view.web, request)
         except SameNode:
             return await handler(view, request, user_id, *args, **kwargs)
-        except (KeyError, ServiceUnavailable):
-            # Faust raises ServiceUnavailable while the assignment is unknown (starting, rebalancing).
+        except (KeyError, TypeError, ServiceUnavailable):
+            # While the assignment is unknown (starting, rebalancing) Faust raises ServiceUnavailable,
+            # or TypeError when the producer has no metadata for the table's topic yet.
             return _error(view, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
 
     return wrapper
@@ -104,7 +105,8 @@ async def find_result(user_id: int, op_id: str) -> Optional[Dict[str, Any]]:
     """The stored result of an operation, asked of the worker that owns the user."""
     try:
         owner: Optional[URL] = app.router.key_store(accounts.name, user_key(user_id))
-    except KeyError:
+    except (KeyError, TypeError):
+        # Unknown while the assignment or the producer's topic metadata is not there yet.
         owner = None
     if owner is None or _is_local(owner):
         stored = StoredResult.from_json(results.get(operation_key(user_id, op_id).encode()))

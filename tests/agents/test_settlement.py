@@ -1,12 +1,18 @@
-"""The settlement sink under test_context(): the database writer is faked at its seam."""
+"""The settlement sink's write-then-commit step, with the database writer and the consumer faked at their seams.
+
+The sink is a plain aiokafka consumer (see app/agents/settlement.py for why it is
+not a Faust agent); the integration tests run it against the real broker and database.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from app import metrics
 from app.agents import settlement
@@ -69,38 +75,78 @@ async def _short_sleep(delay: float) -> None:
     await _real_sleep(min(delay, 0.01))
 
 
-async def test_sink_writes_every_event_in_batches(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+class Record:
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.offset = offset
+        self.value = value
+
+
+class FakeConsumer:
+    """Hands out prepared batches; records commits (or refuses them, like a rebalance does)."""
+
+    def __init__(self, batches: List[Dict[TopicPartition, List[Record]]], refuse_commit: bool = False) -> None:
+        self.batches = batches
+        self.refuse_commit = refuse_commit
+        self.commits: List[Dict[TopicPartition, int]] = []
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: Optional[int] = None) -> Any:
+        return self.batches.pop(0) if self.batches else {}
+
+    async def commit(self, offsets: Optional[Dict[TopicPartition, int]] = None) -> None:
+        if self.refuse_commit:
+            raise CommitFailedError("rebalanced")
+        assert offsets is not None
+        self.commits.append(dict(offsets))
+
+
+TP0 = TopicPartition("balance.events", 0)
+TP1 = TopicPartition("balance.events", 1)
+
+
+async def test_a_batch_is_written_then_committed_after_its_last_records(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStore()
     monkeypatch.setattr(settlement, "store", fake)
-    async with settlement.settle.test_context() as agent:
-        for seq in range(1, 6):
-            await agent.put(event_bytes(21, seq), key=b"21", wait=False)
-        await wait_for(lambda: len(fake.written) == 5)
-    assert [e.seq for e in fake.written] == [1, 2, 3, 4, 5]
+    consumer = FakeConsumer(
+        [{TP0: [Record(10, event_bytes(21, 1)), Record(11, event_bytes(21, 2))], TP1: [Record(4, event_bytes(22, 1))]}]
+    )
+    assert await settlement.settle_once(consumer) == 3
+    assert [(e.user_id, e.seq) for e in fake.written] == [(21, 1), (21, 2), (22, 1)]
+    assert consumer.commits == [{TP0: 12, TP1: 5}]
+    assert await settlement.settle_once(consumer) == 0  # nothing polled: nothing written or committed
+    assert len(consumer.commits) == 1
 
 
-async def test_sink_retries_a_batch_until_the_database_takes_it(
-    test_app: Any, monkeypatch: pytest.MonkeyPatch, fast_retries: None
+async def test_nothing_is_committed_until_the_database_takes_the_batch(
+    monkeypatch: pytest.MonkeyPatch, fast_retries: None
 ) -> None:
     fake = FakeStore(failures=3)
     monkeypatch.setattr(settlement, "store", fake)
     failures_before = metrics.value("ubscore_sink_failures_total")
-    async with settlement.settle.test_context() as agent:
-        await agent.put(event_bytes(22, 1), key=b"22", wait=False)
-        await wait_for(lambda: len(fake.written) == 1)
-    assert fake.calls == 4
+    consumer = FakeConsumer([{TP0: [Record(0, event_bytes(23, 1))]}])
+    step = asyncio.ensure_future(settlement.settle_once(consumer))
+    await wait_for(lambda: fake.calls >= 2)
+    assert consumer.commits == [] and metrics.value("ubscore_sink_paused") == 1
+    assert await step == 1
+    assert fake.calls == 4 and consumer.commits == [{TP0: 1}]
     assert metrics.value("ubscore_sink_failures_total") - failures_before == 3
     assert metrics.value("ubscore_sink_paused") == 0
 
 
-async def test_sink_skips_what_is_not_an_event(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_what_is_not_an_event_is_skipped_and_committed(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStore()
     monkeypatch.setattr(settlement, "store", fake)
-    async with settlement.settle.test_context() as agent:
-        await agent.put(b"garbage", key=b"23", wait=False)
-        await agent.put(event_bytes(23, 1), key=b"23", wait=False)
-        await wait_for(lambda: len(fake.written) == 1)
-    assert fake.written[0].user_id == 23
+    consumer = FakeConsumer([{TP0: [Record(0, b"garbage"), Record(1, event_bytes(24, 1))]}])
+    assert await settlement.settle_once(consumer) == 1
+    assert fake.written[0].user_id == 24 and consumer.commits == [{TP0: 2}]
+
+
+async def test_a_refused_commit_after_a_rebalance_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeStore()
+    monkeypatch.setattr(settlement, "store", fake)
+    refused_before = metrics.value("ubscore_sink_commit_failures_total")
+    consumer = FakeConsumer([{TP0: [Record(0, event_bytes(25, 1))]}], refuse_commit=True)
+    assert await settlement.settle_once(consumer) == 1
+    assert metrics.value("ubscore_sink_commit_failures_total") - refused_before == 1
 
 
 def test_latest_balances_keeps_highest_seq_per_asset() -> None:

@@ -246,13 +246,21 @@ class Ack:
 
 
 async def http_client(
-    workers: List[Worker], rng: random.Random, users: List[int], count: int, span_s: float, name: str, log: RunLog
+    workers: List[Worker],
+    rng: random.Random,
+    users: List[int],
+    count: int,
+    span_s: float,
+    name: str,
+    log: RunLog,
+    answers: Counter,
 ) -> List[Ack]:
     """Submit ``count`` operations through the gateways over ``span_s`` seconds, retrying each with its
     op_id until acknowledged.
 
     A 202/200 is an acknowledgement; 5xx, timeouts and refused connections are retried on
-    any worker. A 4xx other than 409 would be a bug in this client and stops the run.
+    any worker. A 4xx would be a bug in this client and stops the run. ``answers`` counts
+    every answer by status ("none" for no answer at all).
     """
     acks: List[Ack] = []
     timeout = aiohttp.ClientTimeout(total=15)
@@ -273,13 +281,14 @@ async def http_client(
                 try:
                     async with http.post(f"{worker.url}/operations?wait={'true' if wait else 'false'}", json=body) as r:
                         answer = await r.json(content_type=None)
+                        answers[str(r.status)] += 1
                         if r.status in (200, 202):
                             acks.append(Ack(user, body["op_id"], r.status, answer))
                             break
                         if r.status < 500:
                             raise AssertionError(f"gateway answered {r.status} to a valid operation: {answer}")
                 except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
-                    pass
+                    answers["none"] += 1
                 if time.monotonic() > deadline:
                     log.event("http_gave_up", op_id=body["op_id"])
                     break
@@ -454,10 +463,13 @@ async def run_once(
 
         http_users = [fresh_user_id() for _ in range(10)]
         http_count = max(20, len(messages) // 40)
+        answers: Counter = Counter()
         producing = asyncio.create_task(produce_with_retries(world.topic("balance.operations"), messages, rate))
         clients = [
             asyncio.create_task(
-                http_client(workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log)
+                http_client(
+                    workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log, answers
+                )
             )
             for i in range(2)
         ]
@@ -466,7 +478,7 @@ async def run_once(
         acks = [ack for client in await asyncio.gather(*clients) for ack in client]
         result.operations += len(acks)
         result.http_acked = len(acks)
-        log.event("workload_done", produced=len(messages), http_acked=len(acks))
+        log.event("workload_done", produced=len(messages), http_acked=len(acks), http_answers=dict(answers))
 
         await all_ready(workers, supervisor)
         report = await verify_eventually(workers[0], timeout=300)
