@@ -26,8 +26,15 @@ Record = Tuple[Optional[bytes], bytes]
 
 async def read_topic(bootstrap: str, topic: str) -> List[Record]:
     """Every committed message of a topic up to the end seen at start, partition by partition in offset order."""
+    # auto_offset_reset="earliest" and explicit seeks: with the default ("latest") aiokafka can
+    # resolve a freshly assigned partition's position to the end before seek_to_beginning takes
+    # effect, and the read comes back empty (seen in a CI run and in the fault-injection suite).
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
@@ -44,10 +51,12 @@ async def read_topic(bootstrap: str, topic: str) -> List[Record]:
             raise LookupError(f"topic {topic} does not exist")
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
         per_partition: Dict[int, List[Tuple[int, Record]]] = {p: [] for p in partitions}
-        pending = {tp for tp in tps if ends[tp] > 0}
+        pending = {tp for tp in tps if ends[tp] > starts[tp]}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=10000)
             for tp, records in batch.items():

@@ -449,7 +449,12 @@ async def run_once(
         "schedule", world=world.tag, guarantee=guarantee, ops=len(messages), faults=[f.describe() for f in faults]
     )
 
-    env = {"UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S), "UBS_PROCESSING_GUARANTEE": guarantee}
+    # A short ?wait=true timeout: a 504 while the ledger catches up after a fault is retried sooner.
+    env = {
+        "UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
+        "UBS_PROCESSING_GUARANTEE": guarantee,
+        "UBS_WAIT_TIMEOUT_S": "3",
+    }
     workers = [
         Worker(world, base / world.tag / f"w{i}", base / f"seed-{seed}-w{i}.log", extra_env=dict(env)) for i in range(2)
     ]

@@ -160,7 +160,9 @@ async def read_topic(
     topic: str, until: Callable[[List[Tuple[Optional[bytes], bytes]]], bool], timeout: float = 60.0
 ) -> List[Tuple[Optional[bytes], bytes]]:
     """Read a topic from the beginning (no consumer group) until ``until(messages)`` holds."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     messages: List[Tuple[Optional[bytes], bytes]] = []
     try:
@@ -172,8 +174,11 @@ async def read_topic(
             partitions = consumer.partitions_for_topic(topic) or set()
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"topic {topic} does not exist")
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])  # explicit: see app/verifier.py read_topic
         while not until(messages):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"condition on {topic} not met in {timeout}s; read {len(messages)} messages")
