@@ -15,6 +15,7 @@ from faust.types import TopicT
 from app import failpoints
 from app.fencing import FreezeWatch
 from app.kafka_admin import ensure_topics
+from app.local_state import discard_local_tables
 from app.settings import settings
 
 
@@ -37,9 +38,11 @@ class UBSCoreApp(faust.App):
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
         The freeze watch starts here too: only a running worker owns partitions.
+        Local table files are discarded before any store opens (see app.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()
+        discard_local_tables(self.conf.tabledir)
         wanted: Dict[str, int] = {}
         configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:

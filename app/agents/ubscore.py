@@ -21,16 +21,20 @@ The flow of one message, top to bottom in this file:
 
 Redelivery. A RocksDB write is local and immediate; its changelog message, the
 event and the offset commit follow later, and Faust flushes the producer before
-it commits. A worker killed in between restarts with local state the changelog
-never saw, and Kafka hands it the same operations again. Answering such a
-redelivery by re-writing the stored result and the current account (so their
-changelog entries go out again) and re-sending the event and credit leg makes
-the changelog catch up with the local state; a rebuild from Kafka then yields the
-same balances. A result row left by a worker that died before writing the
-account, or an account rolled back to an older changelog entry on recovery,
-shows up as a result of this very message beyond the account's recorded offset:
-the message is then applied again, and its new result replaces the old row
-(whose event was never published: events follow the account write, see _send).
+it commits. A worker killed in between loses nothing Kafka has: every worker
+rebuilds its tables from the changelogs when it starts (app.local_state says why
+local files are not reopened), and the changelogs hold a prefix of what was
+written, in order: result row, account, event. Whoever owns the partition next
+gets the same messages again and finds, for each, one of three things:
+
+- its result row and the account's recorded offset at or past it: applied, maybe
+  never announced. The stored result and the account are written again and the
+  event and credit leg sent again; consumers dedupe by (user_id, op_id).
+- its result row beyond the account's recorded offset: the worker died between
+  the two writes. The message is applied again; the new result replaces the row,
+  whose event was never published (events follow the account write, see _send).
+- no result row: never applied. Applied now. (If the account's offset is past it
+  anyway, Faust handed it over out of order; see ledger.decide.)
 
 Concurrency is one: the agent owns every change to its partitions' tables, and
 each message is read, decided and written before the next one starts.
