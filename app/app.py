@@ -7,16 +7,21 @@ and the ``ubscore`` console script see the same complete app.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, Dict, List
 
 import faust
-from faust.types import TopicT
+from faust.types import ProducerT, TopicT
 
 from app import failpoints
 from app.fencing import FreezeWatch
 from app.kafka_admin import ensure_topics
-from app.local_state import discard_local_tables
+from app.local_state import Deliveries, mark_clean_shutdown, open_local_tables
+from app.producer_buffer import install as install_draining_buffer
 from app.settings import settings
+
+log = logging.getLogger(__name__)
 
 
 class UBSCoreApp(faust.App):
@@ -25,6 +30,12 @@ class UBSCoreApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owned_topics: List[TopicT] = []
+        self.deliveries = Deliveries()
+        self.tables_opened = False
+
+    def _new_producer(self) -> ProducerT:
+        """Faust's producer with a buffer that drains fully before offsets commit (app.producer_buffer)."""
+        return install_draining_buffer(super()._new_producer())
 
     def own_topic(self, topic: TopicT) -> TopicT:
         """Register a topic to be created at start-up if missing."""
@@ -38,11 +49,13 @@ class UBSCoreApp(faust.App):
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
         The freeze watch starts here too: only a running worker owns partitions.
-        Local table files are discarded before any store opens (see app.local_state).
+        Local table files are kept or discarded before any store opens (app.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()
-        discard_local_tables(self.conf.tabledir)
+        self.sensors.add(self.deliveries)
+        open_local_tables(self.conf.tabledir)
+        self.tables_opened = True
         wanted: Dict[str, int] = {}
         configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:
@@ -55,6 +68,25 @@ class UBSCoreApp(faust.App):
                 extra = {key: str(value) for key, value in (changelog.config or {}).items()}
                 configs[name] = {"cleanup.policy": "compact", **extra}
         await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor, configs)
+
+    async def on_shutdown(self) -> None:
+        """After every child stopped: mark the local tables clean if everything sent was acknowledged."""
+        await super().on_shutdown()
+        if not self.tables_opened:
+            return
+        await asyncio.sleep(0)  # let the last delivery callbacks run
+        d = self.deliveries
+        buffered = getattr(self.producer.buffer, "outstanding", None)
+        if d.all_acknowledged and buffered == 0:
+            mark_clean_shutdown(self.conf.tabledir)
+        else:
+            log.warning(
+                "local_tables_not_marked initiated=%s completed=%s failed=%s buffered=%s",
+                d.initiated,
+                d.completed,
+                d.failed,
+                buffered,
+            )
 
 
 app = UBSCoreApp(

@@ -1,15 +1,18 @@
 """Crash safety on the real stack: SIGKILL between the RocksDB write and the offset commit.
 
 The hazard of DESIGN.md: local RocksDB holds writes the changelog never got. The
-worker is killed at a failpoint, restarted on its own files (it must re-send what
-it finds already applied), then stopped; a new worker rebuilds every partition
-from the changelog alone on an empty data directory. Both times the verifier
-must find the tables equal to the events, the database and the reference model.
+worker is killed at a failpoint and restarted on its data directory: it must
+discard those files (app.local_state) and rebuild from the changelog, then
+answer what it finds already applied there by re-sending it. Then it is stopped;
+a new worker rebuilds every partition on an empty data directory. Both times the
+verifier must find the tables equal to the events, the database and the
+reference model. A clean stop is the one case where local files are reopened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import zlib
 from pathlib import Path
 
@@ -43,6 +46,7 @@ async def test_kill_at_failpoint_then_rebuild_from_changelog(failpoint: str, tmp
     restarted = Worker(world, tmp_path / "local", tmp_path / "restart.log").start()
     try:
         await asyncio.to_thread(restarted.wait_ready, PARTITIONS)
+        assert "local_tables_discarded" in restarted.log_path.read_text()
         report = await verify_eventually(restarted)
         assert report.ok, report.summary()
     finally:
@@ -56,3 +60,45 @@ async def test_kill_at_failpoint_then_rebuild_from_changelog(failpoint: str, tmp
         assert report.counts["tables_checked"] == 40
     finally:
         rebuilt.stop()
+
+
+def tables_dir(data_dir: Path) -> Path:
+    return data_dir / "v1" / "tables"
+
+
+async def test_clean_stop_keeps_local_tables_and_a_kill_discards_them(tmp_path: Path) -> None:
+    world = World()
+    data = tmp_path / "data"
+    first = Worker(world, data, tmp_path / "first.log").start()
+    try:
+        await asyncio.to_thread(first.wait_ready, PARTITIONS)
+        await produce(world.topic("balance.operations"), workload(ops=300, users=20, seed=5))
+        report = await verify_eventually(first)
+        assert report.ok, report.summary()
+    finally:
+        first.stop()
+    assert first.process is not None and first.process.returncode == 0, first.tail()
+    assert (tables_dir(data) / "clean-shutdown").is_file(), first.tail()
+
+    second = Worker(world, data, tmp_path / "second.log").start()
+    try:
+        await asyncio.to_thread(second.wait_ready, PARTITIONS)
+        log = second.log_path.read_text()
+        assert "local_tables_kept" in log and "local_tables_discarded" not in log, second.tail()
+        assert not (tables_dir(data) / "clean-shutdown").exists()
+        await produce(world.topic("balance.operations"), workload(ops=200, users=20, seed=6))
+        report = await verify_eventually(second)
+        assert report.ok, report.summary()
+    finally:
+        second.stop(signal.SIGKILL)
+    assert not (tables_dir(data) / "clean-shutdown").exists()
+
+    third = Worker(world, data, tmp_path / "third.log").start()
+    try:
+        await asyncio.to_thread(third.wait_ready, PARTITIONS)
+        assert "local_tables_discarded" in third.log_path.read_text(), third.tail()
+        report = await verify_eventually(third)
+        assert report.ok, report.summary()
+        assert report.counts["tables_checked"] == 40
+    finally:
+        third.stop()

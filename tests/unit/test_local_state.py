@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.local_state import discard_local_tables
+from app.local_state import CLEAN_MARKER, Deliveries, discard_local_tables, mark_clean_shutdown, open_local_tables
 
 
 def test_every_store_under_the_table_dir_is_removed(tmp_path: Path) -> None:
@@ -39,3 +39,38 @@ def test_a_symlinked_store_is_unlinked_not_followed(tmp_path: Path) -> None:
     assert discard_local_tables(tables) == 1
 
     assert (elsewhere / "precious").read_text() == "data"
+
+
+def test_a_marked_directory_is_kept_once_and_the_mark_is_consumed(tmp_path: Path) -> None:
+    store = tmp_path / "accounts-0.db"
+    store.mkdir()
+    mark_clean_shutdown(tmp_path)
+    assert (tmp_path / CLEAN_MARKER).is_file()
+
+    assert open_local_tables(tmp_path) is True
+    assert store.is_dir()
+    assert not (tmp_path / CLEAN_MARKER).exists()
+
+    # The next start finds no mark (this life may have crashed) and discards.
+    assert open_local_tables(tmp_path) is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unmarked_directory_is_discarded(tmp_path: Path) -> None:
+    (tmp_path / "results-2.db").mkdir()
+    assert open_local_tables(tmp_path) is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deliveries_are_acknowledged_only_when_every_send_completed() -> None:
+    deliveries = Deliveries()
+    assert deliveries.all_acknowledged
+    deliveries.on_send_initiated(None, "t", None, 1, 1)
+    deliveries.on_send_initiated(None, "t", None, 1, 1)
+    deliveries.on_send_completed(None, None, None)
+    assert not deliveries.all_acknowledged
+    deliveries.on_send_completed(None, None, None)
+    assert deliveries.all_acknowledged
+    deliveries.on_send_initiated(None, "t", None, 1, 1)
+    deliveries.on_send_error(None, RuntimeError("broker away"), None)
+    assert not deliveries.all_acknowledged
