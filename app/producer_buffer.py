@@ -10,10 +10,12 @@ task took it, before aiokafka accepted it. When the broker is slow or away
 still in the buffer, and a worker killed at that moment loses them while their
 inputs count as done: an operation without its result.
 
-This buffer's flush waits until the queue is empty and no message is in hand,
-however long that takes, so a commit covers only outputs aiokafka holds (and
-aiokafka's own flush then delivers). A broker that stays away blocks the commit,
-which is what at-least-once needs; a warning is logged every 10 s meanwhile.
+This buffer numbers the messages put into it and the messages aiokafka has
+accepted (the queue is FIFO), and its flush waits until every message put before
+the flush began was accepted, however long that takes. A commit then covers only
+outputs aiokafka holds, and aiokafka's own flush delivers them. Messages the
+agent puts meanwhile do not hold the flush up. A broker that stays away blocks
+the commit, which is what at-least-once needs; a warning is logged every 10 s.
 """
 
 from __future__ import annotations
@@ -32,30 +34,34 @@ WARN_EVERY_S = 10.0
 
 
 class DrainingProducerBuffer(ProducerBuffer):
-    """Faust's ProducerBuffer with a flush that drains completely."""
+    """Faust's ProducerBuffer with a flush that drains everything put before it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.in_hand = 0
+        self.put_count = 0
+        self.accepted_count = 0
+
+    def put(self, fut: FutureMessage) -> None:
+        """Queue a message, numbered in order."""
+        self.put_count += 1
+        super().put(fut)
 
     async def _send_pending(self, fut: FutureMessage) -> None:
-        self.in_hand += 1
-        try:
-            await super()._send_pending(fut)
-        finally:
-            self.in_hand -= 1
+        await super()._send_pending(fut)
+        self.accepted_count += 1
 
     @property
     def outstanding(self) -> int:
         """Messages not yet accepted by aiokafka: queued, or taken and being handed over."""
-        return self.size + self.in_hand
+        return self.put_count - self.accepted_count
 
     async def flush(self) -> None:
-        """Return once every message put so far has been handed to aiokafka."""
+        """Return once every message put before this call has been accepted by aiokafka."""
+        target = self.put_count
         started = time.monotonic()
         warned_at = started
-        while self.outstanding:
-            if self.state != "running" and self.size:
+        while self.accepted_count < target:
+            if self.state == "crashed" or (self.state != "running" and self.size):
                 # The sending task is gone: nothing will drain the queue (Faust raises here too).
                 raise RuntimeError(f"Cannot flush: producer buffer {self.state}, {self.size} messages queued")
             self.message_sent.clear()
@@ -65,7 +71,9 @@ class DrainingProducerBuffer(ProducerBuffer):
                 now = time.monotonic()
                 if now - warned_at >= WARN_EVERY_S:
                     warned_at = now
-                    log.warning("producer_flush_waiting outstanding=%s waited_s=%.0f", self.outstanding, now - started)
+                    log.warning(
+                        "producer_flush_waiting behind=%s waited_s=%.0f", target - self.accepted_count, now - started
+                    )
 
 
 def install(producer: ProducerT) -> ProducerT:

@@ -73,3 +73,22 @@ async def test_flush_of_an_empty_buffer_returns_at_once() -> None:
         await asyncio.wait_for(buffer.flush(), timeout=0.05)
     finally:
         await buffer.stop()
+
+
+@pytest.mark.asyncio
+async def test_messages_put_during_a_flush_do_not_hold_it_up() -> None:
+    channel = SlowChannel()
+    buffer = await _started(DrainingProducerBuffer)
+    try:
+        buffer.put(_future(channel, 0))
+        flushing = asyncio.ensure_future(buffer.flush())
+        await asyncio.sleep(0)
+        for n in range(1, 4):
+            buffer.put(_future(channel, n))
+        await flushing
+        assert [fut.n for fut in channel.accepted][:1] == [0]
+        assert len(channel.accepted) < 4
+        await buffer.flush()
+        assert [fut.n for fut in channel.accepted] == [0, 1, 2, 3]
+    finally:
+        await buffer.stop()
