@@ -14,6 +14,10 @@ Labels = Tuple[Tuple[str, str], ...]
 _HELP: Dict[str, Tuple[str, str]] = {
     "ubscore_operations_total": ("counter", "Operations and credit legs given a result, by kind and status."),
     "ubscore_duplicates_total": ("counter", "Redelivered or retried operations answered from the results table."),
+    "ubscore_input_gaps_total": (
+        "counter",
+        "Holes in an input partition (records Faust never delivered), read back from Kafka and applied.",
+    ),
     "ubscore_applied_late_total": (
         "counter",
         "Messages applied after a later message of the same user (delivered out of order).",

@@ -52,6 +52,7 @@ from faust.types.tuples import Message
 from app import failpoints, metrics
 from app.app import app
 from app.errors import InvalidOperation
+from app.input_gaps import InputCursor, read_range
 from app.ledger import (
     APPLY_LATE,
     RESEND,
@@ -77,15 +78,44 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_VALUE_CHARS = 64 * 1024
 
 
+#: Last input offset per partition, to notice records Faust skipped (app.input_gaps).
+cursor = InputCursor()
+
+
 @app.agent(ledger_input, name="ubscore")
 async def process(stream: StreamT[bytes]) -> None:
     """Apply every operation and credit leg of the partitions this worker owns."""
     async for event in stream.events():
         message = event.message
-        if message.topic == CREDITS:
-            await handle_credit(message)
-        else:
-            await handle_operation(message)
+        hole = cursor.advance(message.topic, message.partition, message.offset)
+        if hole is not None:
+            await fill_hole(message, *hole)
+        await handle(message)
+
+
+async def handle(message: Message) -> None:
+    """One input record, whichever of the two topics it came from."""
+    if message.topic == CREDITS:
+        await handle_credit(message)
+    else:
+        await handle_operation(message)
+
+
+async def fill_hole(current: Message, start: int, end: int) -> None:
+    """Apply the records Faust skipped before ``current``, read straight from Kafka, in order."""
+    metrics.inc("ubscore_input_gaps_total")
+    log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, start, end - 1)
+    missed = await read_range(current.topic, current.partition, start, end)
+    for message in missed:
+        await handle(message)
+        app.consumer.ack(message)
+    log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
+
+
+@app.on_partitions_revoked.connect
+async def _forget_positions(*args: Any, **kwargs: Any) -> None:
+    """Partitions move at a rebalance, and offsets then jump legitimately."""
+    cursor.reset()
 
 
 async def handle_operation(message: Message) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 from unittest.mock import AsyncMock, MagicMock
 
 import pytest
+from faust.types import TP
+from faust.types.tuples import Message
 
 from app import app
 from app.agents import ubscore
@@ -63,6 +65,29 @@ class Ledger:
     def __init__(self, agent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         self.agent = agent
         self.monkeypatch = monkeypatch
+        #: Records on "Kafka" that the stream never delivered (see skip), for the hole reader.
+        self.skipped: Dict[Tuple[str, int, int], Message] = {}
+
+    def skip(self, operation: Dict[str, Any], offset: int, timestamp: float = 1_700_000_000.0) -> None:
+        """An operation that sits on its partition at ``offset`` but that Faust never delivers."""
+        key = user_key(operation["user_id"])
+        partition = partition_for(key, settings.partitions)
+        self.skipped[(OPERATIONS, partition, offset)] = Message(
+            topic=OPERATIONS,
+            partition=partition,
+            offset=offset,
+            timestamp=timestamp,
+            timestamp_type=0,
+            headers=None,
+            key=key,
+            value=json.dumps(operation).encode(),
+            checksum=None,
+            tp=TP(OPERATIONS, partition),
+        )
+
+    async def read_range(self, topic: str, partition: int, start: int, end: int) -> List[Message]:
+        """Stands in for app.input_gaps.read_range: the skipped records in [start, end)."""
+        return [self.skipped[k] for k in sorted(self.skipped) if k[:2] == (topic, partition) and start <= k[2] < end]
 
     async def put_raw(
         self,
@@ -98,5 +123,9 @@ class Ledger:
 
 @pytest.fixture()
 async def ledger(test_app: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Ledger]:
+    ubscore.cursor.reset()
     async with ubscore.process.test_context() as agent:
-        yield Ledger(agent, monkeypatch)
+        ledger = Ledger(agent, monkeypatch)
+        # The test agent numbers offsets across all partitions, so holes appear that hold nothing.
+        monkeypatch.setattr(ubscore, "read_range", ledger.read_range)
+        yield ledger

@@ -201,3 +201,14 @@ async def test_message_delivered_out_of_order_is_applied_once(ledger: Ledger, se
     await ledger.submit(offset=257, **op("late-257", "deposit", amount=1))  # the seek re-reads it
     assert balance_of(11) == Balance(11, 0)
     assert [e["op_id"] for e in sent.values("events")] == ["late-257", "late-251", "late-257"]
+
+
+async def test_records_faust_skipped_are_read_back_and_applied_first(ledger: Ledger, sent: Sent) -> None:
+    """A record missing between two delivered ones is applied before the later one (CHAOS.md, finding 9)."""
+    await ledger.submit(offset=40, **op("h1", "deposit", amount=100))
+    ledger.skip(op("h2", "withdraw", amount=30), offset=41)
+    ledger.skip(op("h3", "lock", amount=20), offset=42)
+    await ledger.submit(offset=43, **op("h4", "withdraw", amount=50))
+    assert [e["op_id"] for e in sent.values("events")] == ["h1", "h2", "h3", "h4"]
+    assert [e["seq"] for e in sent.values("events")] == [1, 2, 3, 4]
+    assert balance_of(11) == Balance(0, 20)

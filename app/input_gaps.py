@@ -1,0 +1,98 @@
+"""Holes in the ledger's input: records Faust never handed to the agent, read back from Kafka.
+
+A clean-clone CI run caught Faust dropping one record of ``balance.operations``
+during a worker's start-up. The agent got offsets 15 and 17 of a partition,
+never 16, and the group later committed past it, so the operation was lost
+(tests/integration/CHAOS.md, finding 9; faust-streaming #216 and #221 describe
+the same family around rebalances). Input topics here are neither compacted
+nor transactional under at_least_once, so consecutive records of a partition
+have consecutive offsets. A record that arrives more than one offset past the
+previous one of its partition means the records in between were skipped.
+
+``InputCursor`` remembers the last offset handed to the agent per topic
+partition, in memory, and reports such a hole. ``read_range`` fetches the
+missing records with a plain aiokafka consumer (no group, nothing committed),
+so the agent can apply them, in order, before the record that revealed the hole.
+The cursor forgets everything at a rebalance, when positions legitimately jump.
+Not covered: a hole before the first record a worker receives for a partition,
+since there is no previous offset to compare with (see README, "Known limits").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Tuple
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+from faust.types.tuples import Message
+
+from app.settings import settings
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 30.0
+
+
+class InputCursor:
+    """Last offset handed to the agent, per (topic, partition) of its input."""
+
+    def __init__(self) -> None:
+        self._last: Dict[Tuple[str, int], int] = {}
+
+    def reset(self) -> None:
+        """Forget every position (partitions moved; offsets may jump either way)."""
+        self._last.clear()
+
+    def advance(self, topic: str, partition: int, offset: int) -> Optional[Tuple[int, int]]:
+        """Record ``offset``; return the skipped range [start, end) if it jumped past the next one."""
+        key = (topic, partition)
+        previous = self._last.get(key)
+        self._last[key] = offset
+        if previous is not None and offset > previous + 1:
+            return previous + 1, offset
+        return None
+
+
+async def read_range(topic: str, partition: int, start: int, end: int) -> List[Message]:
+    """The records of one partition at offsets [start, end), as Faust messages, in order."""
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        found: List[Message] = []
+        waited = 0.0
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            records = batch.get(tp, [])
+            if not records:
+                waited += 1.0
+                if waited >= READ_TIMEOUT_S:
+                    raise TimeoutError(f"could not read {topic}[{partition}] offsets {start}-{end - 1}")
+                continue
+            for record in records:
+                if start <= record.offset < end:
+                    found.append(
+                        Message(
+                            topic=record.topic,
+                            partition=record.partition,
+                            offset=record.offset,
+                            timestamp=record.timestamp / 1000.0,
+                            timestamp_type=record.timestamp_type,
+                            headers=record.headers,
+                            key=record.key,
+                            value=record.value,
+                            checksum=record.checksum,
+                            tp=TP(record.topic, record.partition),
+                        )
+                    )
+        return found
+    finally:
+        await consumer.stop()
