@@ -4,6 +4,9 @@ The flow of one message, top to bottom in this file:
 
 1. A message arrives on ``balance.operations`` (from a client) or ``balance.credits``
    (the credit leg of a transfer, sent by this agent from the payer's partition).
+   If it is more than one offset past the previous message of its partition, Faust
+   skipped the ones between: they are read back from Kafka and handled first
+   (``fill_hole``, app.input_gaps).
 2. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
    dead-letter topic with the error; processing goes on. An operation keyed
    differently from its user is re-sent with the user's key, so one user's state
