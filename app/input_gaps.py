@@ -9,19 +9,21 @@ nor transactional under at_least_once, so consecutive records of a partition
 have consecutive offsets. A record that arrives more than one offset past the
 previous one of its partition means the records in between were skipped.
 
-``InputCursor`` remembers the last offset handed to the agent per topic
-partition, in memory, and reports such a hole. ``read_range`` fetches the
-missing records with a plain aiokafka consumer (no group, nothing committed),
-so the agent can apply them, in order, before the record that revealed the hole.
-The cursor forgets everything at a rebalance, when positions legitimately jump.
-Not covered: a hole before the first record a worker receives for a partition,
-since there is no previous offset to compare with (see README, "Known limits").
+The agent keeps the highest offset it applied per input partition in the
+changelog-backed ``cursors`` table, written after each message, so the check
+holds across restarts and rebalances. A second CI run showed why that matters:
+a restarted worker's first record of a partition came 98 offsets after the
+last one applied there, and those 98 operations were never seen (finding 10).
+``read_range`` fetches the missing records with a plain aiokafka consumer (no
+group, nothing committed), so the agent can apply them, in order, before the
+record that revealed the hole. A record whose offset is at or below the cursor
+is a redelivery and goes through the usual deduplication.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
@@ -34,24 +36,9 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 30.0
 
 
-class InputCursor:
-    """Last offset handed to the agent, per (topic, partition) of its input."""
-
-    def __init__(self) -> None:
-        self._last: Dict[Tuple[str, int], int] = {}
-
-    def reset(self) -> None:
-        """Forget every position (partitions moved; offsets may jump either way)."""
-        self._last.clear()
-
-    def advance(self, topic: str, partition: int, offset: int) -> Optional[Tuple[int, int]]:
-        """Record ``offset``; return the skipped range [start, end) if it jumped past the next one."""
-        key = (topic, partition)
-        previous = self._last.get(key)
-        self._last[key] = offset
-        if previous is not None and offset > previous + 1:
-            return previous + 1, offset
-        return None
+def cursor_key(topic: str, partition: int) -> bytes:
+    """Key of an input partition in the ``cursors`` table."""
+    return f"{topic}:{partition}".encode()
 
 
 async def read_range(topic: str, partition: int, start: int, end: int) -> List[Message]:

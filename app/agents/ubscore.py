@@ -4,9 +4,9 @@ The flow of one message, top to bottom in this file:
 
 1. A message arrives on ``balance.operations`` (from a client) or ``balance.credits``
    (the credit leg of a transfer, sent by this agent from the payer's partition).
-   If it is more than one offset past the previous message of its partition, Faust
-   skipped the ones between: they are read back from Kafka and handled first
-   (``fill_hole``, app.input_gaps).
+   If it is more than one offset past the highest one applied on its partition
+   (the ``cursors`` table), Faust skipped the ones between: they are read back
+   from Kafka and handled first (``fill_hole``, app.input_gaps).
 2. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
    dead-letter topic with the error; processing goes on. An operation keyed
    differently from its user is re-sent with the user's key, so one user's state
@@ -55,7 +55,7 @@ from faust.types.tuples import Message
 from app import failpoints, metrics
 from app.app import app
 from app.errors import InvalidOperation
-from app.input_gaps import InputCursor, read_range
+from app.input_gaps import cursor_key, read_range
 from app.ledger import (
     APPLY_LATE,
     RESEND,
@@ -73,7 +73,7 @@ from app.ledger import (
 from app.models import Credit, Event, Operation, decode_json, identify, parse_operation
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, results
+from app.tables import accounts, cursors, results
 from app.topics import CREDITS, credits_topic, dead_letters_topic, events_topic, ledger_input, operations_topic
 
 log = logging.getLogger(__name__)
@@ -81,19 +81,18 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_VALUE_CHARS = 64 * 1024
 
 
-#: Last input offset per partition, to notice records Faust skipped (app.input_gaps).
-cursor = InputCursor()
-
-
 @app.agent(ledger_input, name="ubscore")
 async def process(stream: StreamT[bytes]) -> None:
     """Apply every operation and credit leg of the partitions this worker owns."""
     async for event in stream.events():
         message = event.message
-        hole = cursor.advance(message.topic, message.partition, message.offset)
-        if hole is not None:
-            await fill_hole(message, *hole)
+        position = cursor_key(message.topic, message.partition)
+        last = cursors.get(position)
+        if last is not None and message.offset > last + 1:
+            await fill_hole(message, last + 1, message.offset)
         await handle(message)
+        if last is None or message.offset > last:
+            cursors[position] = message.offset
 
 
 async def handle(message: Message) -> None:
@@ -113,12 +112,6 @@ async def fill_hole(current: Message, start: int, end: int) -> None:
         await handle(message)
         app.consumer.ack(message)
     log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
-
-
-@app.on_partitions_revoked.connect
-async def _forget_positions(*args: Any, **kwargs: Any) -> None:
-    """Partitions move at a rebalance, and offsets then jump legitimately."""
-    cursor.reset()
 
 
 async def handle_operation(message: Message) -> None:

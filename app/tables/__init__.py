@@ -2,6 +2,9 @@
 
 ``accounts``: user id -> {"seq": n, "balances": {asset: {"available", "locked"}}}.
 ``results``:  result key (see ledger.operation_key / credit_key) -> the first event.
+``cursors``:  "<input topic>:<partition>" -> the highest input offset applied there,
+              so a record Faust skipped shows as a hole even across restarts
+              and rebalances (app.input_gaps).
 
 Both are written only by the ubscore agent, on the partition of the user they
 belong to. Retention of ``results`` is bounded by time, ``UBS_RESULTS_RETENTION_S``
@@ -34,4 +37,12 @@ results = app.Table(
         "retention.ms": str(settings.results_retention_s * 1000),
     },
     help="First result of every recent operation and credit leg, for idempotency.",
+)
+
+cursors = app.Table(
+    "cursors",
+    partitions=settings.partitions,
+    key_type=bytes,  # keys are UTF-8 bytes, stored as they are ("raw")
+    options={"driver": "rocksdict"},
+    help="Highest input offset applied, per input topic partition.",
 )

@@ -15,7 +15,7 @@ from app import app
 from app.agents import ubscore
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, results
+from app.tables import accounts, cursors, results
 from app.topics import CREDITS, OPERATIONS, credits_topic, dead_letters_topic, events_topic, operations_topic
 
 
@@ -25,6 +25,7 @@ def test_app() -> Any:
     app.flow_control.resume()
     accounts.data.clear()
     results.data.clear()
+    cursors.data.clear()
     return app
 
 
@@ -123,7 +124,6 @@ class Ledger:
 
 @pytest.fixture()
 async def ledger(test_app: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Ledger]:
-    ubscore.cursor.reset()
     async with ubscore.process.test_context() as agent:
         ledger = Ledger(agent, monkeypatch)
         # The test agent numbers offsets across all partitions, so holes appear that hold nothing.
