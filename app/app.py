@@ -76,7 +76,7 @@ class UBSCoreApp(faust.App):
             return
         await asyncio.sleep(0)  # let the last delivery callbacks run
         d = self.deliveries
-        buffered = getattr(self.producer.buffer, "outstanding", None)
+        buffered = self.producer.buffer.outstanding  # type: ignore[attr-defined]  # see _new_producer
         if d.all_acknowledged and buffered == 0:
             mark_clean_shutdown(self.conf.tabledir)
         else:

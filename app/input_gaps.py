@@ -22,7 +22,6 @@ is a redelivery and goes through the usual deduplication.
 
 from __future__ import annotations
 
-import logging
 from typing import List
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,8 +29,6 @@ from faust.types import TP
 from faust.types.tuples import Message
 
 from app.settings import settings
-
-log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 30.0
 
@@ -55,15 +52,12 @@ async def read_range(topic: str, partition: int, start: int, end: int) -> List[M
         consumer.assign([tp])
         consumer.seek(tp, start)
         found: List[Message] = []
-        waited = 0.0
+        idle_polls = 0
         while await consumer.position(tp) < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000)
-            records = batch.get(tp, [])
-            if not records:
-                waited += 1.0
-                if waited >= READ_TIMEOUT_S:
-                    raise TimeoutError(f"could not read {topic}[{partition}] offsets {start}-{end - 1}")
-                continue
+            records = (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+            idle_polls = 0 if records else idle_polls + 1
+            if idle_polls >= READ_TIMEOUT_S:  # one poll waits up to 1 s
+                raise TimeoutError(f"could not read {topic}[{partition}] offsets {start}-{end - 1}")
             for record in records:
                 if start <= record.offset < end:
                     found.append(

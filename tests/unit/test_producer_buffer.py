@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any, List
+from typing import Any, AsyncIterator, List
 
 import pytest
 from faust.transport.producer import ProducerBuffer
@@ -29,57 +30,52 @@ def _future(channel: SlowChannel, n: int) -> Any:
     return SimpleNamespace(message=SimpleNamespace(channel=channel), n=n)
 
 
-async def _started(cls: type) -> ProducerBuffer:
+@asynccontextmanager
+async def running(cls: type) -> AsyncIterator[ProducerBuffer]:
+    """A started buffer of ``cls``, stopped on the way out."""
     buffer = cls()
     buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
     await buffer.start()
-    return buffer
+    try:
+        yield buffer
+    finally:
+        await buffer.stop()
 
 
 @pytest.mark.asyncio
 async def test_flush_returns_only_when_every_message_is_with_the_producer() -> None:
     channel = SlowChannel()
-    buffer = await _started(DrainingProducerBuffer)
-    try:
+    async with running(DrainingProducerBuffer) as buffer:
         for n in range(3):
             buffer.put(_future(channel, n))
         await buffer.flush()
         assert [fut.n for fut in channel.accepted] == [0, 1, 2]
         assert buffer.outstanding == 0
-    finally:
-        await buffer.stop()
 
 
 @pytest.mark.asyncio
 async def test_faust_flush_gives_up_with_messages_still_buffered() -> None:
     """Why the draining buffer exists; if Faust fixes its flush, this fails and the workaround can go."""
     channel = SlowChannel()
-    buffer = await _started(ProducerBuffer)
-    try:
+    async with running(ProducerBuffer) as buffer:
         for n in range(3):
             buffer.put(_future(channel, n))
         await buffer.flush()
         assert len(channel.accepted) < 3
         await asyncio.sleep(4 * SLOW_SEND_S)  # let its task drain before stopping (stop flushes too)
         assert len(channel.accepted) == 3
-    finally:
-        await buffer.stop()
 
 
 @pytest.mark.asyncio
 async def test_flush_of_an_empty_buffer_returns_at_once() -> None:
-    buffer = await _started(DrainingProducerBuffer)
-    try:
+    async with running(DrainingProducerBuffer) as buffer:
         await asyncio.wait_for(buffer.flush(), timeout=0.05)
-    finally:
-        await buffer.stop()
 
 
 @pytest.mark.asyncio
 async def test_messages_put_during_a_flush_do_not_hold_it_up() -> None:
     channel = SlowChannel()
-    buffer = await _started(DrainingProducerBuffer)
-    try:
+    async with running(DrainingProducerBuffer) as buffer:
         buffer.put(_future(channel, 0))
         flushing = asyncio.ensure_future(buffer.flush())
         await asyncio.sleep(0)
@@ -90,5 +86,3 @@ async def test_messages_put_during_a_flush_do_not_hold_it_up() -> None:
         assert len(channel.accepted) < 4
         await buffer.flush()
         assert [fut.n for fut in channel.accepted] == [0, 1, 2, 3]
-    finally:
-        await buffer.stop()
