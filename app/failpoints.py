@@ -3,7 +3,14 @@
 Points: ``after_table_write`` (RocksDB written, nothing sent yet), ``after_send``
 (outputs buffered, not yet flushed), ``before_commit`` (Faust is about to flush
 and commit offsets), ``after_produce`` (the gateway has Kafka's ack for a
-submitted operation but has not answered the client). Unset in production; then ``hit`` is one comparison.
+submitted operation but has not answered the client).
+
+``stall_input`` does not kill: after the agent's Nth message it pauses the
+worker's input partitions inside Faust, the state a restarted worker was once
+found in (CHAOS.md, finding 11), for the progress watch to notice
+(app.input_watch). ``stall_input_hard`` also makes Faust's resume do nothing,
+so only the watch's last step, a restart, gets the input moving again.
+Unset in production; then ``hit`` is one comparison.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from faust.sensors import Sensor
 
@@ -19,7 +26,7 @@ from app.settings import settings
 
 log = logging.getLogger(__name__)
 
-POINTS = ("after_table_write", "after_send", "before_commit", "after_produce")
+POINTS = ("after_table_write", "after_send", "before_commit", "after_produce", "stall_input", "stall_input_hard")
 
 
 def parse(spec: Optional[str]) -> Optional[Tuple[str, int]]:
@@ -36,13 +43,16 @@ _armed = parse(settings.failpoint)
 _passes = 0
 
 
-def hit(name: str) -> None:
-    """Pass a crash point; die here, without any cleanup, if it is the armed one."""
+def hit(name: str, action: Optional[Callable[[], None]] = None) -> None:
+    """Pass a point; at the armed pass run ``action`` once, or without one die here, without any cleanup."""
     global _passes
     if _armed is None or _armed[0] != name:
         return
     _passes += 1
-    if _passes >= _armed[1]:
+    if _passes == _armed[1] and action is not None:
+        log.warning("failpoint name=%s pass=%s action=%s", name, _passes, getattr(action, "__name__", "call"))
+        action()
+    elif _passes >= _armed[1] and action is None:
         log.warning("failpoint name=%s pass=%s action=SIGKILL", name, _passes)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -54,6 +64,11 @@ class CommitFailpoint(Sensor):
         """Called by Faust before it flushes the producer and commits."""
         hit("before_commit")
         return super().on_commit_initiated(consumer)
+
+
+def armed_name() -> Optional[str]:
+    """The armed point's name, if any."""
+    return _armed[0] if _armed is not None else None
 
 
 def armed() -> bool:

@@ -3,9 +3,11 @@
 Worker i (0-based) serves on UBS_WEB_PORT + i and keeps its RocksDB files in
 UBS_DATA_DIR/worker-i; everything else (broker, keyspace, partitions) is shared,
 so Kafka spreads the partitions across them and each one routes reads to the
-owner. Ctrl-C (SIGINT) or SIGTERM stops them all cleanly; a worker that fenced
-itself after a freeze (exit 75) is restarted, any other exit stops them all. On several machines,
-start one ``ubscore worker`` per machine with UBS_ADVERTISED_HOST set instead.
+owner. Ctrl-C (SIGINT) or SIGTERM stops them all cleanly. A worker that fenced
+itself after a freeze (exit 75) or whose input stalled (exit 70) is restarted;
+any other exit stops them all. On several machines, start one ``ubscore worker``
+per machine with UBS_ADVERTISED_HOST set instead, under a supervisor that
+restarts it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from typing import Dict, List, Optional, Sequence
 
 from app.fencing import EXIT_FROZEN
 from app.settings import load
+from app.stalls import EXIT_STALLED
+
+#: Exit statuses after which a worker is started again, and why it exited.
+RESTART_ON = {EXIT_FROZEN: "fenced itself after a freeze", EXIT_STALLED: "its input stalled"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -49,9 +55,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     while not stopping:
         for index, process in enumerate(processes):
-            if process.poll() == EXIT_FROZEN:
-                # It fenced itself after a freeze (app/fencing.py): a fresh start is the remedy.
-                print(f"worker {index}: fenced itself after a freeze, restarting", flush=True)
+            status = process.poll()
+            if status in RESTART_ON:
+                # A fresh start is the remedy for both (app/fencing.py, app/input_watch.py).
+                print(f"worker {index}: exited {status} ({RESTART_ON[status]}), restarting", flush=True)
                 processes[index] = subprocess.Popen(process.args, env=envs[index])
         if any(p.poll() is not None for p in processes):
             break

@@ -18,6 +18,10 @@ _HELP: Dict[str, Tuple[str, str]] = {
         "counter",
         "Holes in an input partition (records Faust never delivered), read back from Kafka and applied.",
     ),
+    "ubscore_input_stalls_total": (
+        "counter",
+        "Input partitions with pending records that did not reach the agent, by the action taken (resume, exit).",
+    ),
     "ubscore_applied_late_total": (
         "counter",
         "Messages applied after a later message of the same user (delivered out of order).",

@@ -75,6 +75,12 @@ class Settings:
     api_token: Optional[str] = field(default=None, repr=False)
     max_body_bytes: int = 16 * 1024
     failpoint: Optional[str] = None
+    stall_s: float = 60.0
+
+    @property
+    def stall_check_s(self) -> float:
+        """How often the input progress watch looks (app/input_watch.py)."""
+        return min(5.0, self.stall_s / 4)
 
     @property
     def freeze_limit_s(self) -> float:
@@ -135,6 +141,7 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         api_token=token,
         max_body_bytes=_integer(env, "UBS_MAX_BODY_BYTES", 16 * 1024, minimum=256),
         failpoint=env.get("UBS_FAILPOINT", "").strip() or None,
+        stall_s=_number(env, "UBS_STALL_S", 60.0),
     )
 
 

@@ -43,7 +43,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
@@ -84,6 +84,8 @@ class RunResult:
     restarts: int = 0
     fired: int = 0
     fenced: int = 0
+    holes: int = 0
+    stalls: int = 0
     violations: int = 0
     problems: List[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -500,9 +502,24 @@ async def run_once(
             worker.stop()
         result.restarts = supervisor.restarts
         result.fired = len(supervisor.fired)
+        result.holes, result.stalls = count_repairs(worker.log_path for worker in workers)
+        log.event("repairs", holes=result.holes, stalls=result.stalls)
         result.seconds = time.monotonic() - started
         log.event("done", violations=result.violations, problems=result.problems[:5], seconds=round(result.seconds))
     return result
+
+
+def count_repairs(log_paths: Iterable[Path]) -> Tuple[int, int]:
+    """Input holes the agent filled (app.input_gaps) and stalls the watch acted on (app.input_watch)."""
+    holes = stalls = 0
+    for path in log_paths:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        holes += text.count("input_gap topic=")
+        stalls += text.count("input_stalled topic=")
+    return holes, stalls
 
 
 def from_log(path: Path) -> RunResult:
@@ -520,6 +537,8 @@ def from_log(path: Path) -> RunResult:
             result.fenced += 1
         elif kind == "restart":
             result.restarts += 1
+        elif kind == "repairs":
+            result.holes, result.stalls = event["holes"], event["stalls"]
         elif kind == "workload_done":
             result.operations = event["produced"] + event["http_acked"]
             result.http_acked = event["http_acked"]
@@ -538,14 +557,14 @@ def table(results: Sequence[RunResult], command: str) -> str:
         "",
         "| seed | guarantee | operations | HTTP acked | "
         + " | ".join(kinds)
-        + " | failpoints fired | zombies fenced | restarts | violations | seconds |",
-        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|",
+        + " | failpoints fired | zombies fenced | restarts | holes filled | stalls | violations | seconds |",
+        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         counts = " | ".join(str(r.faults.get(k, 0)) for k in kinds)
         lines.append(
             f"| {r.seed} | {r.guarantee} | {r.operations} | {r.http_acked} | {counts} | {r.fired} | {r.fenced} "
-            f"| {r.restarts} | {r.violations} | {r.seconds:.0f} |"
+            f"| {r.restarts} | {r.holes} | {r.stalls} | {r.violations} | {r.seconds:.0f} |"
         )
     total = Counter()
     for r in results:
@@ -554,7 +573,7 @@ def table(results: Sequence[RunResult], command: str) -> str:
     lines.append(
         f"| **{len(results)} runs** | | {sum(r.operations for r in results)} | {sum(r.http_acked for r in results)} "
         f"| {counts} | {sum(r.fired for r in results)} | {sum(r.fenced for r in results)} "
-        f"| {sum(r.restarts for r in results)} "
+        f"| {sum(r.restarts for r in results)} | {sum(r.holes for r in results)} | {sum(r.stalls for r in results)} "
         f"| {sum(r.violations for r in results)} | {sum(r.seconds for r in results):.0f} |"
     )
     return "\n".join(lines) + "\n"

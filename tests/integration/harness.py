@@ -30,6 +30,8 @@ BOOTSTRAP = KAFKA.split("://", 1)[-1]
 CQL_HOSTS = os.environ.get("UBS_CQL_HOSTS", "127.0.0.1").split(",")
 CQL_PORT = int(os.environ.get("UBS_CQL_PORT", "9042"))
 PARTITIONS = 8
+#: Seconds without progress on an input partition with pending records before a worker acts (UBS_STALL_S).
+STALL_S = 20.0
 
 
 def free_port() -> int:
@@ -101,6 +103,8 @@ class Worker:
                 "UBS_STORE": "rocksdb://",
                 "UBS_PARTITIONS": str(PARTITIONS),
                 "PYTHONUNBUFFERED": "1",
+                # Tests wait two minutes at most: a stalled input must be noticed well before that.
+                "UBS_STALL_S": str(STALL_S),
             }
         )
         env.update(self.extra_env)

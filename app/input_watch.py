@@ -1,0 +1,200 @@
+"""Progress watch of the ledger's input: records that wait in Kafka while the agent waits for them.
+
+A clean-clone CI run caught a restarted worker that rebuilt its tables, said it
+was ready, owned all partitions, and then received no record for two minutes
+while hundreds waited on ``balance.operations`` (tests/integration/CHAOS.md,
+finding 11). Faust logged nothing; only consumer lag showed it. The hole filler
+(app.input_gaps) cannot help there, because no later record ever arrives to
+reveal the hole.
+
+So every few seconds the worker compares, for each input partition it owns,
+the end offset in Kafka with the highest offset the agent applied there (the
+``cursors`` table). A partition is stalled when records are pending and its
+cursor has not moved for ``UBS_STALL_S`` seconds, while nothing legitimate holds
+the whole input back: no rebalance, no table recovery, no message in the agent's
+hands for longer than a moment (a hole being filled, a send waiting for the
+broker), and the broker answered. Then the worker acts, one step at a time:
+
+1. ``resume``: lift any pause Faust holds on the partition (paused or inactive
+   partition, stopped flow) and seek it to the record after its cursor.
+   Re-reading from there is safe: a record applied already is deduplicated.
+2. ``exit``: if the same partition is still stalled one period later, the worker
+   exits with status 70 (EX_SOFTWARE) so its supervisor starts a fresh process,
+   which rejoins the group and rebuilds like any restarted worker.
+
+The decision (app.stalls) is plain code without I/O; the timer ``watch_input``
+below gathers the facts and carries the decision out.
+
+Under exactly_once the input topics carry transaction markers, which occupy
+offsets, so the end offset is not "cursor + 1" when all is applied; the watch
+is off there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Set
+
+from faust.sensors import Sensor
+from faust.types import TP, EventT, StreamT
+
+from app import failpoints, metrics
+from app.app import app
+from app.settings import settings
+from app.stalls import EXIT, EXIT_STALLED, Position, ProgressWatch, Stall
+from app.tables import cursors
+from app.topics import CREDITS, OPERATIONS
+
+log = logging.getLogger(__name__)
+
+#: A message in the agent's hands longer than this holds all input back legitimately.
+BUSY_S = 1.0
+
+
+class AgentActivity(Sensor):
+    """Faust sensor: when the ledger agent took the message it is still handling, if any."""
+
+    def __init__(self, topics: Set[str]) -> None:
+        super().__init__()
+        self.topics = topics
+        self.busy_since: Optional[float] = None
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT, event: EventT) -> Optional[Dict]:
+        """A message reached the agent."""
+        if tp.topic in self.topics:
+            self.busy_since = time.monotonic()
+        return None
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT, state: Optional[Dict] = None
+    ) -> None:
+        """The agent is done with it."""
+        if tp.topic in self.topics:
+            self.busy_since = None
+            failpoints.hit("stall_input", pause_input)
+            failpoints.hit("stall_input_hard", pause_input_for_good)
+
+    def busy_for(self, now: float) -> float:
+        """Seconds the current message has been in the agent's hands (0 when idle)."""
+        return 0.0 if self.busy_since is None else now - self.busy_since
+
+
+async def observe_positions(app: Any, cursors: Any, topics: Set[str], timeout_s: float) -> Dict[TP, Position]:
+    """Cursor and Kafka offsets of every input partition this worker owns."""
+    owned = sorted(tp for tp in app.consumer.assignment() if tp.topic in topics)
+    if not owned:
+        return {}
+    ends = await asyncio.wait_for(app.consumer.highwaters(*owned), timeout_s)
+    firsts = await asyncio.wait_for(app.consumer.earliest_offsets(*owned), timeout_s)
+    positions: Dict[TP, Position] = {}
+    for tp in owned:
+        raw = cursors.get(f"{tp.topic}:{tp.partition}".encode())
+        cursor = int(raw) if raw is not None else None
+        positions[tp] = Position(cursor=cursor, first=int(firsts[tp]), end=int(ends[tp]))
+    return positions
+
+
+async def resume(app: Any, stall: Stall, timeout_s: float) -> None:
+    """Lift whatever Faust holds on the partition, then point its fetcher at the record after the cursor.
+
+    Only what is actually held is lifted: resuming Faust's flow control also
+    empties the stream buffers, so it is called only when the flow is stopped.
+    The seek goes through the consumer's own thread (``seek_wait``). The state
+    found is logged, so that a stall seen in the wild says what held it.
+    """
+    tp = stall.tp
+    consumer = app.consumer
+    held = {
+        "paused": tp in consumer._paused_partitions,  # noqa: SLF001 - Faust keeps these sets private
+        "inactive": tp not in consumer._get_active_partitions(),  # noqa: SLF001
+        "buffered": tp in consumer._buffered_partitions,  # noqa: SLF001
+        "flow_stopped": not consumer.flow_active,
+        "flow_control_off": not app.flow_control.is_active(),
+    }
+    if held["paused"] or held["inactive"]:
+        consumer.resume_partitions({tp})
+    if held["flow_stopped"]:
+        consumer.resume_flow()
+    if held["flow_control_off"]:
+        app.flow_control.resume()
+    position = stall.position
+    offset = position.cursor + 1 if position.cursor is not None else position.first
+    try:
+        await asyncio.wait_for(consumer.seek_wait({tp: offset}), timeout_s)
+        sought = "ok"
+    except Exception as exc:  # noqa: BLE001 - a fetcher that cannot seek is left to the next step, the exit
+        sought = type(exc).__name__
+    log.warning(
+        "input_resumed topic=%s partition=%s offset=%s seek=%s %s",
+        tp.topic,
+        tp.partition,
+        offset,
+        sought,
+        " ".join(f"{name}={str(value).lower()}" for name, value in held.items()),
+    )
+
+
+def pause_input() -> None:
+    """Fault injection (failpoint ``stall_input``): pause every input partition inside Faust."""
+    app.consumer.pause_partitions({tp for tp in app.consumer.assignment() if tp.topic in INPUT_TOPICS})
+
+
+def pause_input_for_good() -> None:
+    """Fault injection (failpoint ``stall_input_hard``): pause the input and make Faust's resume a no-op."""
+    pause_input()
+    app.consumer.resume_partitions = lambda tps: None
+
+
+def exit_for_restart(stalls: List[Stall]) -> None:
+    """Leave without cleanup, like a crash: the local tables are rebuilt from the changelogs."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STALLED)
+
+
+def report(stall: Stall) -> None:
+    """One log line and one counter per stall."""
+    metrics.inc("ubscore_input_stalls_total", action=stall.action)
+    log.error(
+        "input_stalled topic=%s partition=%s cursor=%s end=%s idle_s=%.1f action=%s",
+        stall.tp.topic,
+        stall.tp.partition,
+        stall.position.cursor,
+        stall.position.end,
+        stall.idle_s,
+        stall.action,
+    )
+
+
+INPUT_TOPICS = {OPERATIONS, CREDITS}
+QUERY_TIMEOUT_S = 5.0
+
+watch = ProgressWatch(settings.stall_s)
+activity = AgentActivity(INPUT_TOPICS)
+app.sensors.add(activity)
+
+
+@app.timer(interval=settings.stall_check_s)
+async def watch_input() -> None:
+    """Look for stalled input partitions and act on them (see the module docstring)."""
+    if settings.processing_guarantee != "at_least_once":
+        return
+    now = time.monotonic()
+    quiet = not app.rebalancing and app.tables.recovery.completed.is_set() and activity.busy_for(now) < BUSY_S
+    try:
+        positions = await observe_positions(app, cursors, INPUT_TOPICS, QUERY_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - broker away or partitions moving: no verdict this time
+        log.debug("input_watch_skipped error=%r", exc)
+        positions, quiet = {}, False
+    stalls = watch.observe(time.monotonic(), positions, quiet)
+    for stall in stalls:
+        report(stall)
+    if any(stall.action == EXIT for stall in stalls):
+        exit_for_restart(stalls)
+    for stall in stalls:
+        await resume(app, stall, QUERY_TIMEOUT_S)

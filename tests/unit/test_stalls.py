@@ -1,0 +1,83 @@
+"""The progress watch's decisions (app.stalls): when a partition counts as stalled, and which step follows."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from faust.types import TP
+
+from app.stalls import EXIT, RESUME, Position, ProgressWatch, Stall
+
+A = TP("balance.operations", 0)
+B = TP("balance.credits", 0)
+LIMIT = 20.0
+
+
+def at(cursor: Optional[int], end: int, first: int = 0) -> Position:
+    return Position(cursor=cursor, first=first, end=end)
+
+
+def actions(stalls: List[Stall]) -> Dict[TP, str]:
+    return {stall.tp: stall.action for stall in stalls}
+
+
+def test_pending_means_records_beyond_the_cursor() -> None:
+    assert at(9, 11).pending
+    assert not at(9, 10).pending  # offset 9 is the last record: all applied
+    assert at(None, 1).pending  # never applied anything, one record waiting
+    assert not at(None, 5, first=5).pending  # every record there was deleted by retention
+    assert at(None, 6, first=5).pending
+
+
+def test_a_partition_whose_cursor_does_not_move_is_resumed_then_the_worker_exits() -> None:
+    watch = ProgressWatch(LIMIT)
+    assert watch.observe(0.0, {A: at(5, 50)}, quiet=True) == []
+    assert watch.observe(LIMIT - 1, {A: at(5, 50)}, quiet=True) == []
+    first = watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)
+    assert actions(first) == {A: RESUME}
+    assert first[0].idle_s == LIMIT and first[0].position == at(5, 50)
+    # The resume gets a full period before the next step.
+    assert watch.observe(2 * LIMIT - 1, {A: at(5, 50)}, quiet=True) == []
+    assert actions(watch.observe(2 * LIMIT, {A: at(5, 50)}, quiet=True)) == {A: EXIT}
+
+
+def test_progress_after_a_resume_forgets_it() -> None:
+    watch = ProgressWatch(LIMIT)
+    watch.observe(0.0, {A: at(5, 50)}, quiet=True)
+    assert actions(watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+    assert watch.observe(LIMIT + 5, {A: at(30, 60)}, quiet=True) == []  # it moved
+    # Stuck again later: the first step again, not the exit.
+    assert actions(watch.observe(2 * LIMIT + 5, {A: at(30, 60)}, quiet=True)) == {A: RESUME}
+
+
+def test_a_moving_cursor_or_nothing_pending_is_never_a_stall() -> None:
+    watch = ProgressWatch(LIMIT)
+    for step in range(10):
+        assert watch.observe(step * LIMIT, {A: at(step * 10, step * 10 + 50)}, quiet=True) == []
+    idle = ProgressWatch(LIMIT)
+    for step in range(10):
+        assert idle.observe(step * LIMIT, {A: at(49, 50)}, quiet=True) == []
+
+
+def test_nothing_counts_while_the_input_is_held_back() -> None:
+    watch = ProgressWatch(LIMIT)
+    watch.observe(0.0, {A: at(5, 50)}, quiet=True)
+    assert watch.observe(LIMIT + 1, {A: at(5, 50)}, quiet=False) == []  # a rebalance, a busy agent...
+    assert watch.observe(2 * LIMIT, {A: at(5, 50)}, quiet=True) == []  # the clock restarted at LIMIT + 1
+    assert actions(watch.observe(2 * LIMIT + 1, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+
+
+def test_partitions_are_judged_one_by_one() -> None:
+    watch = ProgressWatch(LIMIT)
+    watch.observe(0.0, {A: at(5, 50), B: at(0, 10)}, quiet=True)
+    stalls = watch.observe(LIMIT, {A: at(5, 50), B: at(7, 10)}, quiet=True)
+    assert actions(stalls) == {A: RESUME}
+
+
+def test_a_partition_that_moved_away_starts_afresh_when_it_comes_back() -> None:
+    watch = ProgressWatch(LIMIT)
+    watch.observe(0.0, {A: at(5, 50)}, quiet=True)
+    assert actions(watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+    assert watch.observe(LIMIT + 1, {B: at(0, 10)}, quiet=True) == []  # A went to another worker
+    assert watch.observe(LIMIT + 2, {A: at(5, 50)}, quiet=True) == []  # and came back
+    assert actions(watch.observe(2 * LIMIT + 2, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
