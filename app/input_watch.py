@@ -37,13 +37,14 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, Optional, Set
 
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
 
 from app import failpoints, metrics
 from app.app import app
+from app.input_gaps import cursor_key
 from app.settings import settings
 from app.stalls import EXIT, EXIT_STALLED, Position, ProgressWatch, Stall
 from app.tables import cursors
@@ -51,8 +52,13 @@ from app.topics import CREDITS, OPERATIONS
 
 log = logging.getLogger(__name__)
 
+INPUT_TOPICS = {OPERATIONS, CREDITS}
+
 #: A message in the agent's hands longer than this holds all input back legitimately.
 BUSY_S = 1.0
+
+#: Longest wait for the broker's offsets or a seek; past it the watch gives no verdict this time.
+QUERY_TIMEOUT_S = 5.0
 
 
 class AgentActivity(Sensor):
@@ -83,22 +89,21 @@ class AgentActivity(Sensor):
         return 0.0 if self.busy_since is None else now - self.busy_since
 
 
-async def observe_positions(app: Any, cursors: Any, topics: Set[str], timeout_s: float) -> Dict[TP, Position]:
+async def observe_positions() -> Dict[TP, Position]:
     """Cursor and Kafka offsets of every input partition this worker owns."""
-    owned = sorted(tp for tp in app.consumer.assignment() if tp.topic in topics)
+    owned = sorted(tp for tp in app.consumer.assignment() if tp.topic in INPUT_TOPICS)
     if not owned:
         return {}
-    ends = await asyncio.wait_for(app.consumer.highwaters(*owned), timeout_s)
-    firsts = await asyncio.wait_for(app.consumer.earliest_offsets(*owned), timeout_s)
+    ends = await asyncio.wait_for(app.consumer.highwaters(*owned), QUERY_TIMEOUT_S)
+    firsts = await asyncio.wait_for(app.consumer.earliest_offsets(*owned), QUERY_TIMEOUT_S)
     positions: Dict[TP, Position] = {}
     for tp in owned:
-        raw = cursors.get(f"{tp.topic}:{tp.partition}".encode())
-        cursor = int(raw) if raw is not None else None
+        cursor = cursors.get(cursor_key(tp.topic, tp.partition))
         positions[tp] = Position(cursor=cursor, first=int(firsts[tp]), end=int(ends[tp]))
     return positions
 
 
-async def resume(app: Any, stall: Stall, timeout_s: float) -> None:
+async def resume(stall: Stall) -> None:
     """Lift whatever Faust holds on the partition, then point its fetcher at the record after the cursor.
 
     Only what is actually held is lifted: resuming Faust's flow control also
@@ -124,18 +129,43 @@ async def resume(app: Any, stall: Stall, timeout_s: float) -> None:
     position = stall.position
     offset = position.cursor + 1 if position.cursor is not None else position.first
     try:
-        await asyncio.wait_for(consumer.seek_wait({tp: offset}), timeout_s)
+        await asyncio.wait_for(consumer.seek_wait({tp: offset}), QUERY_TIMEOUT_S)
         sought = "ok"
     except Exception as exc:  # noqa: BLE001 - a fetcher that cannot seek is left to the next step, the exit
         sought = type(exc).__name__
     log.warning(
-        "input_resumed topic=%s partition=%s offset=%s seek=%s %s",
+        "input_resumed topic=%s partition=%s offset=%s seek=%s %s %s",
         tp.topic,
         tp.partition,
         offset,
         sought,
         " ".join(f"{name}={str(value).lower()}" for name, value in held.items()),
+        fetcher_state(tp),
     )
+
+
+def fetcher_state(tp: TP) -> str:
+    """What Faust and aiokafka believe about the partition, read-only, for the log line of a stall.
+
+    These are private attributes of both libraries, read best-effort: the line
+    is for finding the cause of a stall (CHAOS.md, finding 11), not for control.
+    """
+    consumer = app.consumer
+    facts: Dict[str, Any] = {
+        "read_offset": consumer._read_offset.get(tp),  # noqa: SLF001
+        "committed": consumer._committed_offset.get(tp),  # noqa: SLF001
+    }
+    try:
+        kafka = consumer._thread._ensure_consumer()  # noqa: SLF001
+        state = kafka._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
+        facts["position"] = state.position if state.has_valid_position else None
+        facts["highwater"] = state.highwater
+        facts["kafka_paused"] = state.paused
+        facts["awaiting_reset"] = state.awaiting_reset
+        facts["prefetched"] = tp in kafka._fetcher._records  # noqa: SLF001
+    except Exception as exc:  # noqa: BLE001 - best-effort diagnostics only
+        facts["kafka_state"] = type(exc).__name__
+    return " ".join(f"{name}={value}" for name, value in facts.items())
 
 
 def pause_input() -> None:
@@ -149,7 +179,7 @@ def pause_input_for_good() -> None:
     app.consumer.resume_partitions = lambda tps: None
 
 
-def exit_for_restart(stalls: List[Stall]) -> None:
+def exit_for_restart() -> None:
     """Leave without cleanup, like a crash: the local tables are rebuilt from the changelogs."""
     for handler in logging.getLogger().handlers:
         handler.flush()
@@ -171,9 +201,6 @@ def report(stall: Stall) -> None:
     )
 
 
-INPUT_TOPICS = {OPERATIONS, CREDITS}
-QUERY_TIMEOUT_S = 5.0
-
 watch = ProgressWatch(settings.stall_s)
 activity = AgentActivity(INPUT_TOPICS)
 app.sensors.add(activity)
@@ -187,7 +214,7 @@ async def watch_input() -> None:
     now = time.monotonic()
     quiet = not app.rebalancing and app.tables.recovery.completed.is_set() and activity.busy_for(now) < BUSY_S
     try:
-        positions = await observe_positions(app, cursors, INPUT_TOPICS, QUERY_TIMEOUT_S)
+        positions = await observe_positions()
     except Exception as exc:  # noqa: BLE001 - broker away or partitions moving: no verdict this time
         log.debug("input_watch_skipped error=%r", exc)
         positions, quiet = {}, False
@@ -195,6 +222,6 @@ async def watch_input() -> None:
     for stall in stalls:
         report(stall)
     if any(stall.action == EXIT for stall in stalls):
-        exit_for_restart(stalls)
+        exit_for_restart()
     for stall in stalls:
-        await resume(app, stall, QUERY_TIMEOUT_S)
+        await resume(stall)

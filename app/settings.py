@@ -75,7 +75,7 @@ class Settings:
     api_token: Optional[str] = field(default=None, repr=False)
     max_body_bytes: int = 16 * 1024
     failpoint: Optional[str] = None
-    stall_s: float = 60.0
+    stall_s: float = 30.0
 
     @property
     def stall_check_s(self) -> float:
@@ -141,7 +141,7 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         api_token=token,
         max_body_bytes=_integer(env, "UBS_MAX_BODY_BYTES", 16 * 1024, minimum=256),
         failpoint=env.get("UBS_FAILPOINT", "").strip() or None,
-        stall_s=_number(env, "UBS_STALL_S", 60.0),
+        stall_s=_number(env, "UBS_STALL_S", 30.0),
     )
 
 

@@ -27,3 +27,11 @@ def test_body_limit_has_a_floor() -> None:
 
 def test_freeze_limit_is_half_the_session_timeout() -> None:
     assert load({"UBS_SESSION_TIMEOUT_S": "10"}).freeze_limit_s == 5.0
+
+
+def test_stall_watch_looks_four_times_per_period_and_at_least_every_five_seconds() -> None:
+    assert load({}).stall_s == 30.0
+    assert load({}).stall_check_s == 5.0
+    assert load({"UBS_STALL_S": "8"}).stall_check_s == 2.0
+    with pytest.raises(ConfigurationError, match="UBS_STALL_S"):
+        load({"UBS_STALL_S": "0"})
