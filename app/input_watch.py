@@ -18,9 +18,11 @@ broker), and the broker answered. Then the worker acts, one step at a time:
 1. ``resume``: lift any pause Faust holds on the partition (paused or inactive
    partition, stopped flow) and seek it to the record after its cursor.
    Re-reading from there is safe: a record applied already is deduplicated.
-2. ``exit``: if the same partition is still stalled one period later, the worker
-   exits with status 70 (EX_SOFTWARE) so its supervisor starts a fresh process,
-   which rejoins the group and rebuilds like any restarted worker.
+2. ``exit``: if the same partition is still stalled one period later and no
+   owned partition moved for a whole period, the worker exits with status 70
+   (EX_SOFTWARE) so its supervisor starts a fresh process, which rejoins the
+   group and rebuilds like any restarted worker. A partition starving while
+   others flow is resumed again instead (app.stalls says why).
 
 The decision (app.stalls) is plain code without I/O; the timer ``watch_input``
 below gathers the facts and carries the decision out.

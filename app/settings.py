@@ -76,6 +76,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     failpoint: Optional[str] = None
     stall_s: float = 30.0
+    max_fetch_bytes: int = 16 * 1024
 
     @property
     def stall_check_s(self) -> float:
@@ -142,6 +143,7 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         max_body_bytes=_integer(env, "UBS_MAX_BODY_BYTES", 16 * 1024, minimum=256),
         failpoint=env.get("UBS_FAILPOINT", "").strip() or None,
         stall_s=_number(env, "UBS_STALL_S", 30.0),
+        max_fetch_bytes=_integer(env, "UBS_MAX_FETCH_BYTES", 16 * 1024, minimum=1024),
     )
 
 

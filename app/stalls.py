@@ -8,7 +8,7 @@ decided here; the reasons are in its docstring.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from faust.types import TP
 
@@ -44,38 +44,51 @@ class Stall:
 
 
 class ProgressWatch:
-    """Turns periodic observations into stalls and the step to take for each (no I/O)."""
+    """Turns periodic observations into stalls and the step to take for each (no I/O).
+
+    A partition can starve while others flow: Faust hands the agent one fetched
+    batch at a time, and a topic with fewer records in it runs dry first
+    (CHAOS.md, finding 12). A restart would not help there, and restarts under
+    load cause the rebalances that build such batches, so the exit is kept for
+    a worker whose input made no progress at all for a whole period.
+    """
 
     def __init__(self, limit_s: float) -> None:
         self.limit_s = limit_s
         self._since: Dict[TP, Tuple[Optional[int], float]] = {}
-        self._resumed: Dict[TP, Optional[int]] = {}
+        self._resumed: Set[TP] = set()
+        self._progress_at: Optional[float] = None
 
     def observe(self, now: float, positions: Mapping[TP, Position], quiet: bool) -> List[Stall]:
         """The partitions stalled at ``now``; ``quiet`` is False while something holds all input back.
 
         A partition's clock restarts whenever its cursor moves, nothing is
-        pending, or the input is not quiet. A partition already resumed once
-        and still stalled at the same cursor gets ``exit``; any other gets
-        ``resume`` and its clock restarts, so the resume is given a full period.
+        pending, or the input is not quiet. A stalled partition gets ``resume``
+        and its clock restarts, so the resume is given a full period. One
+        resumed before and stalled again gets ``exit`` if no owned partition
+        moved for a whole period either, and ``resume`` again otherwise.
         """
+        if self._progress_at is None or not quiet or not positions:
+            self._progress_at = now
         since: Dict[TP, Tuple[Optional[int], float]] = {}
         stalls: List[Stall] = []
         for tp, position in positions.items():
             previous = self._since.get(tp)
             moved = previous is None or previous[0] != position.cursor
+            if previous is not None and moved:
+                self._progress_at = now
             if moved or not position.pending:
-                self._resumed.pop(tp, None)
-            started = now if moved or not position.pending or not quiet else previous[1]
-            since[tp] = (position.cursor, started)
+                self._resumed.discard(tp)
+            since[tp] = (position.cursor, now if moved or not position.pending or not quiet else previous[1])
+        all_idle = now - self._progress_at >= self.limit_s
+        for tp, position in positions.items():
+            started = since[tp][1]
             if now - started < self.limit_s:
                 continue
-            action = EXIT if tp in self._resumed else RESUME
+            action = EXIT if tp in self._resumed and all_idle else RESUME
             stalls.append(Stall(tp, position, now - started, action))
-            if action == RESUME:
-                self._resumed[tp] = position.cursor
-                since[tp] = (position.cursor, now)
-        for gone in set(self._resumed) - set(positions):
-            del self._resumed[gone]
+            self._resumed.add(tp)
+            since[tp] = (position.cursor, now)
+        self._resumed &= set(positions)
         self._since = since
         return stalls

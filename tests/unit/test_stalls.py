@@ -41,6 +41,24 @@ def test_a_partition_whose_cursor_does_not_move_is_resumed_then_the_worker_exits
     assert actions(watch.observe(2 * LIMIT, {A: at(5, 50)}, quiet=True)) == {A: EXIT}
 
 
+def test_a_partition_starved_while_others_flow_is_resumed_again_and_never_exits() -> None:
+    watch = ProgressWatch(LIMIT)
+    for step in range(6):
+        now = step * LIMIT
+        stalls = watch.observe(now, {A: at(5, 50), B: at(step * 10, step * 10 + 30)}, quiet=True)
+        assert actions(stalls) == ({} if step == 0 else {A: RESUME})
+
+
+def test_the_exit_needs_a_whole_period_without_progress_anywhere() -> None:
+    watch = ProgressWatch(LIMIT)
+    watch.observe(0.0, {A: at(5, 50), B: at(0, 30)}, quiet=True)
+    watch.observe(LIMIT / 2, {A: at(5, 50), B: at(10, 30)}, quiet=True)  # B moves, then stops for good
+    assert actions(watch.observe(LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {A: RESUME}
+    assert actions(watch.observe(1.5 * LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {B: RESUME}
+    # One period after B's last move both are stuck, and A was resumed before: the worker leaves.
+    assert actions(watch.observe(2 * LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {A: EXIT}
+
+
 def test_progress_after_a_resume_forgets_it() -> None:
     watch = ProgressWatch(LIMIT)
     watch.observe(0.0, {A: at(5, 50)}, quiet=True)
