@@ -66,11 +66,6 @@ class CommitFailpoint(Sensor):
         return super().on_commit_initiated(consumer)
 
 
-def armed_name() -> Optional[str]:
-    """The armed point's name, if any."""
-    return _armed[0] if _armed is not None else None
-
-
 def armed() -> bool:
     """True when a crash point is set for this process."""
     return _armed is not None
