@@ -122,6 +122,7 @@ async def resume(stall: Stall) -> None:
         "flow_stopped": not consumer.flow_active,
         "flow_control_off": not app.flow_control.is_active(),
     }
+    before = fetcher_state(tp)  # read before anything is lifted or sought
     if held["paused"] or held["inactive"]:
         consumer.resume_partitions({tp})
     if held["flow_stopped"]:
@@ -142,7 +143,7 @@ async def resume(stall: Stall) -> None:
         offset,
         sought,
         " ".join(f"{name}={str(value).lower()}" for name, value in held.items()),
-        fetcher_state(tp),
+        before,
     )
 
 
