@@ -66,6 +66,11 @@ class CommitFailpoint(Sensor):
         return super().on_commit_initiated(consumer)
 
 
+def armed_point() -> Optional[str]:
+    """The name of the armed point, None when none is."""
+    return _armed[0] if _armed is not None else None
+
+
 def armed() -> bool:
     """True when a crash point is set for this process."""
     return _armed is not None

@@ -39,7 +39,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
@@ -83,8 +83,6 @@ class AgentActivity(Sensor):
         """The agent is done with it."""
         if tp.topic in self.topics:
             self.busy_since = None
-            failpoints.hit("stall_input", pause_input)
-            failpoints.hit("stall_input_hard", pause_input_for_good)
 
     def busy_for(self, now: float) -> float:
         """Seconds the current message has been in the agent's hands (0 when idle)."""
@@ -182,6 +180,26 @@ def pause_input_for_good() -> None:
     app.consumer.resume_partitions = lambda tps: None
 
 
+class StallFailpoint(Sensor):
+    """Fault injection: passes the armed ``stall_input*`` point after each message of the agent.
+
+    Added only when such a point is armed, like app.failpoints.CommitFailpoint,
+    so the agent's per-message path carries nothing for it in production.
+    """
+
+    def __init__(self, point: str, action: Callable[[], None]) -> None:
+        super().__init__()
+        self.point = point
+        self.action = action
+
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT, state: Optional[Dict] = None
+    ) -> None:
+        """The agent is done with a message."""
+        if tp.topic in INPUT_TOPICS:
+            failpoints.hit(self.point, self.action)
+
+
 def exit_for_restart() -> None:
     """Leave without cleanup, like a crash: the local tables are rebuilt from the changelogs."""
     for handler in logging.getLogger().handlers:
@@ -207,6 +225,14 @@ def report(stall: Stall) -> None:
 watch = ProgressWatch(settings.stall_s)
 activity = AgentActivity(INPUT_TOPICS)
 app.sensors.add(activity)
+
+INJECTED_STALLS: Dict[str, Callable[[], None]] = {
+    "stall_input": pause_input,
+    "stall_input_hard": pause_input_for_good,
+}
+_stall_point = failpoints.armed_point()
+if _stall_point in INJECTED_STALLS:
+    app.sensors.add(StallFailpoint(_stall_point, INJECTED_STALLS[_stall_point]))
 
 
 @app.timer(interval=settings.stall_check_s)
