@@ -10,6 +10,10 @@ worker's input partitions inside Faust, the state a restarted worker was once
 found in (CHAOS.md, finding 11), for the progress watch to notice
 (app.input_watch). ``stall_input_hard`` also makes Faust's resume do nothing,
 so only the watch's last step, a restart, gets the input moving again.
+
+``raise_in_decision`` does not kill either: the ledger's decision for its Nth
+message raises an exception of a class no code expects, as a bug would, for the
+agent's firewall to catch (the message is dead-lettered, the partition goes on).
 Unset in production; then ``hit`` is one comparison.
 """
 
@@ -26,7 +30,15 @@ from app.settings import settings
 
 log = logging.getLogger(__name__)
 
-POINTS = ("after_table_write", "after_send", "before_commit", "after_produce", "stall_input", "stall_input_hard")
+POINTS = (
+    "after_table_write",
+    "after_send",
+    "before_commit",
+    "after_produce",
+    "stall_input",
+    "stall_input_hard",
+    "raise_in_decision",
+)
 
 
 def parse(spec: Optional[str]) -> Optional[Tuple[str, int]]:
@@ -74,3 +86,12 @@ def armed_point() -> Optional[str]:
 def armed() -> bool:
     """True when a crash point is set for this process."""
     return _armed is not None
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by the ``raise_in_decision`` point: an error no handler was written for."""
+
+
+def raise_injected() -> None:
+    """The action of ``raise_in_decision``: the decision code fails as a bug would."""
+    raise InjectedFailure("injected by UBS_FAILPOINT=raise_in_decision")

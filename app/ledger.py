@@ -16,10 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
-from app.models import KINDS, MAX_AMOUNT, MAX_ASSET, Credit, Event, Operation
+from app.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Credit, Event, Operation
+from app.wire import whole_number
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
+#: The reason of a rejection the agent gives when handling the operation raised an unforeseen error.
+PROCESSING_FAILED = "processing_failed"
 
 
 @dataclass(frozen=True)
@@ -258,16 +261,6 @@ def apply_credit(account: Account, credit: Credit) -> Outcome:
     return Outcome(replace(account, seq=seq, balances=balances), event)
 
 
-def _valid_int(value: Any, maximum: int) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if isinstance(value, int) and 0 < value <= maximum:
-        return value
-    return None
-
-
 def reject_invalid(
     account: Account, user_id: int, op_id: str, body: Mapping[str, Any], reason: str, ts: int
 ) -> Outcome:
@@ -277,8 +270,8 @@ def reject_invalid(
     Fields that were themselves invalid are reported as null.
     """
     kind = body.get("kind")
-    asset = _valid_int(body.get("asset"), MAX_ASSET)
-    amount = _valid_int(body.get("amount"), MAX_AMOUNT)
+    asset = whole_number(body.get("asset"), MAX_ASSET)
+    amount = whole_number(body.get("amount"), MAX_AMOUNT, digits_allowed=True)
     current = account.balance(asset) if asset is not None else None
     to_user_id = body.get("to_user_id") if kind == "transfer" else None
     seq = account.seq + 1
@@ -294,6 +287,6 @@ def reject_invalid(
         locked=current.locked if current else None,
         seq=seq,
         ts=ts,
-        counterparty=_valid_int(to_user_id, 2**63 - 1),
+        counterparty=whole_number(to_user_id, MAX_ID),
     )
     return Outcome(replace(account, seq=seq), event)

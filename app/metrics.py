@@ -26,7 +26,14 @@ _HELP: Dict[str, Tuple[str, str]] = {
         "counter",
         "Messages applied after a later message of the same user (delivered out of order).",
     ),
-    "ubscore_rerouted_total": ("counter", "Operations that arrived on the wrong partition and were re-sent by key."),
+    "ubscore_rerouted_total": (
+        "counter",
+        "Operations that arrived on a partition not owning their user and were re-sent to the owner.",
+    ),
+    "ubscore_processing_failures_total": (
+        "counter",
+        "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",
+    ),
     "ubscore_dead_letters_total": ("counter", "Messages sent to balance.operations.dlq, by reason."),
     "ubscore_sink_events_total": ("counter", "Events written to the database by the settlement sink."),
     "ubscore_sink_batches_total": ("counter", "Batches the settlement sink committed to the database."),

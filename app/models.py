@@ -8,11 +8,11 @@ when it happens to be whole, because its digits past 2**53 are not the client's.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from app.errors import InvalidOperation
+from app.wire import REPEATED, decode_json, show, whole_number
 
 KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer")
 SOURCES = ("available", "locked")
@@ -22,6 +22,7 @@ MAX_AMOUNT = 2**63 - 1  # one operation's amount fits a CQL bigint (signed 64-bi
 MAX_OP_ID_CHARS = 64
 
 _COMMON_FIELDS = ("op_id", "kind", "user_id", "asset", "amount")
+_CREDIT_FIELDS = frozenset(("payer", "payee", "op_id", "asset", "amount", "ts"))
 _TRANSFER_FIELDS = ("to_user_id", "source")
 
 
@@ -72,16 +73,29 @@ class Credit:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> "Credit":
-        """Rebuild a credit we produced ourselves; a malformed one is a bug, so it raises."""
-        return cls(
-            payer=int(body["payer"]),
-            payee=int(body["payee"]),
-            op_id=str(body["op_id"]),
-            asset=int(body["asset"]),
-            amount=int(body["amount"]),
-            ts=int(body["ts"]),
-        )
+    def from_json(cls, body: Any) -> "Credit":
+        """Read a credit leg back off the credits topic, refusing anything this agent would not have sent.
+
+        Only the agent writes that topic, but Kafka does not enforce it: a malformed or
+        forged leg must be refused, never turned into money by a lenient ``int()``.
+        """
+        if not isinstance(body, dict) or set(body) != _CREDIT_FIELDS:
+            raise InvalidOperation(
+                None, "invalid_credit", f"a credit leg has exactly the fields {sorted(_CREDIT_FIELDS)}"
+            )
+        numbers = {}
+        for name, maximum in (("payer", MAX_ID), ("payee", MAX_ID), ("asset", MAX_ASSET), ("amount", MAX_AMOUNT)):
+            numbers[name] = whole_number(body[name], maximum)
+            if numbers[name] is None:
+                raise InvalidOperation(name, "invalid_credit", f"{name} of a credit leg is {show(body[name])}")
+        ts = whole_number(body["ts"], MAX_ID)
+        if ts is None:
+            raise InvalidOperation("ts", "invalid_credit", f"ts of a credit leg is {show(body['ts'])}")
+        try:
+            op_id = check_op_id(body["op_id"])
+        except InvalidOperation as error:
+            raise InvalidOperation("op_id", "invalid_credit", f"op_id of a credit leg: {error.message}") from None
+        return cls(op_id=op_id, ts=ts, **numbers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -116,61 +130,47 @@ class Event:
         return self.status == "accepted"
 
 
-def decode_json(raw: bytes) -> Any:
-    """Parse a message body; anything that is not UTF-8 JSON is an InvalidOperation."""
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidOperation(None, "invalid_json", f"body is not valid JSON: {exc}") from None
-
-
 def _positive_int(body: Mapping[str, Any], name: str, maximum: int, reason: str) -> int:
     if name not in body:
         raise InvalidOperation(name, "missing_field", f"{name} is required")
-    value = body[name]
-    # bool is an int subclass in Python: true must not become user 1.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidOperation(name, reason, f"{name} must be a JSON integer, got {_show(value)}")
-    if not 0 < value <= maximum:
-        raise InvalidOperation(name, reason, f"{name} must be between 1 and {maximum}, got {value}")
+    value = whole_number(body[name], maximum)
+    if value is None:
+        raise InvalidOperation(
+            name, reason, f"{name} must be a JSON integer between 1 and {maximum}, got {show(body[name])}"
+        )
     return value
 
 
 def _amount(body: Mapping[str, Any]) -> int:
     if "amount" not in body:
         raise InvalidOperation("amount", "missing_field", "amount is required")
-    value = body["amount"]
-    if isinstance(value, str):
-        # A string of ASCII digits carries integers that JSON parsers in other languages round.
-        if not (0 < len(value) <= 19 and value.isascii() and value.isdigit()):
-            raise InvalidOperation(
-                "amount", "invalid_amount", f"amount string must be 1-19 ASCII digits, got {_show(value)}"
-            )
-        value = int(value)
-    elif isinstance(value, bool) or not isinstance(value, int):
+    value = whole_number(body["amount"], MAX_AMOUNT, digits_allowed=True)
+    if value is None:
         raise InvalidOperation(
-            "amount", "invalid_amount", f"amount must be an integer in minor units, got {_show(value)}"
+            "amount",
+            "invalid_amount",
+            f"amount must be an integer in minor units between 1 and {MAX_AMOUNT} (a JSON integer or a string"
+            f" of 1-19 ASCII digits), got {show(body['amount'])}",
         )
-    if not 0 < value <= MAX_AMOUNT:
-        raise InvalidOperation("amount", "invalid_amount", f"amount must be between 1 and {MAX_AMOUNT}, got {value}")
+    return value
+
+
+def check_op_id(value: Any) -> str:
+    """The op_id rule, for bodies and URL paths alike: 1-64 printable ASCII characters, no spaces.
+
+    Printable ASCII without spaces is safe in keys, logs, URLs and CQL text alike.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_OP_ID_CHARS:
+        raise InvalidOperation("op_id", "invalid_op_id", f"op_id must be a string of 1-{MAX_OP_ID_CHARS} characters")
+    if not all("!" <= ch <= "~" for ch in value):
+        raise InvalidOperation("op_id", "invalid_op_id", "op_id may hold printable ASCII characters only, no spaces")
     return value
 
 
 def _op_id(body: Mapping[str, Any]) -> str:
     if "op_id" not in body:
         raise InvalidOperation("op_id", "missing_field", "op_id is required")
-    value = body["op_id"]
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_OP_ID_CHARS:
-        raise InvalidOperation("op_id", "invalid_op_id", f"op_id must be a string of 1-{MAX_OP_ID_CHARS} characters")
-    # Printable ASCII without spaces: safe in keys, logs, URLs and CQL text alike.
-    if not all("!" <= ch <= "~" for ch in value):
-        raise InvalidOperation("op_id", "invalid_op_id", "op_id may hold printable ASCII characters only, no spaces")
-    return value
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, (bytes, bytearray)) else repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return check_op_id(body["op_id"])
 
 
 def identify(body: Any) -> Optional[Tuple[int, str]]:
@@ -191,17 +191,20 @@ def parse_operation(body: Any) -> Operation:
     """
     if not isinstance(body, dict):
         raise InvalidOperation(None, "invalid_body", "an operation must be a JSON object")
+    for name, value in body.items():
+        if value is REPEATED:
+            raise InvalidOperation(name, "duplicate_field", f"field {show(name)} is given more than once")
     op_id = _op_id(body)
     user_id = _positive_int(body, "user_id", MAX_ID, "invalid_user_id")
     if "kind" not in body:
         raise InvalidOperation("kind", "missing_field", "kind is required")
     kind = body["kind"]
     if kind not in KINDS:
-        raise InvalidOperation("kind", "unknown_kind", f"kind must be one of {', '.join(KINDS)}, got {_show(kind)}")
+        raise InvalidOperation("kind", "unknown_kind", f"kind must be one of {', '.join(KINDS)}, got {show(kind)}")
     allowed = _COMMON_FIELDS + (_TRANSFER_FIELDS if kind == "transfer" else ())
     for name in body:
         if name not in allowed:
-            raise InvalidOperation(name, "unknown_field", f"field {_show(name)} is not allowed for kind {kind}")
+            raise InvalidOperation(name, "unknown_field", f"field {show(name)} is not allowed for kind {kind}")
     asset = _positive_int(body, "asset", MAX_ASSET, "invalid_asset")
     amount = _amount(body)
     if kind != "transfer":
@@ -214,8 +217,49 @@ def parse_operation(body: Any) -> Operation:
     source = body.get("source", "available")
     if source not in SOURCES:
         raise InvalidOperation(
-            "source", "invalid_source", f"source must be one of {', '.join(SOURCES)}, got {_show(source)}"
+            "source", "invalid_source", f"source must be one of {', '.join(SOURCES)}, got {show(source)}"
         )
     return Operation(
         op_id=op_id, kind=kind, user_id=user_id, asset=asset, amount=amount, to_user_id=to_user_id, source=source
     )
+
+
+@dataclass(frozen=True)
+class Intake:
+    """An operation message read as far as it goes: whose it is, and the operation or why it is invalid."""
+
+    user_id: int
+    op_id: str
+    body: Mapping[str, Any]
+    operation: Optional[Operation]
+    error: Optional[InvalidOperation]
+
+
+def read_operation(raw: Optional[bytes], max_bytes: int) -> Intake:
+    """Read one message of the operations topic, the same way in the agent and in the verifier.
+
+    Raises InvalidOperation when the message cannot be tied to a (user_id, op_id): it
+    can only be dead-lettered. Otherwise the client is owed a result, accepted or not,
+    and ``error`` says why the operation is invalid if it is. Messages over
+    ``max_bytes`` are refused unread, as the gateway refuses such bodies.
+    """
+    if raw is not None and len(raw) > max_bytes:
+        raise InvalidOperation(None, "body_too_large", f"an operation is limited to {max_bytes} bytes")
+    body = decode_json(raw)
+    identity = identify(body)
+    if identity is None:
+        raise _why_unidentified(body)
+    try:
+        operation: Optional[Operation] = parse_operation(body)
+        error: Optional[InvalidOperation] = None
+    except InvalidOperation as invalid:
+        operation, error = None, invalid
+    return Intake(user_id=identity[0], op_id=identity[1], body=body, operation=operation, error=error)
+
+
+def _why_unidentified(body: Any) -> InvalidOperation:
+    try:
+        parse_operation(body)
+    except InvalidOperation as error:
+        return error
+    return InvalidOperation(None, "invalid_body", "operation names no valid user_id and op_id")

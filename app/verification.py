@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from app.errors import InvalidOperation
-from app.ledger import Account, apply_credit, apply_operation, reject_invalid
-from app.models import Credit, Event, decode_json, identify, parse_operation
+from app.ledger import PROCESSING_FAILED, Account, Outcome, apply_credit, apply_operation, reject_invalid
+from app.models import Credit, Event, parse_operation, read_operation
+
+#: The workers' default UBS_MAX_BODY_BYTES.
+DEFAULT_MAX_OPERATION_BYTES = 16 * 1024
 
 MAX_EXAMPLES = 10
 
@@ -67,7 +70,7 @@ class Report:
 
 
 def _first_operations(
-    operations: Iterable[Tuple[Optional[bytes], bytes]], report: Report
+    operations: Iterable[Tuple[Optional[bytes], bytes]], report: Report, max_operation_bytes: int
 ) -> Dict[Tuple[int, str], Any]:
     """The first body seen for each (user, op_id), preferring correctly keyed messages."""
     keyed: Dict[Tuple[int, str], Any] = {}
@@ -75,16 +78,13 @@ def _first_operations(
     for key, raw in operations:
         report.counts["operations_read"] += 1
         try:
-            body = decode_json(raw)
+            intake = read_operation(raw, max_operation_bytes)
         except InvalidOperation:
-            report.counts["operations_unparseable"] += 1
-            continue
-        identity = identify(body)
-        if identity is None:
             report.counts["operations_without_user"] += 1
             continue
+        identity = (intake.user_id, intake.op_id)
         target = keyed if key == str(identity[0]).encode() else unkeyed
-        target.setdefault(identity, body)
+        target.setdefault(identity, intake.body)
     for identity, body in unkeyed.items():
         keyed.setdefault(identity, body)
     report.counts["operations_distinct"] = len(keyed)
@@ -117,10 +117,15 @@ def check(
     tables: Optional[Mapping[int, Optional[Mapping[str, Any]]]] = None,
     db_events: Optional[Iterable[Mapping[str, Any]]] = None,
     db_balances: Optional[Iterable[Mapping[str, Any]]] = None,
+    max_operation_bytes: int = DEFAULT_MAX_OPERATION_BYTES,
 ) -> Report:
-    """Check every invariant; ``tables`` maps user id -> account JSON (None if unknown)."""
+    """Check every invariant; ``tables`` maps user id -> account JSON (None if unknown).
+
+    ``max_operation_bytes`` is the workers' UBS_MAX_BODY_BYTES: larger messages are
+    refused unread and are owed no result.
+    """
     report = Report()
-    bodies = _first_operations(operations, report)
+    bodies = _first_operations(operations, report, max_operation_bytes)
     users = _events_by_user(events, report)
 
     results: Dict[Tuple[Any, ...], int] = {}
@@ -157,12 +162,7 @@ def check(
                     )
                     account = Account(seq=event.seq, balances=account.balances)
                     continue
-                try:
-                    operation = parse_operation(body)
-                except InvalidOperation as error:
-                    outcome = reject_invalid(account, user, event.op_id, body, error.reason, event.ts)
-                else:
-                    outcome = apply_operation(account, operation, event.ts)
+                outcome = _reference(account, user, event, body, report)
             if outcome.event != event:
                 report.violate(
                     "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
@@ -211,6 +211,22 @@ def check(
     if db_events is not None and db_balances is not None:
         _check_database(report, users, db_events, db_balances)
     return report
+
+
+def _reference(account: Account, user: int, event: Event, body: Any, report: Report) -> Outcome:
+    """What the pure core gives for this operation; a ``processing_failed`` event is taken as given.
+
+    The agent answers with that rejection when its decision code raised; no model can
+    predict a failure, but the event must still be a rejection that moves no money.
+    """
+    if event.reason == PROCESSING_FAILED:
+        report.counts["events_processing_failed"] += 1
+        return reject_invalid(account, user, event.op_id, body, PROCESSING_FAILED, event.ts)
+    try:
+        operation = parse_operation(body)
+    except InvalidOperation as error:
+        return reject_invalid(account, user, event.op_id, body, error.reason, event.ts)
+    return apply_operation(account, operation, event.ts)
 
 
 def _check_tables(report: Report, tables: Mapping[int, Optional[Mapping[str, Any]]]) -> None:

@@ -8,9 +8,10 @@ The flow of one message, top to bottom in this file:
    (the ``cursors`` table), Faust skipped the ones between: they are read back
    from Kafka and handled first (``fill_hole``, app.input_gaps).
 2. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
-   dead-letter topic with the error; processing goes on. An operation keyed
-   differently from its user is re-sent with the user's key, so one user's state
-   never splits across partitions.
+   dead-letter topic with the error; processing goes on. An operation on a
+   partition that does not own its user (no key, another key, or a producer with
+   another partitioner, such as librdkafka's CRC32) is re-sent to the owning
+   partition by number, so one user's state never splits across partitions.
 3. ``ledger.decide`` says whether this message was applied already: a redelivery
    (its offset is not beyond the last one the account recorded for its stream)
    or a client retry (the results table holds this op_id from another message).
@@ -21,6 +22,13 @@ The flow of one message, top to bottom in this file:
    agent writes the result, then the account (which records the message's
    offset), then sends the event and, for an accepted transfer, the credit leg
    keyed by the payee.
+
+The firewall. Whatever one message makes the reading, validation or decision
+code raise, of any exception class, ends as a dead letter (``processing_failed``,
+with the error) and, when the message names its user, a rejected event; the
+partition goes on and the cursor moves past the message, so neither the hole
+filler nor the progress watch comes back to it. Only the tables and Kafka,
+the infrastructure, may raise out of the agent and stop it.
 
 Redelivery. A RocksDB write is local and immediate; its changelog message, the
 event and the offset commit follow later, and Faust flushes the producer before
@@ -47,6 +55,8 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
+from functools import partial
 from typing import Any, Callable, Optional
 
 from faust.types import StreamT, TopicT
@@ -58,6 +68,7 @@ from app.errors import InvalidOperation
 from app.input_gaps import cursor_key, read_range
 from app.ledger import (
     APPLY_LATE,
+    PROCESSING_FAILED,
     RESEND,
     Account,
     Outcome,
@@ -70,15 +81,18 @@ from app.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.models import Credit, Event, Operation, decode_json, identify, parse_operation
+from app.models import Credit, Event, read_operation
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, results
 from app.topics import CREDITS, credits_topic, dead_letters_topic, events_topic, ledger_input, operations_topic
+from app.wire import decode_json
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_VALUE_CHARS = 64 * 1024
+DEAD_LETTER_KEY_BYTES = 1024
+DEAD_LETTER_TRACE_CHARS = 4000
 
 
 @app.agent(ledger_input, name="ubscore")
@@ -90,17 +104,17 @@ async def process(stream: StreamT[bytes]) -> None:
         last = cursors.get(position)
         if last is not None and message.offset > last + 1:
             await fill_hole(message, last + 1, message.offset)
-        await handle(message)
+        handle(message)
         if last is None or message.offset > last:
             cursors[position] = message.offset
 
 
-async def handle(message: Message) -> None:
+def handle(message: Message) -> None:
     """One input record, whichever of the two topics it came from."""
     if message.topic == CREDITS:
-        await handle_credit(message)
+        handle_credit(message)
     else:
-        await handle_operation(message)
+        handle_operation(message)
 
 
 async def fill_hole(current: Message, start: int, end: int) -> None:
@@ -109,86 +123,125 @@ async def fill_hole(current: Message, start: int, end: int) -> None:
     log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, start, end - 1)
     missed = await read_range(current.topic, current.partition, start, end)
     for message in missed:
-        await handle(message)
+        handle(message)
         app.consumer.ack(message)
     log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
 
 
-async def handle_operation(message: Message) -> None:
+def handle_operation(message: Message) -> None:
     """Validate, deduplicate and apply one client operation."""
     try:
-        body = decode_json(message.value)
+        intake = read_operation(message.value, settings.max_body_bytes)
+        home = partition_for(user_key(intake.user_id), settings.partitions)
     except InvalidOperation as error:
-        await dead_letter(message, error)
+        dead_letter(message, error)
         return
-    identity = identify(body)
-    if identity is None:
-        await dead_letter(message, _why_unidentified(body))
+    except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
+        dead_letter(message, processing_failed(message, exc))
         return
-    user_id, op_id = identity
-    key = user_key(user_id)
-    if message.key != key:
-        await reroute(message, key, user_id, op_id)
-        return
-    if message.partition != partition_for(key, settings.partitions):
-        # Right key, wrong partition: a producer with its own partitioner. Re-sending
-        # would land in the same place, so the message is parked for an operator.
-        await dead_letter(
-            message,
-            InvalidOperation(None, "wrong_partition", f"user {user_id} belongs on another partition of this topic"),
-        )
+    if message.partition != home:
+        move(message, intake.user_id, intake.op_id, home)
         return
 
     ts = _timestamp_ms(message)
-    try:
-        operation: Optional[Operation] = parse_operation(body)
-        error: Optional[InvalidOperation] = None
-    except InvalidOperation as invalid:
-        operation, error = None, invalid
 
     def outcome_for(account: Account) -> Outcome:
-        if operation is not None:
-            return apply_operation(account, operation, ts)
-        assert error is not None
-        return reject_invalid(account, user_id, op_id, body, error.reason, ts)
+        if intake.operation is not None:
+            return apply_operation(account, intake.operation, ts)
+        assert intake.error is not None
+        return reject_invalid(account, intake.user_id, intake.op_id, intake.body, intake.error.reason, ts)
+
+    def failure_for(account: Account) -> Outcome:
+        return reject_invalid(account, intake.user_id, intake.op_id, intake.body, PROCESSING_FAILED, ts)
 
     source = Source("operations", message.offset)
-    applied = apply_once(operation_key(user_id, op_id).encode(), user_id, op_id, source, outcome_for)
-    if applied and error is not None:
-        await dead_letter(message, error)
+    key = operation_key(intake.user_id, intake.op_id).encode()
+    applied = apply_once(message, key, intake.user_id, source, outcome_for, failure_for)
+    if applied and intake.error is not None:
+        dead_letter(message, intake.error)
 
 
-async def handle_credit(message: Message) -> None:
+def handle_credit(message: Message) -> None:
     """Apply the credit leg of a transfer on the payee's partition, once."""
     try:
-        credit = Credit.from_json(json.loads(message.value))
-    except (ValueError, KeyError, TypeError) as exc:
+        credit = Credit.from_json(decode_json(message.value))
+    except InvalidOperation as error:
         # Only this agent writes credits; a malformed one is a bug or a forgery.
-        await dead_letter(message, InvalidOperation(None, "invalid_credit", f"unreadable credit leg: {exc}"))
+        dead_letter(message, error)
+        return
+    except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
+        dead_letter(message, processing_failed(message, exc))
         return
     source = Source("credits", message.offset)
-    apply_once(
-        credit_key(credit).encode(), credit.payee, credit.op_id, source, lambda account: apply_credit(account, credit)
-    )
+    apply_once(message, credit_key(credit).encode(), credit.payee, source, partial(apply_credit, credit=credit))
 
 
 def apply_once(
-    result_key: bytes, user_id: int, op_id: str, source: Source, outcome_for: Callable[[Account], Outcome]
+    message: Message,
+    result_key: bytes,
+    user_id: int,
+    source: Source,
+    outcome_for: Callable[[Account], Outcome],
+    failure_for: Optional[Callable[[Account], Outcome]] = None,
 ) -> bool:
-    """Apply the message at ``source`` unless it already was; True when it was applied now."""
+    """Apply the message at ``source`` unless it already was; True when it was applied now.
+
+    Reading and writing the tables is infrastructure: if that raises, the agent
+    stops, as it must. The decision in between depends only on the message and the
+    account; if it raises, the message is dead-lettered and, unless it has a stored
+    result already, answered with what ``failure_for`` gives (a rejection that takes
+    the next seq and moves no money). A credit leg has no such answer, its payer
+    has paid: it is only dead-lettered.
+    """
     account = Account.from_json(accounts.get(user_key(user_id)))
     stored = StoredResult.from_json(results.get(result_key))
-    decision = decide(account, stored, source)
-    if decision == RESEND and stored is not None:
+    try:
+        decision = decide(account, stored, source)
+        if decision == RESEND:
+            outcome = None
+        else:
+            failpoints.hit("raise_in_decision", failpoints.raise_injected)
+            outcome = outcome_for(account)
+    except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
+        dead_letter(message, processing_failed(message, exc))
+        # A stored result is this operation's one result: it is never replaced by a failure.
+        failed = _answer_failure(message, account, failure_for) if stored is None else None
+        if failed is not None:
+            record(result_key, failed, source)
+        return False
+    if outcome is None:
+        assert stored is not None  # decide() resends only what is stored
         resend(result_key, account, stored, source)
         return False
     if decision == APPLY_LATE:
         metrics.inc("ubscore_applied_late_total")
         log.warning(
-            "applied_late user_id=%s op_id=%s stream=%s offset=%s", user_id, op_id, source.stream, source.offset
+            "applied_late user_id=%s op_id=%s stream=%s offset=%s",
+            user_id,
+            outcome.event.op_id,
+            source.stream,
+            source.offset,
         )
-    record(result_key, outcome_for(account), source)
+    record(result_key, outcome, source)
     return True
+
+
+def _answer_failure(
+    message: Message, account: Account, failure_for: Optional[Callable[[Account], Outcome]]
+) -> Optional[Outcome]:
+    if failure_for is None:
+        return None
+    try:
+        return failure_for(account)
+    except Exception as exc:  # noqa: BLE001 - the rejection failed too: the dead letter is all there is
+        log.error(
+            "processing_failed_unanswered topic=%s partition=%s offset=%s error=%r",
+            message.topic,
+            message.partition,
+            message.offset,
+            exc,
+        )
+        return None
 
 
 def record(result_key: bytes, outcome: Outcome, source: Source) -> None:
@@ -260,7 +313,7 @@ def send_credit(credit: Credit) -> None:
     _send(credits_topic, user_key(credit.payee), _encode(credit.to_json()))
 
 
-def _send(topic: TopicT, key: Optional[bytes], value: bytes) -> None:
+def _send(topic: TopicT, key: Optional[bytes], value: bytes, partition: Optional[int] = None) -> None:
     # Every output goes through the one FIFO buffer that also carries the table
     # changelogs, so it reaches the producer after the table writes it follows.
     # Kafka orders messages only within a partition, but one broker receives the
@@ -269,37 +322,49 @@ def _send(topic: TopicT, key: Optional[bytes], value: bytes) -> None:
     # direct ``await topic.send()`` would overtake the buffered changelog and
     # break that. Faust flushes this buffer before it commits input offsets and
     # pauses input while the buffer is over its limit.
-    topic.send_soon(key=key, value=value)
+    topic.send_soon(key=key, value=value, partition=partition)
 
 
-async def reroute(message: Message, key: bytes, user_id: int, op_id: str) -> None:
-    """Re-send an operation under its user's key; the copy is deduplicated like any retry."""
-    _send(operations_topic, key, message.value)
+def move(message: Message, user_id: int, op_id: str, home: int) -> None:
+    """Re-send an operation to the partition that owns its user, by number, under the user's key.
+
+    The number is explicit so that no partitioner, ours or a client's, can send it
+    astray again. A crash before the input commit sends a second copy; it is
+    deduplicated by op_id like any client retry.
+    """
+    _send(operations_topic, user_key(user_id), message.value, partition=home)
     metrics.inc("ubscore_rerouted_total")
     log.info(
-        "rerouted user_id=%s op_id=%s from_partition=%s offset=%s key=%r",
+        "rerouted user_id=%s op_id=%s from_partition=%s to_partition=%s offset=%s key=%r",
         user_id,
         op_id,
         message.partition,
+        home,
         message.offset,
-        message.key,
+        _clip(message.key, DEAD_LETTER_KEY_BYTES),
     )
 
 
-async def dead_letter(message: Message, error: InvalidOperation) -> None:
-    """Park a message that cannot be processed, with its error and origin, and move on."""
+def dead_letter(message: Message, error: InvalidOperation) -> None:
+    """Park a message that cannot be processed, with its error and origin, and move on.
+
+    The letter is bounded whatever the input (value and key are cut), so it always
+    fits in a Kafka message; it is keyed like the input unless that key is too long.
+    """
     text = bytes(message.value or b"").decode("utf-8", errors="replace")
+    key = message.key
     letter = {
         "error": error.as_dict(),
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
         "timestamp": _timestamp_ms(message),
-        "key": message.key.decode("utf-8", errors="replace") if message.key is not None else None,
+        "key": _clip(key, DEAD_LETTER_KEY_BYTES),
         "value": text[:DEAD_LETTER_VALUE_CHARS],
         "value_truncated": len(text) > DEAD_LETTER_VALUE_CHARS,
     }
-    _send(dead_letters_topic, message.key, _encode(letter))
+    short_key = key if key is not None and len(key) <= DEAD_LETTER_KEY_BYTES else None
+    _send(dead_letters_topic, short_key, _encode(letter))
     metrics.inc("ubscore_dead_letters_total", reason=error.reason)
     log.warning(
         "dead_letter topic=%s partition=%s offset=%s reason=%s field=%s",
@@ -311,12 +376,26 @@ async def dead_letter(message: Message, error: InvalidOperation) -> None:
     )
 
 
-def _why_unidentified(body: Any) -> InvalidOperation:
-    try:
-        parse_operation(body)
-    except InvalidOperation as error:
-        return error
-    return InvalidOperation(None, "invalid_body", "operation names no valid user_id and op_id")
+def processing_failed(message: Message, exc: Exception) -> InvalidOperation:
+    """The error a dead letter carries when handling the message raised something unforeseen."""
+    metrics.inc("ubscore_processing_failures_total")
+    log.error(
+        "processing_failed topic=%s partition=%s offset=%s error=%r",
+        message.topic,
+        message.partition,
+        message.offset,
+        exc,
+    )
+    trace = "".join(traceback.format_exception(exc))
+    return InvalidOperation(
+        None, PROCESSING_FAILED, f"{type(exc).__name__}: {str(exc)[:500]}\n{trace[-DEAD_LETTER_TRACE_CHARS:]}"
+    )
+
+
+def _clip(raw: Optional[bytes], limit: int) -> Optional[str]:
+    if raw is None:
+        return None
+    return bytes(raw[:limit]).decode("utf-8", errors="replace")
 
 
 def _timestamp_ms(message: Message) -> int:

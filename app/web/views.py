@@ -31,11 +31,12 @@ from app.agents.settlement import store
 from app.app import app
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.ledger import Account, StoredResult, operation_key
-from app.models import MAX_ID, Event, Operation, decode_json, parse_operation
+from app.models import MAX_ID, Event, Operation, check_op_id, parse_operation
 from app.partitioning import user_key
 from app.settings import settings
 from app.tables import accounts, results
 from app.topics import operations_topic
+from app.wire import decimal_text, decode_json, repeated_names
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,21 @@ def _error(view: View, status: int, reason: str, field: Optional[str], message: 
 
 
 def _parse_user_id(raw: str) -> int:
-    if not (raw.isascii() and raw.isdigit() and 0 < len(raw) <= 19) or not 0 < int(raw) <= MAX_ID:
+    value = decimal_text(raw, MAX_ID)
+    if value is None:
         raise InvalidOperation("user_id", "invalid_user_id", f"user_id must be an integer between 1 and {MAX_ID}")
-    return int(raw)
+    return value
+
+
+def _query(request: Request, allowed: Tuple[str, ...]) -> Dict[str, str]:
+    """The query parameters, refusing unknown and repeated names as the body refuses unknown fields."""
+    names = list(request.query.keys())
+    for name in names:
+        if name not in allowed:
+            raise InvalidOperation(name[:64], "invalid_query", f"query parameter must be one of {', '.join(allowed)}")
+    for name in repeated_names(names):
+        raise InvalidOperation(name, "invalid_query", f"query parameter {name} is given more than once")
+    return {name: request.query[name] for name in names}
 
 
 def counted(name: str) -> Callable[[Handler], Handler]:
@@ -82,6 +95,8 @@ def routed(handler: Handler) -> Handler:
     async def wrapper(view: View, request: Request, user_id: str, *args: Any, **kwargs: Any) -> Response:
         try:
             _parse_user_id(user_id)
+            if "op_id" in kwargs:
+                check_op_id(kwargs["op_id"])
         except InvalidOperation as error:
             return _error(view, 400, error.reason, error.field, error.message)
         try:
@@ -145,7 +160,8 @@ def _authorized(request: Request) -> bool:
         return True
     header = request.headers.get("Authorization", "")
     expected = f"Bearer {settings.api_token}"
-    return hmac.compare_digest(header.encode(), expected.encode())
+    # surrogateescape: a header of undecodable bytes compares unequal instead of raising.
+    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 @app.page("/operations")
@@ -157,7 +173,10 @@ class OperationsView(View):
         """202 once Kafka has the operation; with ?wait=true, 200 and its result event."""
         if not _authorized(request):
             return _error(self, 401, "unauthorized", None, "a valid 'Authorization: Bearer <token>' header is required")
-        wait = request.query.get("wait", "false").lower()
+        try:
+            wait = _query(request, ("wait",)).get("wait", "false").lower()
+        except InvalidOperation as error:
+            return _error(self, 400, error.reason, error.field, error.message)
         if wait not in ("true", "false", "1", "0"):
             return _error(self, 400, "invalid_query", "wait", "wait must be true or false")
         raw, problem = await _read_body(self, request)
@@ -270,15 +289,16 @@ class HistoryView(View):
         """The newest ``limit`` events, newest first."""
         try:
             uid = _parse_user_id(user_id)
+            raw_limit = _query(request, ("limit",)).get("limit", str(DEFAULT_HISTORY_LIMIT))
         except InvalidOperation as error:
             return _error(self, 400, error.reason, error.field, error.message)
-        raw_limit = request.query.get("limit", str(DEFAULT_HISTORY_LIMIT))
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 0 < int(raw_limit) <= MAX_HISTORY_LIMIT):
+        limit = decimal_text(raw_limit, MAX_HISTORY_LIMIT)
+        if limit is None:
             return _error(
                 self, 400, "invalid_limit", "limit", f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}"
             )
         try:
-            events = await store.events(uid, int(raw_limit))
+            events = await store.events(uid, limit)
         except (SettlementUnavailable, OSError, asyncio.TimeoutError) as exc:
             return _error(self, 503, "database_unavailable", None, f"the settlement database is unavailable: {exc}")
         except Exception as exc:  # noqa: BLE001 - the driver's own errors (timeouts, unavailable) share no base

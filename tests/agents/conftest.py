@@ -116,10 +116,11 @@ class Ledger:
         )
 
     async def credit(self, credit: Dict[str, Any], offset: Optional[int] = None) -> None:
-        key = user_key(credit["payee"])
-        await self.put_raw(
-            json.dumps(credit).encode(), key, partition_for(key, settings.partitions), topic=CREDITS, offset=offset
-        )
+        await self.credit_raw(json.dumps(credit).encode(), credit["payee"], offset)
+
+    async def credit_raw(self, value: bytes, payee: int, offset: Optional[int] = None) -> None:
+        key = user_key(payee)
+        await self.put_raw(value, key, partition_for(key, settings.partitions), topic=CREDITS, offset=offset)
 
 
 @pytest.fixture()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
+
+import pytest
 
 from app.ledger import Account, Balance, operation_key
 from app.partitioning import partition_for, user_key
@@ -158,19 +160,33 @@ async def test_operation_without_user_goes_only_to_dead_letters(ledger: Ledger, 
     assert sent.values("dlq")[0]["error"]["field"] == "user_id"
 
 
-async def test_operation_with_wrong_key_is_rerouted_by_user(ledger: Ledger, sent: Sent) -> None:
-    await ledger.put_raw(json.dumps(op("d1", "deposit")).encode(), None, 0)
-    assert sent.keys("operations") == [b"11"]
-    assert sent.values("events") == []
+@pytest.mark.parametrize("key", [None, b"someone else", b"11"])
+async def test_operation_off_its_users_partition_is_moved_there_by_number(
+    ledger: Ledger, sent: Sent, key: Optional[bytes]
+) -> None:
+    """No key, another key, or another partitioner (librdkafka's CRC32): the copy goes to the owner."""
+    home = partition_for(user_key(11), settings.partitions)
+    raw = json.dumps(op("d1", "deposit")).encode()
+    await ledger.put_raw(raw, key, (home + 1) % settings.partitions)
+    (call,) = sent.mocks["operations"].call_args_list
+    assert call.kwargs == {"key": b"11", "value": raw, "partition": home}
+    assert sent.values("events") == [] and sent.values("dlq") == []
     assert accounts.get(b"11") is None
 
 
-async def test_right_key_on_wrong_partition_is_dead_lettered(ledger: Ledger, sent: Sent) -> None:
-    key = user_key(11)
-    wrong = (partition_for(key, settings.partitions) + 1) % settings.partitions
-    await ledger.put_raw(json.dumps(op("d1", "deposit")).encode(), key, wrong)
-    assert sent.values("dlq")[0]["error"]["error"] == "wrong_partition"
-    assert accounts.get(key) is None
+async def test_operation_on_its_users_partition_is_applied_whatever_its_key(ledger: Ledger, sent: Sent) -> None:
+    await ledger.put_raw(json.dumps(op("d1", "deposit")).encode(), None, partition_for(b"11", settings.partitions))
+    assert sent.values("operations") == []
+    assert balance_of(11) == Balance(100, 0)
+
+
+async def test_moved_copies_are_deduplicated_like_retries(ledger: Ledger, sent: Sent) -> None:
+    """A crash before the input commit moves an operation twice; it is applied once."""
+    await ledger.submit(offset=1, **op("d1", "deposit"))
+    await ledger.submit(offset=2, **op("d1", "deposit"))
+    assert balance_of(11) == Balance(100, 0)
+    first, second = sent.values("events")
+    assert first == second
 
 
 async def test_forged_credit_shape_on_public_topic_is_not_a_credit(ledger: Ledger, sent: Sent) -> None:

@@ -7,7 +7,8 @@ from typing import Any, Dict
 import pytest
 
 from app.errors import InvalidOperation
-from app.models import MAX_AMOUNT, Operation, decode_json, identify, parse_operation
+from app.models import MAX_AMOUNT, Operation, identify, parse_operation
+from app.wire import decode_json
 
 
 def body(**overrides: Any) -> Dict[str, Any]:
