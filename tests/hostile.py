@@ -15,6 +15,7 @@ case of one catalogue has its own op_id, so no case is a retry of another.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -37,6 +38,12 @@ class Case:
     label: str
     raw: Optional[bytes]
     expect: str
+
+    @property
+    def op_id(self) -> Optional[str]:
+        """The catalogue's op_id in this case, read without a JSON parser (the bytes may defeat one)."""
+        found = re.search(rb'"op_id": "([A-Za-z0-9-]+)"', self.raw or b"")
+        return found.group(1).decode() if found else None
 
     def owed(self, max_bytes: int) -> str:
         """What this case is owed where messages over ``max_bytes`` are refused unread."""

@@ -60,7 +60,7 @@ def _parse_user_id(raw: str) -> int:
 
 def _query(request: Request, allowed: Tuple[str, ...]) -> Dict[str, str]:
     """The query parameters, refusing unknown and repeated names as the body refuses unknown fields."""
-    names = list(request.query.keys())
+    names = [name for name, _ in request.query.items()]
     for name in names:
         if name not in allowed:
             raise InvalidOperation(name[:64], "invalid_query", f"query parameter must be one of {', '.join(allowed)}")

@@ -43,6 +43,8 @@ async def test_every_hostile_message_is_owed_its_answer_and_the_next_operation_i
         new_events = sent.values("events")[events:]
         assert len(new_letters) == (0 if owed == VALID else 1), case.label
         assert len(new_events) == (0 if owed == UNTIED else 1), case.label
+        if owed != UNTIED:
+            assert new_events[0]["op_id"] == case.op_id, case.label
         if owed == INVALID:
             assert new_events[0]["status"] == "rejected", case.label
         await ledger.submit(**op(f"good-{number}", amount=1))

@@ -44,7 +44,7 @@ async def test_poison_catalogue_lands_in_dlq_and_partition_keeps_going(world: Wo
         ("missing_field", op(op_id=...)),
         ("invalid_asset", op(op_id="p10", asset=[1])),
         ("unknown_field", op(op_id="p11", credit=10**9)),
-        ("invalid_json", b"{" + b" " * 900_000 + b"oversized"),
+        ("body_too_large", b"{" + b" " * 900_000 + b"oversized"),
     ]
     good = op(op_id="after-all", amount=11)
     await produce(world.topic("balance.operations"), [(key, raw) for _, raw in catalogue] + [(key, good)])
