@@ -8,14 +8,14 @@ import sys
 def main() -> None:
     """``ubscore verify ...`` checks the invariants; anything else is Faust's CLI for our app."""
     if sys.argv[1:2] == ["verify"]:
-        from app.verifier import main as verify
+        from app.tools.verifier import main as verify
 
         sys.exit(verify(sys.argv[2:]))
     if sys.argv[1:2] == ["workers"]:
-        from app.launcher import main as workers
+        from app.tools.launcher import main as workers
 
         sys.exit(workers(sys.argv[2:]))
-    from app import app
+    from app.worker import app
 
     app.main()
 

@@ -80,12 +80,12 @@ class Settings:
 
     @property
     def stall_check_s(self) -> float:
-        """How often the input progress watch looks (app/input_watch.py)."""
+        """How often the input progress watch looks (app/guards/input_watch.py)."""
         return min(5.0, self.stall_s / 4)
 
     @property
     def freeze_limit_s(self) -> float:
-        """A worker frozen longer than this exits (app/fencing.py): half the session timeout."""
+        """A worker frozen longer than this exits (app/guards/fencing.py): half the session timeout."""
         return self.session_timeout_s / 2
 
     @property

@@ -5,7 +5,7 @@ message that does not parse must reach the dead-letter topic instead of being
 dropped inside a deserializer.
 
 Every topic here is owned by the app: a worker creates the missing ones before
-its consumer subscribes (app.kafka_admin), so any component may start first. The
+its consumer subscribes (app.tools.kafka_admin), so any component may start first. The
 local broker's ``auto.create.topics.enable`` is off, so nothing else creates them
 by accident. All user-keyed topics share ``UBS_PARTITIONS``, so
 one user's operations, credits, table rows and events meet on one partition.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from faust.types import TopicT
 
-from app.app import app
+from app.faust_app import app
 from app.settings import settings
 
 # UBS_TOPIC_PREFIX (default empty) gives a test run or a tenant topics of its own.

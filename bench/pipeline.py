@@ -117,11 +117,9 @@ async def baseline(messages: List[Tuple[bytes, bytes]]) -> float:
 
 
 def database_rows(world: World) -> int:
-    from cassandra.cluster import Cluster
+    from app.sink.cql import new_cluster
 
-    from app.cql import PROTOCOL_VERSION
-
-    cluster = Cluster(CQL_HOSTS, port=CQL_PORT, protocol_version=PROTOCOL_VERSION)
+    cluster = new_cluster(CQL_HOSTS, CQL_PORT)
     try:
         session = cluster.connect()
         return int(session.execute(f"SELECT count(*) FROM {world.keyspace}.balance_events").one()[0])

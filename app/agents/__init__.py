@@ -1,1 +1,1 @@
-"""Faust agents: ``ubscore`` applies operations, ``settlement`` writes events to the database."""
+"""Faust agents: ``ubscore``, the ledger, the only place where money changes."""

@@ -6,7 +6,7 @@ The flow of one message, top to bottom in this file:
    (the credit leg of a transfer, sent by this agent from the payer's partition).
    If it is more than one offset past the highest one applied on its partition
    (the ``cursors`` table), Faust skipped the ones between: they are read back
-   from Kafka and handled first (``fill_hole``, app.input_gaps).
+   from Kafka and handled first (``fill_hole``, app.guards.input_gaps).
 2. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
    dead-letter topic with the error; processing goes on. An operation on a
    partition that does not own its user (no key, another key, or a producer with
@@ -17,7 +17,7 @@ The flow of one message, top to bottom in this file:
    or a client retry (the results table holds this op_id from another message).
    If so nothing is applied again: the stored result is written and sent once
    more (see "Redelivery" below).
-4. Otherwise the pure core (``app.ledger``) computes the new account and the one
+4. Otherwise the pure core (``app.core.ledger``) computes the new account and the one
    result event; invalid fields give a rejected event (and a dead letter). The
    agent writes the result, then the account (which records the message's
    offset), then sends the event and, for an accepted transfer, the credit leg
@@ -33,7 +33,7 @@ the infrastructure, may raise out of the agent and stop it.
 Redelivery. A RocksDB write is local and immediate; its changelog message, the
 event and the offset commit follow later, and Faust flushes the producer before
 it commits. A worker killed in between loses nothing Kafka has: every worker
-rebuilds its tables from the changelogs when it starts (app.local_state says why
+rebuilds its tables from the changelogs when it starts (app.guards.local_state says why
 local files are not reopened), and the changelogs hold a prefix of what was
 written, in order: result row, account, event. Whoever owns the partition next
 gets the same messages again and finds, for each, one of three things:
@@ -62,17 +62,13 @@ from typing import Any, Callable, Optional
 from faust.types import StreamT, TopicT
 from faust.types.tuples import Message
 
-from app import failpoints, metrics
-from app.app import app
-from app.errors import InvalidOperation
-from app.input_gaps import cursor_key, read_range
-from app.ledger import (
-    APPLY_LATE,
+from app import metrics
+from app.core.ledger import (
     PROCESSING_FAILED,
-    RESEND,
     Account,
+    Decision,
+    Origin,
     Outcome,
-    Source,
     StoredResult,
     apply_credit,
     apply_operation,
@@ -81,12 +77,16 @@ from app.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.models import Credit, Event, read_operation
+from app.core.models import Credit, Event, read_operation
+from app.core.wire import decode_json
+from app.errors import InvalidOperation
+from app.faust_app import app
+from app.guards import failpoints
+from app.guards.input_gaps import cursor_key, read_range
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, results
 from app.topics import CREDITS, credits_topic, dead_letters_topic, events_topic, ledger_input, operations_topic
-from app.wire import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +154,9 @@ def handle_operation(message: Message) -> None:
     def failure_for(account: Account) -> Outcome:
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, PROCESSING_FAILED, ts)
 
-    source = Source("operations", message.offset)
+    origin = Origin("operations", message.offset)
     key = operation_key(intake.user_id, intake.op_id).encode()
-    applied = apply_once(message, key, intake.user_id, source, outcome_for, failure_for)
+    applied = apply_once(message, key, intake.user_id, origin, outcome_for, failure_for)
     if applied and intake.error is not None:
         dead_letter(message, intake.error)
 
@@ -172,19 +172,19 @@ def handle_credit(message: Message) -> None:
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
         dead_letter(message, processing_failed(message, exc))
         return
-    source = Source("credits", message.offset)
-    apply_once(message, credit_key(credit).encode(), credit.payee, source, partial(apply_credit, credit=credit))
+    origin = Origin("credits", message.offset)
+    apply_once(message, credit_key(credit).encode(), credit.payee, origin, partial(apply_credit, credit=credit))
 
 
 def apply_once(
     message: Message,
     result_key: bytes,
     user_id: int,
-    source: Source,
+    origin: Origin,
     outcome_for: Callable[[Account], Outcome],
     failure_for: Optional[Callable[[Account], Outcome]] = None,
 ) -> bool:
-    """Apply the message at ``source`` unless it already was; True when it was applied now.
+    """Apply the message at ``origin`` unless it already was; True when it was applied now.
 
     Reading and writing the tables is infrastructure: if that raises, the agent
     stops, as it must. The decision in between depends only on the message and the
@@ -196,8 +196,8 @@ def apply_once(
     account = Account.from_json(accounts.get(user_key(user_id)))
     stored = StoredResult.from_json(results.get(result_key))
     try:
-        decision = decide(account, stored, source)
-        if decision == RESEND:
+        decision = decide(account, stored, origin)
+        if decision == Decision.RESEND:
             outcome = None
         else:
             failpoints.hit("raise_in_decision", failpoints.raise_injected)
@@ -207,22 +207,22 @@ def apply_once(
         # A stored result is this operation's one result: it is never replaced by a failure.
         failed = _answer_failure(message, account, failure_for) if stored is None else None
         if failed is not None:
-            record(result_key, failed, source)
+            record(result_key, failed, origin)
         return False
     if outcome is None:
         assert stored is not None  # decide() resends only what is stored
-        resend(result_key, account, stored, source)
+        resend(result_key, account, stored, origin)
         return False
-    if decision == APPLY_LATE:
+    if decision == Decision.APPLY_LATE:
         metrics.inc("ubscore_applied_late_total")
         log.warning(
             "applied_late user_id=%s op_id=%s stream=%s offset=%s",
             user_id,
             outcome.event.op_id,
-            source.stream,
-            source.offset,
+            origin.stream,
+            origin.offset,
         )
-    record(result_key, outcome, source)
+    record(result_key, outcome, origin)
     return True
 
 
@@ -244,13 +244,13 @@ def _answer_failure(
         return None
 
 
-def record(result_key: bytes, outcome: Outcome, source: Source) -> None:
+def record(result_key: bytes, outcome: Outcome, origin: Origin) -> None:
     """Write the result, then the account, then send the event (and any credit leg)."""
     event = outcome.event
     # Result before account: a kill between the two leaves a result of this
     # message beyond the account's recorded offset, which decide() re-applies.
-    results[result_key] = StoredResult(event, source).to_json()
-    accounts[user_key(event.user_id)] = outcome.account.mark(source).to_json()
+    results[result_key] = StoredResult(event, origin).to_json()
+    accounts[user_key(event.user_id)] = outcome.account.mark(origin).to_json()
     failpoints.hit("after_table_write")
     send_event(event)
     if outcome.credit is not None:
@@ -272,11 +272,11 @@ def record(result_key: bytes, outcome: Outcome, source: Source) -> None:
     )
 
 
-def resend(result_key: bytes, account: Account, stored: StoredResult, source: Source) -> None:
+def resend(result_key: bytes, account: Account, stored: StoredResult, origin: Origin) -> None:
     """Answer a redelivered or retried operation with its first result, and re-send all it caused."""
     stored_event = stored.event
     results[result_key] = stored.to_json()
-    accounts[user_key(stored_event.user_id)] = account.mark(source).to_json()
+    accounts[user_key(stored_event.user_id)] = account.mark(origin).to_json()
     send_event(stored_event)
     if stored_event.kind == "transfer_out" and stored_event.accepted:
         assert stored_event.counterparty is not None
@@ -298,8 +298,8 @@ def resend(result_key: bytes, account: Account, stored: StoredResult, source: So
         stored_event.op_id,
         stored_event.kind,
         stored_event.seq,
-        source.stream,
-        source.offset,
+        origin.stream,
+        origin.offset,
     )
 
 

@@ -4,7 +4,7 @@
 ``results``:  result key (see ledger.operation_key / credit_key) -> the first event.
 ``cursors``:  "<input topic>:<partition>" -> the highest input offset applied there,
               so a record Faust skipped shows as a hole even across restarts
-              and rebalances (app.input_gaps).
+              and rebalances (app.guards.input_gaps).
 
 All three are written only by the ubscore agent, on the partition of the input
 record being handled, which is the partition of the user an entry belongs to.
@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 
 from faust.types import TableT
 
-from app.app import app
+from app.faust_app import app
 from app.settings import settings
 
 

@@ -26,17 +26,18 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 
-from app import failpoints, metrics
-from app.agents.settlement import store
-from app.app import app
+from app import metrics
+from app.core.ledger import Account, StoredResult, operation_key
+from app.core.models import MAX_ID, Event, Operation, check_op_id, parse_operation
+from app.core.wire import decimal_text, decode_json, repeated_names
 from app.errors import InvalidOperation, SettlementUnavailable
-from app.ledger import Account, StoredResult, operation_key
-from app.models import MAX_ID, Event, Operation, check_op_id, parse_operation
+from app.faust_app import app
+from app.guards import failpoints
 from app.partitioning import user_key
 from app.settings import settings
+from app.sink.service import store
 from app.tables import accounts, results
 from app.topics import operations_topic
-from app.wire import decimal_text, decode_json, repeated_names
 
 log = logging.getLogger(__name__)
 

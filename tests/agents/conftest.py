@@ -87,7 +87,7 @@ class Ledger:
         )
 
     async def read_range(self, topic: str, partition: int, start: int, end: int) -> List[Message]:
-        """Stands in for app.input_gaps.read_range: the skipped records in [start, end)."""
+        """Stands in for app.guards.input_gaps.read_range: the skipped records in [start, end)."""
         return [self.skipped[k] for k in sorted(self.skipped) if k[:2] == (topic, partition) and start <= k[2] < end]
 
     async def put_raw(

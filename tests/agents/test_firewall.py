@@ -7,9 +7,9 @@ from typing import Any, Dict
 
 import pytest
 
-from app import failpoints
 from app.agents import ubscore
-from app.ledger import Account, Balance
+from app.core.ledger import Account, Balance
+from app.guards import failpoints
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from app.ledger import Account, Balance, operation_key
+from app.core.ledger import Account, Balance, operation_key
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, results

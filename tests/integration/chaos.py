@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -43,13 +44,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from app.fencing import EXIT_FROZEN
+from app.exit_codes import ExitCode
+from app.tools.supervisor import Supervisor
 
 from .harness import BOOTSTRAP, REPO, Worker, World, fresh_user_id, verify_eventually, workload
 
@@ -137,45 +139,25 @@ def stack(*args: str) -> None:
     subprocess.run([str(REPO / "stack/bin/stack"), *args], check=True, timeout=300, stdout=subprocess.DEVNULL)
 
 
-class Supervisor:
-    """Restarts any worker that exits, the way a process manager would; faults may hold one down."""
+def supervise(workers: List[Worker], log: "RunLog") -> Supervisor:
+    """A supervisor that restarts any worker that exits, a second later, as a process manager would."""
+    return Supervisor(
+        workers,
+        restart=lambda status: True,
+        restart_delay_s=1.0,
+        on_restart=lambda index: log.event("restart", worker=index),
+    )
 
-    def __init__(self, workers: List[Worker], log: "RunLog") -> None:
-        self.workers = workers
-        self.log = log
-        self.held: set = set()
-        self.restarts = 0
-        self.exits: List[Tuple[int, int]] = []
-        self.fired: List[str] = []
-        self._task: Optional[asyncio.Task] = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._watch())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            for index, worker in enumerate(self.workers):
-                if index in self.held or worker.process is None or worker.process.poll() is None:
-                    continue
-                dead = worker.process
-                code = dead.returncode
-                self.exits.append((index, code))
-                armed = worker.extra_env.pop("UBS_FAILPOINT", None)
-                if armed is not None and code == -signal.SIGKILL:
-                    self.fired.append(armed)
-                self.log.event("exit", worker=index, code=code, failpoint=armed)
-                await asyncio.sleep(1.0)
-                # A fault may have restarted it meanwhile: never start a second process.
-                if index not in self.held and worker.process is dead:
-                    worker.start()
-                    self.restarts += 1
-                    self.log.event("restart", worker=index)
+async def watch(supervisor: Supervisor, workers: List[Worker], log: "RunLog", fired: List[str]) -> None:
+    """Poll the supervisor; log each exit and count the failpoints that fired (a SIGKILL of an armed worker)."""
+    while True:
+        await asyncio.sleep(0.5)
+        for exit_ in supervisor.poll():
+            armed = workers[exit_.index].extra_env.pop("UBS_FAILPOINT", None)
+            if armed is not None and exit_.status == -signal.SIGKILL:
+                fired.append(armed)
+            log.event("exit", worker=exit_.index, code=exit_.status, failpoint=armed)
 
 
 class RunLog:
@@ -307,63 +289,108 @@ async def wait_exit(worker: Worker, timeout: float) -> Optional[int]:
     return None
 
 
+@dataclass
+class Injection:
+    """What an injector needs: the fault, the worker it targets, and the run's shared state."""
+
+    fault: Fault
+    workers: List[Worker]
+    supervisor: Supervisor
+    result: "RunResult"
+    log: "RunLog"
+
+    @property
+    def worker(self) -> Worker:
+        return self.workers[self.fault.worker]
+
+    @property
+    def seconds(self) -> float:
+        """The duration in a detail such as ``stopped_s=40``."""
+        return float(self.fault.detail.split("=", 1)[1])
+
+
+async def kill(job: Injection) -> None:
+    job.worker.extra_env.pop("UBS_FAILPOINT", None)  # so that the supervisor does not count it as fired
+    job.worker.stop(signal.SIGKILL)
+
+
+async def restart_armed(job: Injection) -> None:
+    """``failpoint`` and ``gateway``: restart the worker with the failpoint of the fault armed."""
+    with held(job):
+        job.worker.stop(signal.SIGKILL)
+        job.worker.extra_env["UBS_FAILPOINT"] = job.fault.detail
+        job.worker.start()
+
+
+async def zombie(job: Injection) -> None:
+    """Freeze the worker past its session; on waking it must fence itself (exit 75) without writing."""
+    with held(job):
+        process = job.worker.process
+        if process is None or process.poll() is not None:
+            job.log.event("zombie_skipped", worker=job.fault.worker, reason="not running")
+            return
+        os.killpg(process.pid, signal.SIGSTOP)
+        await asyncio.sleep(job.seconds)
+        os.killpg(process.pid, signal.SIGCONT)
+        code = await wait_exit(job.worker, 10.0)
+        job.log.event("zombie_woke", worker=job.fault.worker, exit=code)
+        if code == ExitCode.FROZEN:
+            job.result.fenced += 1
+        else:
+            job.result.violate(f"zombie worker {job.fault.worker} did not fence itself (exit {code})")
+            job.worker.stop(signal.SIGKILL)
+        job.worker.extra_env.pop("UBS_FAILPOINT", None)
+        job.worker.start()
+
+
+async def broker(job: Injection) -> None:
+    await asyncio.to_thread(stack, "kill", "kafka")
+    await asyncio.sleep(job.seconds)
+    await asyncio.to_thread(stack, "up", "kafka")
+    job.log.event("broker_back")
+
+
+async def wipe(job: Injection) -> None:
+    with held(job):
+        job.worker.stop(signal.SIGKILL)
+        shutil.rmtree(job.worker.data_dir, ignore_errors=True)
+        job.worker.extra_env.pop("UBS_FAILPOINT", None)
+        job.worker.start()
+
+
+async def database(job: Injection) -> None:
+    await asyncio.to_thread(stack, "kill", "cassandra")
+    await asyncio.sleep(DATABASE_OUTAGE_S)
+    await asyncio.to_thread(stack, "up", "cassandra")
+    job.log.event("database_back")
+
+
+@contextlib.contextmanager
+def held(job: Injection) -> Iterator[None]:
+    """Keep the supervisor's hands off the worker while the injector stops and starts it."""
+    job.supervisor.held.add(job.fault.worker)
+    try:
+        yield
+    finally:
+        job.supervisor.held.discard(job.fault.worker)
+
+
+INJECTORS: Dict[str, Callable[[Injection], Awaitable[None]]] = {
+    "kill": kill,
+    "failpoint": restart_armed,
+    "gateway": restart_armed,
+    "zombie": zombie,
+    "broker": broker,
+    "wipe": wipe,
+    "database": database,
+}
+
+
 async def inject(fault: Fault, workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog) -> None:
     """Carry out one fault; returns when it is over (the worker restarted or left to the supervisor)."""
-    worker = workers[fault.worker]
     log.event("fault", **fault.describe())
     result.faults[fault.kind] += 1
-    if fault.kind == "kill":
-        worker.extra_env.pop("UBS_FAILPOINT", None)  # so that the supervisor does not count it as fired
-        worker.stop(signal.SIGKILL)
-    elif fault.kind in ("failpoint", "gateway"):
-        supervisor.held.add(fault.worker)
-        try:
-            worker.stop(signal.SIGKILL)
-            worker.extra_env["UBS_FAILPOINT"] = fault.detail
-            worker.start()
-        finally:
-            supervisor.held.discard(fault.worker)
-    elif fault.kind == "zombie":
-        stopped_s = float(fault.detail.split("=", 1)[1])
-        supervisor.held.add(fault.worker)
-        try:
-            if worker.process is None or worker.process.poll() is not None:
-                log.event("zombie_skipped", worker=fault.worker, reason="not running")
-                return
-            os.killpg(worker.process.pid, signal.SIGSTOP)
-            await asyncio.sleep(stopped_s)
-            os.killpg(worker.process.pid, signal.SIGCONT)
-            code = await wait_exit(worker, 10.0)
-            log.event("zombie_woke", worker=fault.worker, exit=code)
-            if code == EXIT_FROZEN:
-                result.fenced += 1
-            else:
-                result.violate(f"zombie worker {fault.worker} did not fence itself (exit {code})")
-                worker.stop(signal.SIGKILL)
-            worker.extra_env.pop("UBS_FAILPOINT", None)
-            worker.start()
-        finally:
-            supervisor.held.discard(fault.worker)
-    elif fault.kind == "broker":
-        down_s = float(fault.detail.split("=", 1)[1])
-        await asyncio.to_thread(stack, "kill", "kafka")
-        await asyncio.sleep(down_s)
-        await asyncio.to_thread(stack, "up", "kafka")
-        log.event("broker_back")
-    elif fault.kind == "wipe":
-        supervisor.held.add(fault.worker)
-        try:
-            worker.stop(signal.SIGKILL)
-            shutil.rmtree(worker.data_dir, ignore_errors=True)
-            worker.extra_env.pop("UBS_FAILPOINT", None)
-            worker.start()
-        finally:
-            supervisor.held.discard(fault.worker)
-    elif fault.kind == "database":
-        await asyncio.to_thread(stack, "kill", "cassandra")
-        await asyncio.sleep(DATABASE_OUTAGE_S)
-        await asyncio.to_thread(stack, "up", "cassandra")
-        log.event("database_back")
+    await INJECTORS[fault.kind](Injection(fault, workers, supervisor, result, log))
 
 
 async def run_faults(
@@ -460,13 +487,15 @@ async def run_once(
     workers = [
         Worker(world, base / world.tag / f"w{i}", base / f"seed-{seed}-w{i}.log", extra_env=dict(env)) for i in range(2)
     ]
-    supervisor = Supervisor(workers, log)
+    supervisor = supervise(workers, log)
+    fired: List[str] = []
+    watching: Optional[asyncio.Task] = None
     try:
         for worker in workers:
             worker.start()
         await asyncio.to_thread(workers[0].wait_ready)
         await asyncio.to_thread(workers[1].wait_ready)
-        supervisor.start()
+        watching = asyncio.create_task(watch(supervisor, workers, log, fired))
 
         http_users = [fresh_user_id() for _ in range(10)]
         http_count = max(20, len(messages) // 40)
@@ -497,11 +526,13 @@ async def run_once(
         result.violate(f"run failed: {repr(exc)[:300]}")
         log.event("run_failed", error=repr(exc)[-3000:])
     finally:
-        await supervisor.stop()
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
         for worker in workers:
             worker.stop()
         result.restarts = supervisor.restarts
-        result.fired = len(supervisor.fired)
+        result.fired = len(fired)
         result.holes, result.stalls = count_repairs(worker.log_path for worker in workers)
         log.event("repairs", holes=result.holes, stalls=result.stalls)
         result.seconds = time.monotonic() - started
@@ -510,7 +541,7 @@ async def run_once(
 
 
 def count_repairs(log_paths: Iterable[Path]) -> Tuple[int, int]:
-    """Input holes the agent filled (app.input_gaps) and stalls the watch acted on (app.input_watch)."""
+    """Input holes the agent filled (app.guards.input_gaps) and stalls the watch acted on (app.guards.input_watch)."""
     holes = stalls = 0
     for path in log_paths:
         try:
@@ -533,7 +564,7 @@ def from_log(path: Path) -> RunResult:
             result.faults[event["kind"]] += 1
         elif kind == "exit" and event.get("failpoint") and event.get("code") == -signal.SIGKILL:
             result.fired += 1
-        elif kind == "zombie_woke" and event.get("exit") == EXIT_FROZEN:
+        elif kind == "zombie_woke" and event.get("exit") == ExitCode.FROZEN:
             result.fenced += 1
         elif kind == "restart":
             result.restarts += 1

@@ -28,15 +28,9 @@ def worker(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 
 @pytest.fixture(scope="session")
 def cql(world: World) -> Iterator[Any]:
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import RoundRobinPolicy
+    from app.sink.cql import new_cluster
 
-    from app.cql import PROTOCOL_VERSION
-
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy())
-    cluster = Cluster(
-        CQL_HOSTS, port=CQL_PORT, protocol_version=PROTOCOL_VERSION, execution_profiles={EXEC_PROFILE_DEFAULT: profile}
-    )
+    cluster = new_cluster(CQL_HOSTS, CQL_PORT)
     session = cluster.connect()
     try:
         yield session

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
+from app import topic_reader
+
+Record = Tuple[Optional[bytes], bytes]
 REPO = Path(__file__).resolve().parents[2]
 KAFKA = os.environ.get("UBS_KAFKA", "kafka://127.0.0.1:9092")
 BOOTSTRAP = KAFKA.split("://", 1)[-1]
@@ -161,37 +164,16 @@ class Worker:
 
 
 async def read_topic(
-    topic: str, until: Callable[[List[Tuple[Optional[bytes], bytes]]], bool], timeout: float = 60.0
-) -> List[Tuple[Optional[bytes], bytes]]:
-    """Read a topic from the beginning (no consumer group) until ``until(messages)`` holds."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    messages: List[Tuple[Optional[bytes], bytes]] = []
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not partitions:
-            await asyncio.sleep(0.2)
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])  # explicit: see app/verifier.py read_topic
-        while not until(messages):
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"condition on {topic} not met in {timeout}s; read {len(messages)} messages")
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                messages.extend((record.key, record.value) for record in records)
-    finally:
-        await consumer.stop()
-    return messages
+    topic: str, until: Optional[Callable[[List[Record]], bool]] = None, timeout: float = 60.0
+) -> List[Record]:
+    """A topic from the beginning: until ``until(messages)`` holds after a poll, or without it to its end.
+
+    Waits for the topic to exist. The condition is never checked before the first
+    poll, so ``until`` cannot be true of an empty read by accident.
+    """
+    condition = None if until is None else (lambda records: until([(r.key, r.value) for r in records]))
+    records = await topic_reader.read_topic(BOOTSTRAP, topic, until=condition, timeout_s=timeout)
+    return [(record.key, record.value) for record in records]
 
 
 def events_of(messages: Iterable[Tuple[Optional[bytes], bytes]], user_ids: Iterable[int]) -> List[Dict[str, Any]]:
@@ -310,7 +292,7 @@ def world_settings(worker: "Worker") -> Any:
 
 async def verify_eventually(worker: "Worker", timeout: float = 120.0, worker_url: Optional[str] = None) -> Any:
     """Run the verifier until every invariant holds or the time is up; return the last report."""
-    from app.verifier import verify
+    from app.tools.verifier import verify
 
     settings = world_settings(worker)
     deadline = asyncio.get_running_loop().time() + timeout

@@ -2,7 +2,7 @@
 
 The hazard of DESIGN.md: local RocksDB holds writes the changelog never got. The
 worker is killed at a failpoint and restarted on its data directory: it must
-discard those files (app.local_state) and rebuild from the changelog, then
+discard those files (app.guards.local_state) and rebuild from the changelog, then
 answer what it finds already applied there by re-sending it. Then it is stopped;
 a new worker rebuilds every partition on an empty data directory. Both times the
 verifier must find the tables equal to the events, the database and the

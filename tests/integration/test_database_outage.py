@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app.verifier import verify
+from app.tools.verifier import verify
 
 from .harness import PARTITIONS, REPO, Worker, World, produce, verify_eventually, workload, world_settings
 

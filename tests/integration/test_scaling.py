@@ -10,7 +10,7 @@ from typing import Dict, List, Sequence
 import aiohttp
 import pytest
 
-from app.verifier import read_tables
+from app.tools.verifier import read_tables
 
 from .harness import PARTITIONS, Worker, World, fresh_user_id, produce_paced, verify_eventually, workload
 

@@ -14,8 +14,8 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-from cassandra.policies import RoundRobinPolicy
+
+from app.sink.cql import new_cluster
 
 KAFKA_TIMEOUT_S = 30
 pytestmark = pytest.mark.integration
@@ -93,12 +93,7 @@ def test_cql_round_trip_in_a_fresh_keyspace() -> None:
     """A row written to a table of a newly created keyspace is read back, then the keyspace is dropped."""
     hosts, port = cql_contact_points()
     keyspace = f"stack_test_{uuid.uuid4().hex[:16]}"
-    cluster = Cluster(
-        contact_points=hosts,
-        port=port,
-        execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(load_balancing_policy=RoundRobinPolicy())},
-        connect_timeout=10,
-    )
+    cluster = new_cluster(hosts, port)
     try:
         try:
             session = cluster.connect()

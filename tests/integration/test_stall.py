@@ -1,4 +1,4 @@
-"""The input progress watch (app.input_watch) on the real stack: pending records that never reach the agent.
+"""The input progress watch (app.guards.input_watch) on the real stack: pending records that never reach the agent.
 
 A failpoint pauses the worker's input partitions inside Faust after the agent's
 50th message, the state a restarted worker was once found in (CHAOS.md, finding

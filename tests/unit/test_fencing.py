@@ -7,11 +7,11 @@ import subprocess
 import sys
 import time
 
-from app.fencing import EXIT_FROZEN
+from app.exit_codes import ExitCode
 
 CHILD = """
 import sys, time
-from app.fencing import FreezeWatch
+from app.guards.fencing import FreezeWatch
 FreezeWatch(limit_s=float(sys.argv[1]), tick_s=0.05).start()
 print("watching", flush=True)
 while True:
@@ -31,7 +31,7 @@ def run_child(limit_s: float, stopped_s: float) -> subprocess.Popen:
 
 def test_frozen_past_the_limit_exits_on_waking() -> None:
     child = run_child(limit_s=0.5, stopped_s=1.2)
-    assert child.wait(timeout=5) == EXIT_FROZEN
+    assert child.wait(timeout=5) == ExitCode.FROZEN
     assert child.stderr is not None
     line = child.stderr.read().decode().strip()
     assert line.startswith("worker_fenced reason=frozen") and len(line.splitlines()) == 1, line

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.ledger import (
-    APPLY,
-    APPLY_LATE,
-    RESEND,
+from app.core.ledger import (
     Account,
     Balance,
-    Source,
+    Decision,
+    Origin,
     StoredResult,
     apply_credit,
     apply_operation,
@@ -19,9 +17,14 @@ from app.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.models import Credit, Event, Operation
+from app.core.models import Credit, Event, Operation
 
 TS = 1_700_000_000_000
+
+
+def at_op(offset: int) -> Origin:
+    """The origin of a message at ``offset`` of the operations stream."""
+    return Origin("operations", offset)
 
 
 def op(kind: str, amount: int, op_id: str = "op", asset: int = 1, **extra: Any) -> Operation:
@@ -155,53 +158,53 @@ def test_reject_invalid_unknown_kind() -> None:
 
 def test_redelivery_of_an_applied_message_is_resent() -> None:
     outcome = apply_operation(funded(100), op("withdraw", 10), TS)
-    account = outcome.account.mark(Source("operations", 41))
-    stored = StoredResult(outcome.event, Source("operations", 41))
-    assert decide(account, stored, Source("operations", 41)) == RESEND
+    account = outcome.account.mark(at_op(41))
+    stored = StoredResult(outcome.event, at_op(41))
+    assert decide(account, stored, at_op(41)) == Decision.RESEND
     # an older message of the same stream is also behind the account's offset
-    assert decide(account, StoredResult(outcome.event, Source("operations", 12)), Source("operations", 12)) == RESEND
+    assert decide(account, StoredResult(outcome.event, at_op(12)), at_op(12)) == Decision.RESEND
 
 
 def test_client_retry_from_another_message_is_resent() -> None:
     outcome = apply_operation(funded(100), op("withdraw", 10), TS)
-    account = outcome.account.mark(Source("operations", 41))
-    assert decide(account, StoredResult(outcome.event, Source("operations", 41)), Source("operations", 90)) == RESEND
+    account = outcome.account.mark(at_op(41))
+    assert decide(account, StoredResult(outcome.event, at_op(41)), at_op(90)) == Decision.RESEND
 
 
 def test_new_message_without_result_is_applied() -> None:
-    assert decide(funded(100).mark(Source("operations", 3)), None, Source("operations", 4)) == APPLY
+    assert decide(funded(100).mark(at_op(3)), None, at_op(4)) == Decision.APPLY
 
 
 def test_result_of_this_message_beyond_account_offset_is_applied_again() -> None:
     """Killed after the result write, before the account write (or account rolled back)."""
     outcome = apply_operation(funded(100), op("withdraw", 10), TS)
-    account = funded(100).mark(Source("operations", 40))
-    assert decide(account, StoredResult(outcome.event, Source("operations", 41)), Source("operations", 41)) == APPLY
+    account = funded(100).mark(at_op(40))
+    assert decide(account, StoredResult(outcome.event, at_op(41)), at_op(41)) == Decision.APPLY
 
 
 def test_other_stream_taking_the_seq_does_not_fake_an_application() -> None:
     """The crash case a seq comparison gets wrong: after a rollback a credit leg takes the seq
     that a lost operation had, and the operation must still be applied."""
-    before = funded(100, seq=5).mark(Source("operations", 40)).mark(Source("credits", 7))
+    before = funded(100, seq=5).mark(at_op(40)).mark(Origin("credits", 7))
     lost = apply_operation(before, op("withdraw", 10, op_id="op-100"), TS)  # seq 6, never published
     credit = Credit(payer=9, payee=7, op_id="c", asset=1, amount=5, ts=TS)
-    replayed = apply_credit(before, credit).account.mark(Source("credits", 8))  # now seq 6 too
+    replayed = apply_credit(before, credit).account.mark(Origin("credits", 8))  # now seq 6 too
     assert replayed.seq == lost.event.seq
-    assert decide(replayed, StoredResult(lost.event, Source("operations", 41)), Source("operations", 41)) == APPLY
+    assert decide(replayed, StoredResult(lost.event, at_op(41)), at_op(41)) == Decision.APPLY
 
 
 def test_message_behind_account_offset_without_result_is_applied_late() -> None:
     """Faust may deliver a record fetched before a rebalance's seek ahead of earlier ones."""
-    assert decide(funded(100).mark(Source("operations", 257)), None, Source("operations", 251)) == APPLY_LATE
+    assert decide(funded(100).mark(at_op(257)), None, at_op(251)) == Decision.APPLY_LATE
 
 
 def test_mark_never_moves_an_offset_back() -> None:
-    account = Account().mark(Source("operations", 10)).mark(Source("operations", 4))
+    account = Account().mark(at_op(10)).mark(at_op(4))
     assert account.applied == {"operations": 10}
 
 
 def test_stored_result_round_trip() -> None:
-    stored = StoredResult(apply_operation(Account(), op("deposit", 1), TS).event, Source("credits", 3))
+    stored = StoredResult(apply_operation(Account(), op("deposit", 1), TS).event, Origin("credits", 3))
     assert StoredResult.from_json(stored.to_json()) == stored
     assert StoredResult.from_json(None) is None
 
@@ -221,14 +224,14 @@ def test_result_keys_cannot_collide() -> None:
 def test_account_json_round_trip() -> None:
     account = Account(seq=9, balances={3: Balance(1, 2), 1: Balance(0, 5)})
     assert account.balances_json() == {"1": {"available": 0, "locked": 5}, "3": {"available": 1, "locked": 2}}
-    marked = account.mark(Source("operations", 8))
+    marked = account.mark(at_op(8))
     assert Account.from_json(marked.to_json()).applied == {"operations": 8}
     assert Account.from_json(marked.to_json()) == account  # bookkeeping is not part of equality
     assert Account.from_json(None) == Account()
 
 
 def test_applying_keeps_the_recorded_offsets() -> None:
-    account = funded(100).mark(Source("operations", 5)).mark(Source("credits", 2))
+    account = funded(100).mark(at_op(5)).mark(Origin("credits", 2))
     after_op = apply_operation(account, op("withdraw", 1), TS).account
     after_credit = apply_credit(after_op, Credit(payer=9, payee=7, op_id="c", asset=1, amount=1, ts=TS)).account
     rejected = apply_operation(after_credit, op("withdraw", 10**9), TS).account

@@ -16,11 +16,10 @@ from typing import Dict, List, Optional, Tuple
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.ledger import (
-    APPLY,
-    RESEND,
+from app.core.ledger import (
     Account,
-    Source,
+    Decision,
+    Origin,
     StoredResult,
     apply_credit,
     apply_operation,
@@ -28,7 +27,7 @@ from app.ledger import (
     decide,
     operation_key,
 )
-from app.models import Operation
+from app.core.models import Operation
 
 USERS = [1, 2, 3]
 ASSETS = [1, 2]
@@ -98,31 +97,31 @@ class Driven:
             offset = self.offset
             self.offset += 1
             self.log.append((op, offset))
-        source = Source("operations", offset)
+        origin = Origin("operations", offset)
         key = operation_key(op.user_id, op.op_id)
         account = self.accounts[op.user_id]
         stored = self.results.get(key)
-        if decide(account, stored, source) == RESEND:
+        if decide(account, stored, origin) == Decision.RESEND:
             assert stored is not None
-            self.accounts[op.user_id] = account.mark(source)
+            self.accounts[op.user_id] = account.mark(origin)
             return stored.event.status
-        assert decide(account, stored, source) == APPLY
+        assert decide(account, stored, origin) == Decision.APPLY
         outcome = apply_operation(account, op, ts=1)
-        self.results[key] = StoredResult(outcome.event, source)
-        self.accounts[op.user_id] = outcome.account.mark(source)
+        self.results[key] = StoredResult(outcome.event, origin)
+        self.accounts[op.user_id] = outcome.account.mark(origin)
         if outcome.event.accepted and op.kind == "deposit":
             self.deposited[op.asset] += op.amount
         if outcome.event.accepted and op.kind == "withdraw":
             self.withdrawn[op.asset] += op.amount
         if outcome.credit is not None:
-            credit_source = Source("credits", self.credit_offset)
+            credit_origin = Origin("credits", self.credit_offset)
             self.credit_offset += 1
             ckey = credit_key(outcome.credit)
             payee = self.accounts[outcome.credit.payee]
-            assert decide(payee, self.results.get(ckey), credit_source) == APPLY
+            assert decide(payee, self.results.get(ckey), credit_origin) == Decision.APPLY
             landed = apply_credit(payee, outcome.credit)
-            self.results[ckey] = StoredResult(landed.event, credit_source)
-            self.accounts[outcome.credit.payee] = landed.account.mark(credit_source)
+            self.results[ckey] = StoredResult(landed.event, credit_origin)
+            self.accounts[outcome.credit.payee] = landed.account.mark(credit_origin)
         return outcome.event.status
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.local_state import CLEAN_MARKER, Deliveries, discard_local_tables, mark_clean_shutdown, open_local_tables
+from app.guards.local_state import (
+    CLEAN_MARKER,
+    Deliveries,
+    discard_local_tables,
+    mark_clean_shutdown,
+    open_local_tables,
+)
 
 
 def test_every_store_under_the_table_dir_is_removed(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ from typing import Any, Dict
 
 import pytest
 
+from app.core.models import MAX_AMOUNT, Operation, identify, parse_operation
+from app.core.wire import decode_json
 from app.errors import InvalidOperation
-from app.models import MAX_AMOUNT, Operation, identify, parse_operation
-from app.wire import decode_json
 
 
 def body(**overrides: Any) -> Dict[str, Any]:

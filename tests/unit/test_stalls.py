@@ -1,4 +1,4 @@
-"""The progress watch's decisions (app.stalls): when a partition counts as stalled, and which step follows."""
+"""The progress watch's decisions (app.guards.stalls): when a partition counts as stalled, and which step follows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 
 from faust.types import TP
 
-from app.stalls import EXIT, RESUME, Position, ProgressWatch, Stall
+from app.guards.stalls import Position, ProgressWatch, Stall, StallAction
 
 A = TP("balance.operations", 0)
 B = TP("balance.credits", 0)
@@ -34,11 +34,11 @@ def test_a_partition_whose_cursor_does_not_move_is_resumed_then_the_worker_exits
     assert watch.observe(0.0, {A: at(5, 50)}, quiet=True) == []
     assert watch.observe(LIMIT - 1, {A: at(5, 50)}, quiet=True) == []
     first = watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)
-    assert actions(first) == {A: RESUME}
+    assert actions(first) == {A: StallAction.RESUME}
     assert first[0].idle_s == LIMIT and first[0].position == at(5, 50)
     # The resume gets a full period before the next step.
     assert watch.observe(2 * LIMIT - 1, {A: at(5, 50)}, quiet=True) == []
-    assert actions(watch.observe(2 * LIMIT, {A: at(5, 50)}, quiet=True)) == {A: EXIT}
+    assert actions(watch.observe(2 * LIMIT, {A: at(5, 50)}, quiet=True)) == {A: StallAction.EXIT}
 
 
 def test_a_partition_starved_while_others_flow_is_resumed_again_and_never_exits() -> None:
@@ -46,26 +46,26 @@ def test_a_partition_starved_while_others_flow_is_resumed_again_and_never_exits(
     for step in range(6):
         now = step * LIMIT
         stalls = watch.observe(now, {A: at(5, 50), B: at(step * 10, step * 10 + 30)}, quiet=True)
-        assert actions(stalls) == ({} if step == 0 else {A: RESUME})
+        assert actions(stalls) == ({} if step == 0 else {A: StallAction.RESUME})
 
 
 def test_the_exit_needs_a_whole_period_without_progress_anywhere() -> None:
     watch = ProgressWatch(LIMIT)
     watch.observe(0.0, {A: at(5, 50), B: at(0, 30)}, quiet=True)
     watch.observe(LIMIT / 2, {A: at(5, 50), B: at(10, 30)}, quiet=True)  # B moves, then stops for good
-    assert actions(watch.observe(LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {A: RESUME}
-    assert actions(watch.observe(1.5 * LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {B: RESUME}
+    assert actions(watch.observe(LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {A: StallAction.RESUME}
+    assert actions(watch.observe(1.5 * LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {B: StallAction.RESUME}
     # One period after B's last move both are stuck, and A was resumed before: the worker leaves.
-    assert actions(watch.observe(2 * LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {A: EXIT}
+    assert actions(watch.observe(2 * LIMIT, {A: at(5, 50), B: at(10, 30)}, quiet=True)) == {A: StallAction.EXIT}
 
 
 def test_progress_after_a_resume_forgets_it() -> None:
     watch = ProgressWatch(LIMIT)
     watch.observe(0.0, {A: at(5, 50)}, quiet=True)
-    assert actions(watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+    assert actions(watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)) == {A: StallAction.RESUME}
     assert watch.observe(LIMIT + 5, {A: at(30, 60)}, quiet=True) == []  # it moved
     # Stuck again later: the first step again, not the exit.
-    assert actions(watch.observe(2 * LIMIT + 5, {A: at(30, 60)}, quiet=True)) == {A: RESUME}
+    assert actions(watch.observe(2 * LIMIT + 5, {A: at(30, 60)}, quiet=True)) == {A: StallAction.RESUME}
 
 
 def test_a_moving_cursor_or_nothing_pending_is_never_a_stall() -> None:
@@ -82,20 +82,20 @@ def test_nothing_counts_while_the_input_is_held_back() -> None:
     watch.observe(0.0, {A: at(5, 50)}, quiet=True)
     assert watch.observe(LIMIT + 1, {A: at(5, 50)}, quiet=False) == []  # a rebalance, a busy agent...
     assert watch.observe(2 * LIMIT, {A: at(5, 50)}, quiet=True) == []  # the clock restarted at LIMIT + 1
-    assert actions(watch.observe(2 * LIMIT + 1, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+    assert actions(watch.observe(2 * LIMIT + 1, {A: at(5, 50)}, quiet=True)) == {A: StallAction.RESUME}
 
 
 def test_partitions_are_judged_one_by_one() -> None:
     watch = ProgressWatch(LIMIT)
     watch.observe(0.0, {A: at(5, 50), B: at(0, 10)}, quiet=True)
     stalls = watch.observe(LIMIT, {A: at(5, 50), B: at(7, 10)}, quiet=True)
-    assert actions(stalls) == {A: RESUME}
+    assert actions(stalls) == {A: StallAction.RESUME}
 
 
 def test_a_partition_that_moved_away_starts_afresh_when_it_comes_back() -> None:
     watch = ProgressWatch(LIMIT)
     watch.observe(0.0, {A: at(5, 50)}, quiet=True)
-    assert actions(watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+    assert actions(watch.observe(LIMIT, {A: at(5, 50)}, quiet=True)) == {A: StallAction.RESUME}
     assert watch.observe(LIMIT + 1, {B: at(0, 10)}, quiet=True) == []  # A went to another worker
     assert watch.observe(LIMIT + 2, {A: at(5, 50)}, quiet=True) == []  # and came back
-    assert actions(watch.observe(2 * LIMIT + 2, {A: at(5, 50)}, quiet=True)) == {A: RESUME}
+    assert actions(watch.observe(2 * LIMIT + 2, {A: at(5, 50)}, quiet=True)) == {A: StallAction.RESUME}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from app.ledger import Account, apply_credit, apply_operation
-from app.models import parse_operation
-from app.verification import check
+from app.core.ledger import Account, apply_credit, apply_operation
+from app.core.models import parse_operation
+from app.core.verification import check
 
 TS = 1_700_000_000_000
 

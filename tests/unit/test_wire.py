@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.core.models import read_operation
+from app.core.wire import MAX_NUMBER_CHARS, REPEATED, OversizedNumber, decimal_text, decode_json, show, whole_number
 from app.errors import InvalidOperation
-from app.models import read_operation
-from app.wire import MAX_NUMBER_CHARS, REPEATED, OversizedNumber, decimal_text, decode_json, show, whole_number
 from tests.hostile import UNTIED, VALID, Case, Catalogue
 
 NO_LIMIT = 10**9

@@ -5,7 +5,7 @@ Input is what a verifier read once the pipeline was idle: the operations topic
 (read through a worker) and the database. The reference model is the pure core
 itself: each user's events, in seq order, name the order in which the worker
 applied that user's operations; replaying those operations through
-``app.ledger`` must give byte-identical events. The checks:
+``app.core.ledger`` must give byte-identical events. The checks:
 
 - ``seq_gap`` / ``seq_conflict``: per user, seqs run 1..n; a repeated seq is an identical copy.
 - ``duplicate_result``: one (user, op_id), or one credit leg, with two different seqs.
@@ -22,9 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from app.core.ledger import PROCESSING_FAILED, Account, Outcome, apply_credit, apply_operation, reject_invalid
+from app.core.models import Credit, Event, parse_operation, read_operation
 from app.errors import InvalidOperation
-from app.ledger import PROCESSING_FAILED, Account, Outcome, apply_credit, apply_operation, reject_invalid
-from app.models import Credit, Event, parse_operation, read_operation
 
 #: The workers' default UBS_MAX_BODY_BYTES.
 DEFAULT_MAX_OPERATION_BYTES = 16 * 1024

@@ -14,12 +14,12 @@ from typing import Any, Dict, List
 import faust
 from faust.types import ProducerT, TopicT
 
-from app import failpoints
-from app.fencing import FreezeWatch
-from app.kafka_admin import ensure_topics
-from app.local_state import Deliveries, mark_clean_shutdown, open_local_tables
-from app.producer_buffer import install as install_draining_buffer
+from app.guards import failpoints
+from app.guards.fencing import FreezeWatch
+from app.guards.local_state import Deliveries, mark_clean_shutdown, open_local_tables
+from app.guards.producer_buffer import install as install_draining_buffer
 from app.settings import settings
+from app.tools.kafka_admin import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class UBSCoreApp(faust.App):
         self.tables_opened = False
 
     def _new_producer(self) -> ProducerT:
-        """Faust's producer with a buffer that drains fully before offsets commit (app.producer_buffer)."""
+        """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""
         return install_draining_buffer(super()._new_producer())
 
     def own_topic(self, topic: TopicT) -> TopicT:
@@ -49,7 +49,7 @@ class UBSCoreApp(faust.App):
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
         The freeze watch starts here too: only a running worker owns partitions.
-        Local table files are kept or discarded before any store opens (app.local_state).
+        Local table files are kept or discarded before any store opens (app.guards.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()

@@ -1,6 +1,6 @@
 """Deciding when an input partition is stalled, and what to do about it: plain code, no I/O.
 
-app.input_watch gathers the facts every few seconds (cursor, Kafka's offsets,
+app.guards.input_watch gathers the facts every few seconds (cursor, Kafka's offsets,
 whether anything legitimate holds the input back) and carries out the steps
 decided here; the reasons are in its docstring.
 """
@@ -8,15 +8,17 @@ decided here; the reasons are in its docstring.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 from faust.types import TP
 
-RESUME = "resume"
-EXIT = "exit"
 
-#: Exit status of a worker whose input stayed stalled after a resume (EX_SOFTWARE: restart it).
-EXIT_STALLED = 70
+class StallAction(StrEnum):
+    """What the watch does about a stalled partition: resume it in place, or exit for a restart."""
+
+    RESUME = "resume"
+    EXIT = "exit"
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ProgressWatch:
             started = since[tp][1]
             if now - started < self.limit_s:
                 continue
-            action = EXIT if tp in self._resumed and all_idle else RESUME
+            action = StallAction.EXIT if tp in self._resumed and all_idle else StallAction.RESUME
             stalls.append(Stall(tp, position, now - started, action))
             self._resumed.add(tp)
             since[tp] = (position.cursor, now)

@@ -27,8 +27,7 @@ import time
 from types import FrameType
 from typing import Optional
 
-#: Exit status of a worker that fenced itself (EX_TEMPFAIL: restart it).
-EXIT_FROZEN = 75
+from app.exit_codes import ExitCode
 
 
 class FreezeWatch:
@@ -65,15 +64,15 @@ class FreezeWatch:
         if frozen <= self.limit_s:
             return
         if not self._exiting.acquire(blocking=False):
-            os._exit(EXIT_FROZEN)  # the other path is already saying why; do not run on meanwhile
+            os._exit(ExitCode.FROZEN)  # the other path is already saying why; do not run on meanwhile
         # Straight to fd 2: a signal handler may interrupt a thread holding the logging lock,
         # and mode replaces sys.stderr with a proxy that has no file descriptor.
         line = (
             f"worker_fenced reason=frozen frozen_s={frozen:.1f} limit_s={self.limit_s:.1f} "
-            f"noticed_by={noticed_by} action=exit status={EXIT_FROZEN}\n"
+            f"noticed_by={noticed_by} action=exit status={ExitCode.FROZEN}\n"
         )
         try:
             os.write(2, line.encode())
         except OSError:
             pass
-        os._exit(EXIT_FROZEN)
+        os._exit(ExitCode.FROZEN)

@@ -4,7 +4,7 @@ A clean-clone CI run caught a restarted worker that rebuilt its tables, said it
 was ready, owned all partitions, and then received no record for two minutes
 while hundreds waited on ``balance.operations`` (tests/integration/CHAOS.md,
 finding 11). Faust logged nothing; only consumer lag showed it. The hole filler
-(app.input_gaps) cannot help there, because no later record ever arrives to
+(app.guards.input_gaps) cannot help there, because no later record ever arrives to
 reveal the hole.
 
 So every few seconds the worker compares, for each input partition it owns,
@@ -22,9 +22,9 @@ broker), and the broker answered. Then the worker acts, one step at a time:
    owned partition moved for a whole period, the worker exits with status 70
    (EX_SOFTWARE) so its supervisor starts a fresh process, which rejoins the
    group and rebuilds like any restarted worker. A partition starving while
-   others flow is resumed again instead (app.stalls says why).
+   others flow is resumed again instead (app.guards.stalls says why).
 
-The decision (app.stalls) is plain code without I/O; the timer ``watch_input``
+The decision (app.guards.stalls) is plain code without I/O; the timer ``watch_input``
 below gathers the facts and carries the decision out.
 
 Under exactly_once the input topics carry transaction markers, which occupy
@@ -44,11 +44,14 @@ from typing import Any, Callable, Dict, Optional, Set
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
 
-from app import failpoints, metrics
-from app.app import app
-from app.input_gaps import cursor_key
+from app import metrics
+from app.exit_codes import ExitCode
+from app.faust_app import app
+from app.guards import failpoints
+from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust
+from app.guards.input_gaps import cursor_key
+from app.guards.stalls import Position, ProgressWatch, Stall, StallAction
 from app.settings import settings
-from app.stalls import EXIT, EXIT_STALLED, Position, ProgressWatch, Stall
 from app.tables import cursors
 from app.topics import CREDITS, OPERATIONS
 
@@ -114,9 +117,7 @@ async def resume(stall: Stall) -> None:
     tp = stall.tp
     consumer = app.consumer
     held = {
-        "paused": tp in consumer._paused_partitions,  # noqa: SLF001 - Faust keeps these sets private
-        "inactive": tp not in consumer._get_active_partitions(),  # noqa: SLF001
-        "buffered": tp in consumer._buffered_partitions,  # noqa: SLF001
+        **held_by_faust(consumer, tp),
         "flow_stopped": not consumer.flow_active,
         "flow_control_off": not app.flow_control.is_active(),
     }
@@ -151,19 +152,9 @@ def fetcher_state(tp: TP) -> str:
     These are private attributes of both libraries, read best-effort: the line
     is for finding the cause of a stall (CHAOS.md, finding 11), not for control.
     """
-    consumer = app.consumer
-    facts: Dict[str, Any] = {
-        "read_offset": consumer._read_offset.get(tp),  # noqa: SLF001
-        "committed": consumer._committed_offset.get(tp),  # noqa: SLF001
-    }
+    facts: Dict[str, Any] = faust_offsets(app.consumer, tp)
     try:
-        kafka = consumer._thread._ensure_consumer()  # noqa: SLF001
-        state = kafka._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
-        facts["position"] = state.position if state.has_valid_position else None
-        facts["highwater"] = state.highwater
-        facts["kafka_paused"] = state.paused
-        facts["awaiting_reset"] = state.awaiting_reset
-        facts["prefetched"] = tp in kafka._fetcher._records  # noqa: SLF001
+        facts.update(aiokafka_partition_state(app.consumer, tp))
     except Exception as exc:  # noqa: BLE001 - best-effort diagnostics only
         facts["kafka_state"] = type(exc).__name__
     return " ".join(f"{name}={value}" for name, value in facts.items())
@@ -183,7 +174,7 @@ def pause_input_for_good() -> None:
 class StallFailpoint(Sensor):
     """Fault injection: passes the armed ``stall_input*`` point after each message of the agent.
 
-    Added only when such a point is armed, like app.failpoints.CommitFailpoint,
+    Added only when such a point is armed, like app.guards.failpoints.CommitFailpoint,
     so the agent's per-message path carries nothing for it in production.
     """
 
@@ -205,7 +196,7 @@ def exit_for_restart() -> None:
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stderr.flush()
-    os._exit(EXIT_STALLED)
+    os._exit(ExitCode.STALLED)
 
 
 def report(stall: Stall) -> None:
@@ -250,7 +241,7 @@ async def watch_input() -> None:
     stalls = watch.observe(time.monotonic(), positions, quiet)
     for stall in stalls:
         report(stall)
-    if any(stall.action == EXIT for stall in stalls):
+    if any(stall.action == StallAction.EXIT for stall in stalls):
         exit_for_restart()
     for stall in stalls:
         await resume(stall)

@@ -14,13 +14,20 @@ the database stores balances as ``varint`` for that reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import Enum, StrEnum
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
-from app.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Credit, Event, Operation
-from app.wire import whole_number
+from app.core.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Credit, Event, Operation
+from app.core.wire import whole_number
 
-ACCEPTED = "accepted"
-REJECTED = "rejected"
+
+class Status(StrEnum):
+    """The status of an event: whether the operation changed balances."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
 #: The reason of a rejection the agent gives when handling the operation raised an unforeseen error.
 PROCESSING_FAILED = "processing_failed"
 
@@ -37,8 +44,8 @@ ZERO = Balance()
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where an input message sits: its stream (``operations`` or ``credits``) and offset.
+class Origin:
+    """Where an input message sits, its stream (``operations`` or ``credits``) and offset: the origin of its result.
 
     A user's messages of one stream live on one partition and are applied in
     offset order, so "the last offset applied" per stream says exactly which
@@ -86,11 +93,11 @@ class Account:
             applied={str(k): int(v) for k, v in body.get("applied", {}).items()},
         )
 
-    def mark(self, source: Source) -> "Account":
-        """This account, recorded as having applied the message at ``source``."""
-        if self.applied.get(source.stream, -1) >= source.offset:
+    def mark(self, origin: Origin) -> "Account":
+        """This account, recorded as having applied the message at ``origin``."""
+        if self.applied.get(origin.stream, -1) >= origin.offset:
             return self
-        return replace(self, applied={**self.applied, source.stream: source.offset})
+        return replace(self, applied={**self.applied, origin.stream: origin.offset})
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,12 @@ class StoredResult:
     """A results-table row: the first event of an operation and the message that produced it."""
 
     event: Event
-    source: Source
+    origin: Origin
 
     def to_json(self) -> Dict[str, Any]:
         """Table form."""
-        return {"event": self.event.to_json(), "source": [self.source.stream, self.source.offset]}
+        # "source" is the stored name of the origin, kept so that existing tables still read.
+        return {"event": self.event.to_json(), "source": [self.origin.stream, self.origin.offset]}
 
     @classmethod
     def from_json(cls, body: Optional[Mapping[str, Any]]) -> Optional["StoredResult"]:
@@ -110,7 +118,7 @@ class StoredResult:
         if not body:
             return None
         stream, offset = body["source"]
-        return cls(event=Event.from_json(body["event"]), source=Source(str(stream), int(offset)))
+        return cls(event=Event.from_json(body["event"]), origin=Origin(str(stream), int(offset)))
 
 
 class Outcome(NamedTuple):
@@ -135,32 +143,35 @@ def credit_key(credit: Credit) -> str:
     return f"{credit.payee}|in|{credit.payer}|{credit.op_id}"
 
 
-APPLY = "apply"
-APPLY_LATE = "apply_late"
-RESEND = "resend"
+class Decision(Enum):
+    """What to do with an input message, given the account and the stored result of its key."""
+
+    APPLY = "apply"
+    APPLY_LATE = "apply_late"
+    RESEND = "resend"
 
 
-def decide(account: Account, stored: Optional[StoredResult], source: Source) -> str:
-    """Whether the message at ``source`` must be applied, or only answered with its stored result.
+def decide(account: Account, stored: Optional[StoredResult], origin: Origin) -> Decision:
+    """Whether the message at ``origin`` must be applied, or only answered with its stored result.
 
     - At or below the account's last applied offset of its stream: a redelivery of a
-      message already applied -> RESEND its stored result. Without a stored
+      message already applied -> Decision.RESEND its stored result. Without a stored
       result it was never applied: Faust can hand over a record fetched just
       before a rebalance's seek ahead of the records the seek re-reads, so a
-      user's messages may arrive out of order once -> APPLY_LATE.
+      user's messages may arrive out of order once -> Decision.APPLY_LATE.
     - A stored result produced by another message: a client retry of an operation
-      applied earlier -> RESEND.
+      applied earlier -> Decision.RESEND.
     - A stored result produced by this very message, beyond the account's offset:
       a worker died after the result write and before the account write, or its
-      account was rolled back to the changelog on recovery -> APPLY again. (A seq
+      account was rolled back to the changelog on recovery -> Decision.APPLY again. (A seq
       comparison cannot decide this: after a crash, credits and operations may
       interleave differently and another message may take that seq.)
     """
-    if source.offset <= account.applied.get(source.stream, -1):
-        return RESEND if stored is not None else APPLY_LATE
-    if stored is not None and stored.source != source:
-        return RESEND
-    return APPLY
+    if origin.offset <= account.applied.get(origin.stream, -1):
+        return Decision.RESEND if stored is not None else Decision.APPLY_LATE
+    if stored is not None and stored.origin != origin:
+        return Decision.RESEND
+    return Decision.APPLY
 
 
 def _event_kind(kind: str) -> str:
@@ -197,7 +208,7 @@ def apply_operation(account: Account, operation: Operation, ts: int) -> Outcome:
             user_id=operation.user_id,
             asset=operation.asset,
             amount=amount,
-            status=REJECTED,
+            status=Status.REJECTED,
             reason="insufficient_funds",
             available=current.available,
             locked=current.locked,
@@ -215,7 +226,7 @@ def apply_operation(account: Account, operation: Operation, ts: int) -> Outcome:
         user_id=operation.user_id,
         asset=operation.asset,
         amount=amount,
-        status=ACCEPTED,
+        status=Status.ACCEPTED,
         reason=None,
         available=new.available,
         locked=new.locked,
@@ -250,7 +261,7 @@ def apply_credit(account: Account, credit: Credit) -> Outcome:
         user_id=credit.payee,
         asset=credit.asset,
         amount=credit.amount,
-        status=ACCEPTED,
+        status=Status.ACCEPTED,
         reason=None,
         available=new.available,
         locked=new.locked,
@@ -281,7 +292,7 @@ def reject_invalid(
         user_id=user_id,
         asset=asset,
         amount=amount,
-        status=REJECTED,
+        status=Status.REJECTED,
         reason=reason,
         available=current.available if current else None,
         locked=current.locked if current else None,

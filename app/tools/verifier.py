@@ -1,9 +1,9 @@
-"""``ubscore verify``: read what the pipeline wrote and check the invariants of DESIGN.md.
+"""``ubscore verify``: read what the pipeline wrote and check the invariants (docs/design.md).
 
 Run it once the pipeline is idle (no operation in flight). It reads
 ``balance.operations`` and ``balance.events`` (read_committed) to their current
 end, the tables through a worker's HTTP API (which routes to the owner of each
-user) and the database, then calls ``app.verification.check``. It prints a
+user) and the database, then calls ``app.core.verification.check``. It prints a
 summary and exits 1 on any violation, 2 when something could not be read.
 """
 
@@ -16,57 +16,20 @@ import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.core.verification import Report, check
 from app.settings import Settings, load
-from app.verification import Report, check
+from app.sink.cql import epoch_ms, new_cluster
+from app.topic_reader import read_topic
 
 Record = Tuple[Optional[bytes], bytes]
+READ_TIMEOUT_S = 300.0
 
 
-async def read_topic(bootstrap: str, topic: str) -> List[Record]:
-    """Every committed message of a topic up to the end seen at start, partition by partition in offset order."""
-    # auto_offset_reset="earliest" and explicit seeks: with the default ("latest") aiokafka can
-    # resolve a freshly assigned partition's position to the end before seek_to_beginning takes
-    # effect, and the read comes back empty (seen in a CI run and in the fault-injection suite).
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        # A consumer without subscriptions tracks no topic's metadata: ask for this one,
-        # and ask again if the answer came from a refresh already under way without it.
-        await consumer._client.add_topic(topic)
-        for _ in range(50):
-            if consumer.partitions_for_topic(topic):
-                break
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            raise LookupError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        per_partition: Dict[int, List[Tuple[int, Record]]] = {p: [] for p in partitions}
-        pending = {tp for tp in tps if ends[tp] > starts[tp]}
-        while pending:
-            batch = await consumer.getmany(*pending, timeout_ms=1000, max_records=10000)
-            for tp, records in batch.items():
-                per_partition[tp.partition].extend((r.offset, (r.key, r.value)) for r in records if r.offset < ends[tp])
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-        return [record for p in partitions for _, record in sorted(per_partition[p], key=lambda item: item[0])]
-    finally:
-        await consumer.stop()
+async def read_records(settings: Settings, base: str) -> List[Record]:
+    """Every committed message of a topic up to its end when the read begins, each partition in order."""
+    records = await read_topic(settings.kafka_bootstrap, settings.topic_name(base), timeout_s=READ_TIMEOUT_S)
+    return [(record.key, record.value) for record in records]
 
 
 async def read_tables(
@@ -93,24 +56,12 @@ async def read_tables(
 
 def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """All rows of balance_events and balances in the keyspace."""
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import RoundRobinPolicy
-    from cassandra.query import dict_factory
-
-    from app.cql import PROTOCOL_VERSION, _epoch_ms
-
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), row_factory=dict_factory, request_timeout=60)
-    cluster = Cluster(
-        list(settings.cql_hosts),
-        port=settings.cql_port,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-        protocol_version=PROTOCOL_VERSION,
-    )
+    cluster = new_cluster(settings.cql_hosts, settings.cql_port, request_timeout_s=60, rows_as_dicts=True)
     try:
         session = cluster.connect(settings.keyspace)
         events = []
         for row in session.execute("SELECT * FROM balance_events"):
-            row["ts"] = _epoch_ms(row["ts"])
+            row["ts"] = epoch_ms(row["ts"])
             events.append(row)
         balances = list(session.execute("SELECT user_id, asset, available, locked, seq FROM balances"))
         return events, balances
@@ -120,8 +71,8 @@ def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[s
 
 async def verify(settings: Settings, worker_url: Optional[str], with_database: bool) -> Report:
     """Read everything and check it."""
-    operations = await read_topic(settings.kafka_bootstrap, settings.topic_name("balance.operations"))
-    event_records = await read_topic(settings.kafka_bootstrap, settings.topic_name("balance.events"))
+    operations = await read_records(settings, "balance.operations")
+    event_records = await read_records(settings, "balance.events")
     events = [json.loads(value) for _, value in event_records]
     users = sorted({int(e["user_id"]) for e in events})
     tables: Optional[Mapping[int, Optional[Dict[str, Any]]]] = None

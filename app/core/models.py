@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from app.core.wire import REPEATED, decode_json, show, whole_number
 from app.errors import InvalidOperation
-from app.wire import REPEATED, decode_json, show, whole_number
 
 KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer")
 SOURCES = ("available", "locked")

@@ -31,11 +31,11 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from app import metrics
-from app.app import app
-from app.cql import CqlStore
+from app.core.models import Event
 from app.errors import SettlementUnavailable
-from app.models import Event
+from app.faust_app import app
 from app.settings import settings
+from app.sink.cql import CqlStore
 from app.topics import events_topic
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from app.core.models import Event
 from app.errors import SettlementUnavailable
-from app.models import Event
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,32 @@ SELECT_EVENTS = (
 )
 
 
+def new_cluster(hosts: Sequence[str], port: int, request_timeout_s: float = 10.0, rows_as_dicts: bool = False) -> Any:
+    """The one way UBSCore opens a CQL cluster (the sink, the verifier and the tests alike).
+
+    Protocol v4 is spoken by ScyllaDB and Cassandra alike, so there is no downgrade
+    dance at connect. The driver's default reconnection backs off up to 10 minutes;
+    a sink must notice a returned database within seconds.
+    """
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
+    from cassandra.query import dict_factory, named_tuple_factory
+
+    profile = ExecutionProfile(
+        load_balancing_policy=RoundRobinPolicy(),
+        request_timeout=request_timeout_s,
+        row_factory=dict_factory if rows_as_dicts else named_tuple_factory,
+    )
+    return Cluster(
+        contact_points=list(hosts),
+        port=port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=5,
+        protocol_version=PROTOCOL_VERSION,
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
+    )
+
+
 def latest_balances(events: Iterable[Event]) -> List[Event]:
     """Per (user, asset), the event with the highest seq: the only balance write a batch needs."""
     newest: Dict[Tuple[int, int], Event] = {}
@@ -112,20 +138,7 @@ class CqlStore:
                 raise SettlementUnavailable(f"cannot reach CQL at {self.settings.cql_hosts}: {exc}") from exc
 
     def _connect_blocking(self) -> None:
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
-
-        profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=10.0)
-        cluster = Cluster(
-            contact_points=list(self.settings.cql_hosts),
-            port=self.settings.cql_port,
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            connect_timeout=5,
-            # v4: spoken by ScyllaDB and Cassandra alike, no downgrade dance at connect.
-            protocol_version=PROTOCOL_VERSION,
-            # The driver's default backs off up to 10 minutes; a sink must notice a returned database soon.
-            reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
-        )
+        cluster = new_cluster(self.settings.cql_hosts, self.settings.cql_port)
         self._cluster = cluster
         session = cluster.connect()
         ks = self.keyspace
@@ -256,7 +269,7 @@ def _balance_row(event: Event) -> Tuple[Any, ...]:
     )
 
 
-def _epoch_ms(ts: Optional[datetime]) -> Optional[int]:
+def epoch_ms(ts: Optional[datetime]) -> Optional[int]:
     if ts is None:
         return None
     # The driver hands back naive datetimes that are UTC.
@@ -277,6 +290,6 @@ def _row_to_event(row: Any) -> Dict[str, Any]:
         "available": row.available,
         "locked": row.locked,
         "seq": row.seq,
-        "ts": _epoch_ms(ts),
+        "ts": epoch_ms(ts),
         "counterparty": row.counterparty,
     }

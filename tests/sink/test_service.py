@@ -1,6 +1,6 @@
 """The settlement sink's write-then-commit step, with the database writer and the consumer faked at their seams.
 
-The sink is a plain aiokafka consumer (see app/agents/settlement.py for why it is
+The sink is a plain aiokafka consumer (see app/sink/service.py for why it is
 not a Faust agent); the integration tests run it against the real broker and database.
 """
 
@@ -15,9 +15,9 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from app import metrics
-from app.agents import settlement
+from app.core.models import Event
 from app.errors import SettlementUnavailable
-from app.models import Event
+from app.sink import service
 
 
 def event_bytes(user_id: int, seq: int) -> bytes:
@@ -65,7 +65,7 @@ async def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 @pytest.fixture()
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settlement.asyncio, "sleep", _short_sleep)
+    monkeypatch.setattr(service.asyncio, "sleep", _short_sleep)
 
 
 _real_sleep = asyncio.sleep
@@ -105,14 +105,14 @@ TP1 = TopicPartition("balance.events", 1)
 
 async def test_a_batch_is_written_then_committed_after_its_last_records(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStore()
-    monkeypatch.setattr(settlement, "store", fake)
+    monkeypatch.setattr(service, "store", fake)
     consumer = FakeConsumer(
         [{TP0: [Record(10, event_bytes(21, 1)), Record(11, event_bytes(21, 2))], TP1: [Record(4, event_bytes(22, 1))]}]
     )
-    assert await settlement.settle_once(consumer) == 3
+    assert await service.settle_once(consumer) == 3
     assert [(e.user_id, e.seq) for e in fake.written] == [(21, 1), (21, 2), (22, 1)]
     assert consumer.commits == [{TP0: 12, TP1: 5}]
-    assert await settlement.settle_once(consumer) == 0  # nothing polled: nothing written or committed
+    assert await service.settle_once(consumer) == 0  # nothing polled: nothing written or committed
     assert len(consumer.commits) == 1
 
 
@@ -120,10 +120,10 @@ async def test_nothing_is_committed_until_the_database_takes_the_batch(
     monkeypatch: pytest.MonkeyPatch, fast_retries: None
 ) -> None:
     fake = FakeStore(failures=3)
-    monkeypatch.setattr(settlement, "store", fake)
+    monkeypatch.setattr(service, "store", fake)
     failures_before = metrics.value("ubscore_sink_failures_total")
     consumer = FakeConsumer([{TP0: [Record(0, event_bytes(23, 1))]}])
-    step = asyncio.ensure_future(settlement.settle_once(consumer))
+    step = asyncio.ensure_future(service.settle_once(consumer))
     await wait_for(lambda: fake.calls >= 2)
     assert consumer.commits == [] and metrics.value("ubscore_sink_paused") == 1
     assert await step == 1
@@ -134,23 +134,23 @@ async def test_nothing_is_committed_until_the_database_takes_the_batch(
 
 async def test_what_is_not_an_event_is_skipped_and_committed(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStore()
-    monkeypatch.setattr(settlement, "store", fake)
+    monkeypatch.setattr(service, "store", fake)
     consumer = FakeConsumer([{TP0: [Record(0, b"garbage"), Record(1, event_bytes(24, 1))]}])
-    assert await settlement.settle_once(consumer) == 1
+    assert await service.settle_once(consumer) == 1
     assert fake.written[0].user_id == 24 and consumer.commits == [{TP0: 2}]
 
 
 async def test_a_refused_commit_after_a_rebalance_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeStore()
-    monkeypatch.setattr(settlement, "store", fake)
+    monkeypatch.setattr(service, "store", fake)
     refused_before = metrics.value("ubscore_sink_commit_failures_total")
     consumer = FakeConsumer([{TP0: [Record(0, event_bytes(25, 1))]}], refuse_commit=True)
-    assert await settlement.settle_once(consumer) == 1
+    assert await service.settle_once(consumer) == 1
     assert metrics.value("ubscore_sink_commit_failures_total") - refused_before == 1
 
 
 def test_latest_balances_keeps_highest_seq_per_asset() -> None:
-    from app.cql import latest_balances
+    from app.sink.cql import latest_balances
 
     def ev(seq: int, asset: int) -> Event:
         return Event.from_json({**json.loads(event_bytes(1, seq)), "asset": asset})

@@ -1,0 +1,57 @@
+"""Every private attribute of Faust and aiokafka that UBSCore reads, in one module.
+
+The guards need facts the libraries keep private: which partitions Faust holds
+back, what its consumer believes it read and committed, and aiokafka's view of a
+partition. Each read is one function here, and tests/unit/test_faust_internals.py
+checks each against the installed versions, so an upgrade that moves one fails a
+canary test instead of a guard in production. Besides these reads, two private
+hooks are overridden by subclasses: ``faust.App._new_producer``
+(app.faust_app.UBSCoreApp) and ``ProducerBuffer._send_pending``
+(app.guards.producer_buffer); the canaries cover them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from aiokafka import AIOKafkaConsumer
+from faust.types import TP
+
+# ruff: noqa: SLF001 - reading private attributes is this module's purpose
+
+
+async def refresh_topic_metadata(consumer: AIOKafkaConsumer, topic: str) -> None:
+    """Make a consumer without subscriptions learn a topic's partitions.
+
+    Such a consumer tracks no topic's metadata, and a refresh already under way
+    may answer without the topic, so it is added and a refresh forced.
+    """
+    await consumer._client.add_topic(topic)
+    await consumer._client.force_metadata_update()
+
+
+def held_by_faust(consumer: Any, tp: TP) -> Dict[str, bool]:
+    """Whether Faust's consumer has the partition paused, inactive or buffered."""
+    return {
+        "paused": tp in consumer._paused_partitions,
+        "inactive": tp not in consumer._get_active_partitions(),
+        "buffered": tp in consumer._buffered_partitions,
+    }
+
+
+def faust_offsets(consumer: Any, tp: TP) -> Dict[str, Any]:
+    """The last offset Faust's consumer handed out and the last it committed, for one partition."""
+    return {"read_offset": consumer._read_offset.get(tp), "committed": consumer._committed_offset.get(tp)}
+
+
+def aiokafka_partition_state(consumer: Any, tp: TP) -> Dict[str, Any]:
+    """aiokafka's view of one partition, under Faust's consumer thread."""
+    kafka = consumer._thread._ensure_consumer()
+    state = kafka._subscription.subscription.assignment.state_value(tp)
+    return {
+        "position": state.position if state.has_valid_position else None,
+        "highwater": state.highwater,
+        "kafka_paused": state.paused,
+        "awaiting_reset": state.awaiting_reset,
+        "prefetched": tp in kafka._fetcher._records,
+    }

@@ -1,0 +1,65 @@
+"""Holes in the ledger's input: records Faust never handed to the agent, read back from Kafka.
+
+A clean-clone CI run caught Faust dropping one record of ``balance.operations``
+during a worker's start-up. The agent got offsets 15 and 17 of a partition,
+never 16, and the group later committed past it, so the operation was lost
+(tests/integration/CHAOS.md, finding 9; faust-streaming #216 and #221 describe
+the same family around rebalances). Input topics here are neither compacted
+nor transactional under at_least_once, so consecutive records of a partition
+have consecutive offsets. A record that arrives more than one offset past the
+previous one of its partition means the records in between were skipped.
+
+The agent keeps the highest offset it applied per input partition in the
+changelog-backed ``cursors`` table, written after each message, so the check
+holds across restarts and rebalances. A second CI run showed why that matters:
+a restarted worker's first record of a partition came 98 offsets after the
+last one applied there, and those 98 operations were never seen (finding 10).
+``read_range`` fetches the missing records with the plain reader of
+app.topic_reader (no group, nothing committed), so the agent can apply them, in order, before the
+record that revealed the hole. A record whose offset is at or below the cursor
+is a redelivery and goes through the usual deduplication.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from faust.types import TP
+from faust.types.tuples import Message
+
+from app.settings import settings
+from app.topic_reader import read_topic
+
+READ_TIMEOUT_S = 30.0
+
+
+def cursor_key(topic: str, partition: int) -> bytes:
+    """Key of an input partition in the ``cursors`` table."""
+    return f"{topic}:{partition}".encode()
+
+
+async def read_range(topic: str, partition: int, start: int, end: int) -> List[Message]:
+    """The records of one partition at offsets [start, end), as Faust messages, in order."""
+    records = await read_topic(
+        settings.kafka_bootstrap,
+        topic,
+        partitions=[partition],
+        start={partition: start},
+        end={partition: end},
+        timeout_s=READ_TIMEOUT_S,
+    )
+    return [
+        Message(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=record.timestamp / 1000.0,
+            timestamp_type=record.timestamp_type,
+            headers=record.headers,
+            key=record.key,
+            value=record.value,
+            checksum=record.checksum,
+            tp=TP(record.topic, record.partition),
+        )
+        for record in records
+    ]
