@@ -47,6 +47,12 @@ run: install stack-up
 test: install stack-up
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
+## lint: ruff (style, imports, private access) and mypy on app/
+lint: install
+	$(VENV)/bin/ruff check app tests bench tools
+	$(VENV)/bin/ruff format --check app tests bench tools
+	$(VENV)/bin/mypy app
+
 ## unit: the tests that need no stack
 unit: install
 	$(PY) -m pytest tests/unit tests/agents $(PYTEST_ARGS)

@@ -113,7 +113,7 @@ app = UBSCoreApp(
     producer_acks=-1,
     # Faust hands the agent one fetched batch at a time, interleaving topics until one runs dry;
     # small per-partition fetches keep a batch short, so credit legs never wait behind a long
-    # backlog of operations (tests/integration/CHAOS.md, finding 12).
+    # backlog of operations (docs/fault-injection.md, finding 12).
     consumer_max_fetch_size=settings.max_fetch_bytes,
     # A new consumer group starts from the oldest operation, never skips one.
     consumer_auto_offset_reset="earliest",

@@ -3,80 +3,133 @@
 Every setting has a ``UBS_`` name. Faust reads some un-prefixed names of its own
 (``BROKER_URL``, ``APP_STORE``, ``PROCESSING_GUARANTEE``...) and lets them override
 keyword arguments; our prefix keeps the two apart, so what is set here is what runs.
+
+Each setting is declared once, as a field of ``Settings`` with its variable, its
+default and its help text; ``load`` reads them all from that declaration, and the
+README's settings table is generated from it (``python -m app.settings``), so the
+three cannot disagree (tests/unit/test_settings.py checks the README).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from app.errors import ConfigurationError
 
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+_ALL_INTERFACES = ("0.0.0.0", "::")
 
 
-def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, default).strip()
-    if not value:
-        raise ConfigurationError(f"{name} must not be empty")
-    return value
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, str(default)).strip()
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, str(default)).strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be positive, got {value}")
-    return value
+def _setting(
+    env: str,
+    default: Any,
+    help: str,
+    parse: str = "text",
+    minimum: float = 0,
+    shown: Optional[str] = None,
+    secret: bool = False,
+) -> Any:
+    """A field of Settings: its variable, default, parser (text, integer, number, hosts...) and help."""
+    metadata = {"env": env, "parse": parse, "minimum": minimum, "help": help, "shown": shown}
+    return field(default=default, metadata=metadata, repr=not secret)
 
 
 @dataclass(frozen=True)
 class Settings:
-    """All knobs of a worker; defaults are the interface contract of DESIGN.md."""
+    """All knobs of a worker, with the defaults of the interface contract."""
 
-    kafka: str = "kafka://127.0.0.1:9092"
-    cql_hosts: Tuple[str, ...] = ("127.0.0.1",)
-    cql_port: int = 9042
-    keyspace: str = "ubscore"
-    cql_replication_factor: int = 1
-    web_host: str = "127.0.0.1"
-    web_port: int = 6066
-    advertised_host: str = "127.0.0.1"
-    partitions: int = 8
-    topic_replication_factor: int = 1
-    data_dir: str = "./data"
-    app_id: str = "ubscore"
-    topic_prefix: str = ""
-    store: str = "rocksdb://"
-    processing_guarantee: str = "at_least_once"
-    standby_replicas: int = 0
-    session_timeout_s: float = 30.0
-    results_retention_s: int = 7 * 24 * 3600
-    wait_timeout_s: float = 10.0
-    sink_batch_size: int = 500
-    sink_batch_within_s: float = 0.05
-    sink_concurrency: int = 32
-    sink_retry_max_s: float = 10.0
-    api_token: Optional[str] = field(default=None, repr=False)
-    max_body_bytes: int = 16 * 1024
-    failpoint: Optional[str] = None
-    stall_s: float = 30.0
-    max_fetch_bytes: int = 16 * 1024
+    kafka: str = _setting("UBS_KAFKA", "kafka://127.0.0.1:9092", "Kafka bootstrap servers (`;` separated)")
+    cql_hosts: Tuple[str, ...] = _setting(
+        "UBS_CQL_HOSTS", ("127.0.0.1",), "CQL contact points (`,` separated)", "hosts"
+    )
+    cql_port: int = _setting("UBS_CQL_PORT", 9042, "CQL port", "integer", 1)
+    keyspace: str = _setting("UBS_KEYSPACE", "ubscore", "keyspace, created if missing")
+    web_host: str = _setting("UBS_WEB_HOST", "127.0.0.1", "interface the gateway binds to")
+    web_port: int = _setting("UBS_WEB_PORT", 6066, "gateway port", "integer", 1)
+    advertised_host: str = _setting(
+        "UBS_ADVERTISED_HOST",
+        "",
+        "host other workers use to reach this one (routed reads); 127.0.0.1 when bound to all interfaces",
+        "optional",
+        shown="`UBS_WEB_HOST`",
+    )
+    partitions: int = _setting("UBS_PARTITIONS", 8, "partitions of every user-keyed topic and table", "integer", 1)
+    data_dir: str = _setting("UBS_DATA_DIR", "./data", "RocksDB files of the tables")
+    processing_guarantee: str = _setting(
+        "UBS_PROCESSING_GUARANTEE", "at_least_once", "or `exactly_once` (see docs/design.md)", "guarantee"
+    )
+    standby_replicas: int = _setting("UBS_STANDBY_REPLICAS", 0, "Faust table standby replicas", "integer")
+    session_timeout_s: float = _setting(
+        "UBS_SESSION_TIMEOUT_S",
+        30.0,
+        "how long a silent worker keeps its partitions before they move; a worker frozen for half of it "
+        "exits on waking (exit 75)",
+        "number",
+    )
+    results_retention_s: int = _setting(
+        "UBS_RESULTS_RETENTION_S", 7 * 24 * 3600, "how long an op_id is remembered for idempotency", "integer", 60
+    )
+    wait_timeout_s: float = _setting("UBS_WAIT_TIMEOUT_S", 10.0, "how long `?wait=true` waits before 504", "number")
+    api_token: Optional[str] = _setting(
+        "UBS_API_TOKEN",
+        None,
+        "when set, `POST /operations` needs `Authorization: Bearer <token>`",
+        "optional",
+        secret=True,
+    )
+    max_body_bytes: int = _setting(
+        "UBS_MAX_BODY_BYTES",
+        16 * 1024,
+        "largest operation, as a request body (413) or a topic message (dead letter)",
+        "integer",
+        256,
+    )
+    app_id: str = _setting("UBS_APP_ID", "ubscore", "Faust app id: consumer group and changelog topic names")
+    topic_prefix: str = _setting(
+        "UBS_TOPIC_PREFIX", "", "prefix for all topic names (the tests give each run its own)", "optional"
+    )
+    store: str = _setting("UBS_STORE", "rocksdb://", "Faust table store (`memory://` in agent tests)")
+    max_fetch_bytes: int = _setting(
+        "UBS_MAX_FETCH_BYTES",
+        16 * 1024,
+        "bytes fetched per input partition at a time; small, so that one topic's backlog cannot starve the other",
+        "integer",
+        1024,
+    )
+    stall_s: float = _setting(
+        "UBS_STALL_S",
+        30.0,
+        "an owned input partition with records waiting and no progress for this long is resumed, and if still "
+        "stuck one period later the worker exits 70 for its supervisor",
+        "number",
+    )
+    topic_replication_factor: int = _setting(
+        "UBS_TOPIC_REPLICATION_FACTOR", 1, "replication factor of the topics it creates", "integer", 1
+    )
+    cql_replication_factor: int = _setting(
+        "UBS_CQL_REPLICATION_FACTOR", 1, "replication factor of the keyspace it creates", "integer", 1
+    )
+    sink_batch_size: int = _setting("UBS_SINK_BATCH_SIZE", 500, "events per settlement batch, at most", "integer", 1)
+    sink_batch_within_s: float = _setting(
+        "UBS_SINK_BATCH_WITHIN_S", 0.05, "how long the sink waits to fill a batch", "number"
+    )
+    sink_concurrency: int = _setting("UBS_SINK_CONCURRENCY", 32, "database writes in flight per batch", "integer", 1)
+    sink_retry_max_s: float = _setting(
+        "UBS_SINK_RETRY_MAX_S", 10.0, "longest backoff between database retries", "number"
+    )
+    failpoint: Optional[str] = _setting(
+        "UBS_FAILPOINT",
+        None,
+        "tests only: `after_table_write:N`, `after_send:N`, `before_commit:N` or `after_produce:N` (gateway: "
+        "Kafka acked, client not answered yet) SIGKILL the worker at the Nth pass; `stall_input:N` / "
+        "`stall_input_hard:N` pause its input inside Faust after the agent's Nth message (the second also "
+        "disables Faust's resume); `raise_in_decision:N` makes the ledger's decision for its Nth message "
+        "raise, as a bug would",
+        "optional",
+    )
 
     @property
     def stall_check_s(self) -> float:
@@ -103,48 +156,93 @@ class Settings:
         return ",".join(part.split("://", 1)[-1] for part in self.kafka.split(";"))
 
 
+def _integer(raw: str, name: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _number(raw: str, name: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _guarantee(raw: str, name: str) -> str:
+    if raw not in PROCESSING_GUARANTEES:
+        raise ConfigurationError(f"{name} must be one of {', '.join(PROCESSING_GUARANTEES)}, got {raw!r}")
+    return raw
+
+
+def _hosts(raw: str, name: str) -> Tuple[str, ...]:
+    hosts = tuple(host.strip() for host in raw.split(",") if host.strip())
+    if not hosts:
+        raise ConfigurationError(f"{name} must name at least one host")
+    return hosts
+
+
+_PARSERS: Dict[str, Callable[[str, str], Any]] = {
+    "text": lambda raw, name: raw,
+    "optional": lambda raw, name: raw,
+    "integer": _integer,
+    "number": _number,
+    "guarantee": _guarantee,
+    "hosts": _hosts,
+}
+
+
+def _read(env: Mapping[str, str], meta: Mapping[str, Any], default: Any) -> Any:
+    name = meta["env"]
+    raw = env.get(name, "").strip()
+    if not raw:
+        if meta["parse"] != "optional" and name in env:
+            raise ConfigurationError(f"{name} must not be empty")
+        return default
+    value = _PARSERS[meta["parse"]](raw, name)
+    if meta["parse"] == "integer" and value < meta["minimum"]:
+        raise ConfigurationError(f"{name} must be at least {meta['minimum']}, got {value}")
+    return value
+
+
 def load(env: Optional[Mapping[str, str]] = None) -> Settings:
     """Build Settings from ``env`` (default: the process environment); fail loudly on bad values."""
     env = os.environ if env is None else env
-    guarantee = _text(env, "UBS_PROCESSING_GUARANTEE", "at_least_once")
-    if guarantee not in PROCESSING_GUARANTEES:
-        raise ConfigurationError(
-            f"UBS_PROCESSING_GUARANTEE must be one of {', '.join(PROCESSING_GUARANTEES)}, got {guarantee!r}"
-        )
-    web_host = _text(env, "UBS_WEB_HOST", "127.0.0.1")
-    # A worker bound to all interfaces still needs a concrete address that peers can call.
-    default_advertised = "127.0.0.1" if web_host in ("0.0.0.0", "::") else web_host
-    token = env.get("UBS_API_TOKEN", "").strip() or None
-    return Settings(
-        kafka=_text(env, "UBS_KAFKA", "kafka://127.0.0.1:9092"),
-        cql_hosts=tuple(h.strip() for h in _text(env, "UBS_CQL_HOSTS", "127.0.0.1").split(",") if h.strip()),
-        cql_port=_integer(env, "UBS_CQL_PORT", 9042, minimum=1),
-        keyspace=_text(env, "UBS_KEYSPACE", "ubscore"),
-        cql_replication_factor=_integer(env, "UBS_CQL_REPLICATION_FACTOR", 1, minimum=1),
-        web_host=web_host,
-        web_port=_integer(env, "UBS_WEB_PORT", 6066, minimum=1),
-        advertised_host=_text(env, "UBS_ADVERTISED_HOST", default_advertised),
-        partitions=_integer(env, "UBS_PARTITIONS", 8, minimum=1),
-        topic_replication_factor=_integer(env, "UBS_TOPIC_REPLICATION_FACTOR", 1, minimum=1),
-        data_dir=_text(env, "UBS_DATA_DIR", "./data"),
-        app_id=_text(env, "UBS_APP_ID", "ubscore"),
-        topic_prefix=env.get("UBS_TOPIC_PREFIX", "").strip(),
-        store=_text(env, "UBS_STORE", "rocksdb://"),
-        processing_guarantee=guarantee,
-        standby_replicas=_integer(env, "UBS_STANDBY_REPLICAS", 0),
-        session_timeout_s=_number(env, "UBS_SESSION_TIMEOUT_S", 30.0),
-        results_retention_s=_integer(env, "UBS_RESULTS_RETENTION_S", 7 * 24 * 3600, minimum=60),
-        wait_timeout_s=_number(env, "UBS_WAIT_TIMEOUT_S", 10.0),
-        sink_batch_size=_integer(env, "UBS_SINK_BATCH_SIZE", 500, minimum=1),
-        sink_batch_within_s=_number(env, "UBS_SINK_BATCH_WITHIN_S", 0.05),
-        sink_concurrency=_integer(env, "UBS_SINK_CONCURRENCY", 32, minimum=1),
-        sink_retry_max_s=_number(env, "UBS_SINK_RETRY_MAX_S", 10.0),
-        api_token=token,
-        max_body_bytes=_integer(env, "UBS_MAX_BODY_BYTES", 16 * 1024, minimum=256),
-        failpoint=env.get("UBS_FAILPOINT", "").strip() or None,
-        stall_s=_number(env, "UBS_STALL_S", 30.0),
-        max_fetch_bytes=_integer(env, "UBS_MAX_FETCH_BYTES", 16 * 1024, minimum=1024),
-    )
+    values = {spec.name: _read(env, spec.metadata, spec.default) for spec in fields(Settings)}
+    if not values["advertised_host"]:
+        # A worker bound to all interfaces still needs a concrete address that peers can call.
+        web_host = values["web_host"]
+        values["advertised_host"] = "127.0.0.1" if web_host in _ALL_INTERFACES else web_host
+    values["topic_prefix"] = values["topic_prefix"] or ""
+    return Settings(**values)
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated from the declarations above."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for spec in fields(Settings):
+        meta = spec.metadata
+        rows.append(f"| `{meta['env']}` | {meta['shown'] or _shown(spec.default)} | {meta['help']} |")
+    return "\n".join(rows)
+
+
+def _shown(default: Any) -> str:
+    if default is None:
+        return "unset"
+    if default == "":
+        return "empty"
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    if isinstance(default, float) and default.is_integer():
+        default = int(default)
+    return f"`{default}`"
 
 
 settings: Settings = load()
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table() + "\n")

@@ -71,20 +71,23 @@ async def _read(
     for tp in tps:
         consumer.seek(tp, (start or {}).get(tp.partition, firsts[tp]))
     records: Dict[int, List[ConsumerRecord]] = {tp.partition: [] for tp in tps}
+    seen: List[ConsumerRecord] = []  # in the order polled, for ``until``
     while True:
         batch = await consumer.getmany(*tps, timeout_ms=POLL_MS)
         for tp, polled in batch.items():
-            records[tp.partition].extend(r for r in polled if until is not None or r.offset < lasts[tp.partition])
-        flat = [record for partition in sorted(records) for record in records[partition]]
-        if until is not None:
-            if until(flat):
-                return flat
-        elif all(await _reached(consumer, tp, lasts[tp.partition]) for tp in tps):
-            return flat
+            kept = [r for r in polled if until is not None or r.offset < lasts[tp.partition]]
+            records[tp.partition].extend(kept)
+            seen.extend(kept)
+        done = until(seen) if until is not None else await _all_reached(consumer, tps, lasts)
+        if done:
+            return [record for partition in sorted(records) for record in records[partition]]
 
 
-async def _reached(consumer: AIOKafkaConsumer, tp: TopicPartition, last: int) -> bool:
-    return await consumer.position(tp) >= last
+async def _all_reached(consumer: AIOKafkaConsumer, tps: List[TopicPartition], lasts: Mapping[int, int]) -> bool:
+    for tp in tps:
+        if await consumer.position(tp) < lasts[tp.partition]:
+            return False
+    return True
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> List[int]:

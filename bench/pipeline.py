@@ -28,6 +28,7 @@ from typing import List, Tuple
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.topic_reader import read_topic
 from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, Worker, World, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))
@@ -46,24 +47,8 @@ async def produce_all(topic: str, messages: List[Tuple[bytes, bytes]]) -> None:
 
 async def count_until(topic: str, target: int, timeout: float) -> float:
     """Read a topic from the start until ``target`` messages were seen; return the monotonic time."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        while not consumer.partitions_for_topic(topic):
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
-        consumer.assign([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
-        await consumer.seek_to_beginning()
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while seen < target:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: {seen}/{target} messages in {timeout}s")
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            seen += sum(len(records) for records in batch.values())
-        return time.monotonic()
-    finally:
-        await consumer.stop()
+    await read_topic(BOOTSTRAP, topic, until=lambda records: len(records) >= target, timeout_s=timeout)
+    return time.monotonic()
 
 
 async def pass_through(source: str, target: str, total: int) -> None:

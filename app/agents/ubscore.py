@@ -197,17 +197,15 @@ def apply_once(
     stored = StoredResult.from_json(results.get(result_key))
     try:
         decision = decide(account, stored, origin)
-        if decision == Decision.RESEND:
-            outcome = None
-        else:
+        outcome: Optional[Outcome] = None
+        if decision != Decision.RESEND:
             failpoints.hit("raise_in_decision", failpoints.raise_injected)
             outcome = outcome_for(account)
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
         dead_letter(message, processing_failed(message, exc))
         # A stored result is this operation's one result: it is never replaced by a failure.
-        failed = _answer_failure(message, account, failure_for) if stored is None else None
-        if failed is not None:
-            record(result_key, failed, origin)
+        if stored is None and failure_for is not None:
+            answer_failure(message, result_key, origin, lambda: failure_for(account))
         return False
     if outcome is None:
         assert stored is not None  # decide() resends only what is stored
@@ -215,24 +213,15 @@ def apply_once(
         return False
     if decision == Decision.APPLY_LATE:
         metrics.inc("ubscore_applied_late_total")
-        log.warning(
-            "applied_late user_id=%s op_id=%s stream=%s offset=%s",
-            user_id,
-            outcome.event.op_id,
-            origin.stream,
-            origin.offset,
-        )
+        log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
     record(result_key, outcome, origin)
     return True
 
 
-def _answer_failure(
-    message: Message, account: Account, failure_for: Optional[Callable[[Account], Outcome]]
-) -> Optional[Outcome]:
-    if failure_for is None:
-        return None
+def answer_failure(message: Message, result_key: bytes, origin: Origin, rejection: Callable[[], Outcome]) -> None:
+    """Record the ``processing_failed`` rejection of a message whose decision raised, if it can be built."""
     try:
-        return failure_for(account)
+        outcome = rejection()
     except Exception as exc:  # noqa: BLE001 - the rejection failed too: the dead letter is all there is
         log.error(
             "processing_failed_unanswered topic=%s partition=%s offset=%s error=%r",
@@ -241,7 +230,8 @@ def _answer_failure(
             message.offset,
             exc,
         )
-        return None
+        return
+    record(result_key, outcome, origin)
 
 
 def record(result_key: bytes, outcome: Outcome, origin: Origin) -> None:
@@ -332,7 +322,7 @@ def move(message: Message, user_id: int, op_id: str, home: int) -> None:
     astray again. A crash before the input commit sends a second copy; it is
     deduplicated by op_id like any client retry.
     """
-    _send(operations_topic, user_key(user_id), message.value, partition=home)
+    _send(operations_topic, user_key(user_id), message.value or b"", partition=home)
     metrics.inc("ubscore_rerouted_total")
     log.info(
         "rerouted user_id=%s op_id=%s from_partition=%s to_partition=%s offset=%s key=%r",

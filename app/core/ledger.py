@@ -178,74 +178,56 @@ def _event_kind(kind: str) -> str:
     return "transfer_out" if kind == "transfer" else kind
 
 
-def apply_operation(account: Account, operation: Operation, ts: int) -> Outcome:
-    """Apply one validated client operation; reject it if a balance would go negative."""
-    current = account.balance(operation.asset)
+def _moved(current: Balance, operation: Operation) -> Balance:
+    """The balance after the operation, negative where funds do not suffice."""
     amount = operation.amount
-    new: Optional[Balance]
     if operation.kind == "deposit":
-        new = Balance(current.available + amount, current.locked)
-    elif operation.kind == "withdraw":
-        new = Balance(current.available - amount, current.locked)
-    elif operation.kind == "lock":
-        new = Balance(current.available - amount, current.locked + amount)
-    elif operation.kind == "unlock":
-        new = Balance(current.available + amount, current.locked - amount)
-    elif operation.kind == "transfer":
-        if operation.source == "locked":
-            new = Balance(current.available, current.locked - amount)
-        else:
-            new = Balance(current.available - amount, current.locked)
-    else:  # parse_operation admits only KINDS; this guards a future kind added there alone
-        raise ValueError(f"no rule for kind {operation.kind!r}")
+        return Balance(current.available + amount, current.locked)
+    if operation.kind == "withdraw":
+        return Balance(current.available - amount, current.locked)
+    if operation.kind == "lock":
+        return Balance(current.available - amount, current.locked + amount)
+    if operation.kind == "unlock":
+        return Balance(current.available + amount, current.locked - amount)
+    if operation.kind == "transfer" and operation.source == "locked":
+        return Balance(current.available, current.locked - amount)
+    if operation.kind == "transfer":
+        return Balance(current.available - amount, current.locked)
+    # parse_operation admits only KINDS; this guards a future kind added there alone.
+    raise ValueError(f"no rule for kind {operation.kind!r}")
 
-    seq = account.seq + 1
-    counterparty = operation.to_user_id if operation.kind == "transfer" else None
-    if new.available < 0 or new.locked < 0:
-        event = Event(
-            op_id=operation.op_id,
-            kind=_event_kind(operation.kind),
-            user_id=operation.user_id,
-            asset=operation.asset,
-            amount=amount,
-            status=Status.REJECTED,
-            reason="insufficient_funds",
-            available=current.available,
-            locked=current.locked,
-            seq=seq,
-            ts=ts,
-            counterparty=counterparty,
-        )
-        return Outcome(replace(account, seq=seq), event)
 
-    balances = dict(account.balances)
-    balances[operation.asset] = new
-    event = Event(
+def _result(operation: Operation, balance: Balance, seq: int, ts: int, reason: Optional[str]) -> Event:
+    """The event of a client operation: accepted without a reason, rejected with one."""
+    return Event(
         op_id=operation.op_id,
         kind=_event_kind(operation.kind),
         user_id=operation.user_id,
         asset=operation.asset,
-        amount=amount,
-        status=Status.ACCEPTED,
-        reason=None,
-        available=new.available,
-        locked=new.locked,
+        amount=operation.amount,
+        status=Status.ACCEPTED if reason is None else Status.REJECTED,
+        reason=reason,
+        available=balance.available,
+        locked=balance.locked,
         seq=seq,
         ts=ts,
-        counterparty=counterparty,
+        counterparty=operation.to_user_id if operation.kind == "transfer" else None,
     )
+
+
+def apply_operation(account: Account, operation: Operation, ts: int) -> Outcome:
+    """Apply one validated client operation; reject it, changing nothing but the seq, if a balance would go negative."""
+    current = account.balance(operation.asset)
+    new = _moved(current, operation)
+    seq = account.seq + 1
+    if new.available < 0 or new.locked < 0:
+        return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, "insufficient_funds"))
+    balances = {**account.balances, operation.asset: new}
     credit = None
     if operation.kind == "transfer":
         assert operation.to_user_id is not None  # parse_operation guarantees it
-        credit = Credit(
-            payer=operation.user_id,
-            payee=operation.to_user_id,
-            op_id=operation.op_id,
-            asset=operation.asset,
-            amount=amount,
-            ts=ts,
-        )
-    return Outcome(replace(account, seq=seq, balances=balances), event, credit)
+        credit = Credit(operation.user_id, operation.to_user_id, operation.op_id, operation.asset, operation.amount, ts)
+    return Outcome(replace(account, seq=seq, balances=balances), _result(operation, new, seq, ts, None), credit)
 
 
 def apply_credit(account: Account, credit: Credit) -> Outcome:

@@ -122,12 +122,56 @@ class Event:
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> "Event":
         """Rebuild an event read back from a table, a topic or the database."""
-        return cls(**{name: body.get(name) for name in cls.__dataclass_fields__})
+        return cls(**{name: body.get(name) for name in cls.__dataclass_fields__})  # type: ignore[arg-type]
 
     @property
     def accepted(self) -> bool:
         """True when the operation changed balances."""
         return self.status == "accepted"
+
+
+EVENT_KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer_out", "transfer_in", "unknown")
+#: The last millisecond a CQL timestamp (and Python's datetime) can hold: 9999-12-31T23:59:59.999Z.
+MAX_TS = 253_402_300_799_999
+
+
+def read_event(raw: Optional[bytes]) -> Event:
+    """Read one message of balance.events, refusing anything the ledger could not have written.
+
+    The sink writes what it reads into typed CQL columns; a value out of a column's
+    range would fail in the driver on every retry and stop the sink, so each field
+    is checked here instead and a bad message is skipped (InvalidOperation).
+    """
+    body = decode_json(raw)
+    if not isinstance(body, dict) or not set(Event.__dataclass_fields__) <= set(body):
+        raise InvalidOperation(None, "invalid_event", "an event is an object with every field of Event")
+    _event_number(body, "user_id", MAX_ID)
+    _event_number(body, "seq", MAX_ID)
+    _event_number(body, "ts", MAX_TS)
+    for name, maximum in (("asset", MAX_ASSET), ("amount", MAX_AMOUNT), ("counterparty", MAX_ID)):
+        _event_number(body, name, maximum, optional=True)
+    for name in ("available", "locked"):
+        value = body[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise InvalidOperation(name, "invalid_event", f"{name} of an event is {show(value)}")
+    try:
+        check_op_id(body["op_id"])
+    except InvalidOperation as error:
+        raise InvalidOperation("op_id", "invalid_event", error.message) from None
+    if body["kind"] not in EVENT_KINDS or body["status"] not in ("accepted", "rejected"):
+        raise InvalidOperation("kind", "invalid_event", f"kind {show(body['kind'])}, status {show(body['status'])}")
+    reason = body["reason"]
+    if reason is not None and not (isinstance(reason, str) and 0 < len(reason) <= 64 and reason.isascii()):
+        raise InvalidOperation("reason", "invalid_event", f"reason of an event is {show(reason)}")
+    return Event.from_json(body)
+
+
+def _event_number(body: Mapping[str, Any], name: str, maximum: int, optional: bool = False) -> None:
+    value = body[name]
+    if value is None and optional:
+        return
+    if whole_number(value, maximum) is None:
+        raise InvalidOperation(name, "invalid_event", f"{name} of an event is {show(value)}")
 
 
 def _positive_int(body: Mapping[str, Any], name: str, maximum: int, reason: str) -> int:

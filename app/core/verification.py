@@ -1,4 +1,4 @@
-"""The invariants of DESIGN.md, checked over everything the pipeline wrote. Pure: no I/O.
+"""The invariants (docs/design.md), checked over everything the pipeline wrote. Pure: no I/O.
 
 Input is what a verifier read once the pipeline was idle: the operations topic
 (in partition order), the events topic (every copy), and optionally the tables
@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from app.core.ledger import PROCESSING_FAILED, Account, Outcome, apply_credit, apply_operation, reject_invalid
+from app.core.ledger import PROCESSING_FAILED, Account, Outcome, Status, apply_credit, apply_operation, reject_invalid
 from app.core.models import Credit, Event, parse_operation, read_operation
 from app.errors import InvalidOperation
 
@@ -111,6 +111,17 @@ def _events_by_user(events: Iterable[Mapping[str, Any]], report: Report) -> Dict
     return users
 
 
+@dataclass
+class Replay:
+    """What replaying every user's events through the pure core collected, for the checks after it."""
+
+    results: Dict[Tuple[Any, ...], int] = field(default_factory=dict)
+    outgoing: Dict[Tuple[int, str], Event] = field(default_factory=dict)
+    incoming: Dict[Tuple[int, str], Event] = field(default_factory=dict)
+    deposits: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    withdrawals: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+
 def check(
     operations: Iterable[Tuple[Optional[bytes], bytes]],
     events: Iterable[Mapping[str, Any]],
@@ -127,90 +138,117 @@ def check(
     report = Report()
     bodies = _first_operations(operations, report, max_operation_bytes)
     users = _events_by_user(events, report)
-
-    results: Dict[Tuple[Any, ...], int] = {}
-    outgoing: Dict[Tuple[int, str], Event] = {}
-    incoming: Dict[Tuple[int, str], Event] = {}
-    deposits: Dict[int, int] = defaultdict(int)
-    withdrawals: Dict[int, int] = defaultdict(int)
-
+    replay = Replay()
     for user, user_events in users.items():
-        expected_seqs = list(range(1, len(user_events) + 1))
-        if [e.seq for e in user_events] != expected_seqs:
-            report.violate("seq_gap", f"user {user}: seqs {[e.seq for e in user_events][:20]}")
-        account = Account()
-        for event in user_events:
-            report.counts[f"events_{event.status}"] += 1
-            if event.kind == "transfer_in":
-                key: Tuple[Any, ...] = (user, "in", event.counterparty, event.op_id)
-            else:
-                key = (user, event.op_id)
-            if key in results and results[key] != event.seq:
-                report.violate("duplicate_result", f"{key}: seq {results[key]} and seq {event.seq}")
-            results.setdefault(key, event.seq)
-
-            if event.kind == "transfer_in":
-                assert event.counterparty is not None and event.asset is not None and event.amount is not None
-                credit = Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts)
-                outcome = apply_credit(account, credit)
-                incoming[(event.counterparty, event.op_id)] = event
-            else:
-                body = bodies.get((user, event.op_id))
-                if body is None:
-                    report.violate(
-                        "unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation"
-                    )
-                    account = Account(seq=event.seq, balances=account.balances)
-                    continue
-                outcome = _reference(account, user, event, body, report)
-            if outcome.event != event:
-                report.violate(
-                    "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
-                )
-            account = outcome.account
-            for asset, balance in account.balances.items():
-                if balance.available < 0 or balance.locked < 0:
-                    report.violate("negative_balance", f"user {user} asset {asset} after seq {event.seq}: {balance}")
-            if event.status == "accepted":
-                if event.kind == "deposit":
-                    deposits[event.asset or 0] += event.amount or 0
-                elif event.kind == "withdraw":
-                    withdrawals[event.asset or 0] += event.amount or 0
-                elif event.kind == "transfer_out":
-                    outgoing[(user, event.op_id)] = event
-        report.accounts[user] = account
-
-    for user, op_id in bodies:
-        if (user, op_id) not in results:
-            report.violate("missing_result", f"user {user} op_id {op_id!r}")
-    for (payer, op_id), out in outgoing.items():
-        landed = incoming.get((payer, op_id))
-        if landed is None or (landed.user_id, landed.asset, landed.amount) != (out.counterparty, out.asset, out.amount):
-            report.violate("transfer_not_landed", f"payer {payer} op_id {op_id!r} -> {out.counterparty}")
-    for (payer, op_id), landed in incoming.items():
-        if (payer, op_id) not in outgoing:
-            report.violate(
-                "unexplained_event",
-                f"transfer_in to {landed.user_id} from {payer} op_id {op_id!r}: no accepted transfer_out",
-            )
-    report.counts["transfers_accepted"] = len(outgoing)
-
-    held: Dict[int, int] = defaultdict(int)
-    for account in report.accounts.values():
-        for asset, balance in account.balances.items():
-            held[asset] += balance.available + balance.locked
-    for asset in sorted(set(held) | set(deposits) | set(withdrawals)):
-        if held[asset] != deposits[asset] - withdrawals[asset]:
-            report.violate(
-                "conservation",
-                f"asset {asset}: held {held[asset]} != deposits {deposits[asset]} - withdrawals {withdrawals[asset]}",
-            )
-
+        report.accounts[user] = _replay_user(user, user_events, bodies, replay, report)
+    _check_results(report, bodies, replay)
+    _check_transfers(report, replay)
+    _check_conservation(report, replay)
     if tables is not None:
         _check_tables(report, tables)
     if db_events is not None and db_balances is not None:
         _check_database(report, users, db_events, db_balances)
     return report
+
+
+def _replay_user(
+    user: int, events: Sequence[Event], bodies: Mapping[Tuple[int, str], Any], replay: Replay, report: Report
+) -> Account:
+    """Fold one user's events through the reference model, checking each against it; the final account."""
+    if [e.seq for e in events] != list(range(1, len(events) + 1)):
+        report.violate("seq_gap", f"user {user}: seqs {[e.seq for e in events][:20]}")
+    account = Account()
+    for event in events:
+        report.counts[f"events_{event.status}"] += 1
+        _note_result(user, event, replay, report)
+        if event.kind == "transfer_in":
+            assert event.counterparty is not None and event.asset is not None and event.amount is not None
+            outcome = apply_credit(
+                account, Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts)
+            )
+            replay.incoming[(event.counterparty, event.op_id)] = event
+        else:
+            body = bodies.get((user, event.op_id))
+            if body is None:
+                report.violate(
+                    "unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation"
+                )
+                account = Account(seq=event.seq, balances=account.balances)
+                continue
+            outcome = _reference(account, user, event, body, report)
+        if outcome.event != event:
+            report.violate(
+                "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
+            )
+        account = outcome.account
+        _check_balances(user, event, account, report)
+        _note_money(user, event, replay)
+    return account
+
+
+def _note_result(user: int, event: Event, replay: Replay, report: Report) -> None:
+    """One result per (user, op_id) or credit leg: a second one with another seq is a violation."""
+    if event.kind == "transfer_in":
+        key: Tuple[Any, ...] = (user, "in", event.counterparty, event.op_id)
+    else:
+        key = (user, event.op_id)
+    if key in replay.results and replay.results[key] != event.seq:
+        report.violate("duplicate_result", f"{key}: seq {replay.results[key]} and seq {event.seq}")
+    replay.results.setdefault(key, event.seq)
+
+
+def _check_balances(user: int, event: Event, account: Account, report: Report) -> None:
+    for asset, balance in account.balances.items():
+        if balance.available < 0 or balance.locked < 0:
+            report.violate("negative_balance", f"user {user} asset {asset} after seq {event.seq}: {balance}")
+
+
+def _note_money(user: int, event: Event, replay: Replay) -> None:
+    """Money entering or leaving the ledger, and transfers to match with their credit legs."""
+    if event.status != Status.ACCEPTED:
+        return
+    if event.kind == "deposit":
+        replay.deposits[event.asset or 0] += event.amount or 0
+    elif event.kind == "withdraw":
+        replay.withdrawals[event.asset or 0] += event.amount or 0
+    elif event.kind == "transfer_out":
+        replay.outgoing[(user, event.op_id)] = event
+
+
+def _check_results(report: Report, bodies: Mapping[Tuple[int, str], Any], replay: Replay) -> None:
+    for user, op_id in bodies:
+        if (user, op_id) not in replay.results:
+            report.violate("missing_result", f"user {user} op_id {op_id!r}")
+
+
+def _check_transfers(report: Report, replay: Replay) -> None:
+    """Every accepted transfer_out has its transfer_in, and every transfer_in its transfer_out."""
+    for (payer, op_id), out in replay.outgoing.items():
+        landed = replay.incoming.get((payer, op_id))
+        if landed is None or (landed.user_id, landed.asset, landed.amount) != (out.counterparty, out.asset, out.amount):
+            report.violate("transfer_not_landed", f"payer {payer} op_id {op_id!r} -> {out.counterparty}")
+    for (payer, op_id), landed in replay.incoming.items():
+        if (payer, op_id) not in replay.outgoing:
+            report.violate(
+                "unexplained_event",
+                f"transfer_in to {landed.user_id} from {payer} op_id {op_id!r}: no accepted transfer_out",
+            )
+    report.counts["transfers_accepted"] = len(replay.outgoing)
+
+
+def _check_conservation(report: Report, replay: Replay) -> None:
+    """Per asset, what all users hold equals what was deposited minus what was withdrawn."""
+    held: Dict[int, int] = defaultdict(int)
+    for account in report.accounts.values():
+        for asset, balance in account.balances.items():
+            held[asset] += balance.available + balance.locked
+    for asset in sorted(set(held) | set(replay.deposits) | set(replay.withdrawals)):
+        if held[asset] != replay.deposits[asset] - replay.withdrawals[asset]:
+            report.violate(
+                "conservation",
+                f"asset {asset}: held {held[asset]} != deposits {replay.deposits[asset]}"
+                f" - withdrawals {replay.withdrawals[asset]}",
+            )
 
 
 def _reference(account: Account, user: int, event: Event, body: Any, report: Report) -> Outcome:
@@ -264,10 +302,10 @@ def _check_database(
                 last_seq[(user, event.asset)] = event.seq
     rows = {(int(r["user_id"]), int(r["asset"])): r for r in db_balances}
     for (user, asset), seq in last_seq.items():
-        row = rows.get((user, asset))
+        stored = rows.get((user, asset))
         balance = report.accounts[user].balance(asset)
         want = (balance.available, balance.locked, seq)
-        got = (row["available"], row["locked"], row["seq"]) if row else None
+        got = (stored["available"], stored["locked"], stored["seq"]) if stored else None
         if got != want:
             report.violate("db_mismatch", f"balances ({user}, {asset}): db {got} != fold {want}")
     report.counts["db_rows_checked"] = len(seen) + len(rows)

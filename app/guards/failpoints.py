@@ -7,7 +7,7 @@ submitted operation but has not answered the client).
 
 ``stall_input`` does not kill: after the agent's Nth message it pauses the
 worker's input partitions inside Faust, the state a restarted worker was once
-found in (CHAOS.md, finding 11), for the progress watch to notice
+found in (docs/fault-injection.md, finding 11), for the progress watch to notice
 (app.guards.input_watch). ``stall_input_hard`` also makes Faust's resume do nothing,
 so only the watch's last step, a restart, gets the input moving again.
 

@@ -1,23 +1,19 @@
 """Holes in the ledger's input: records Faust never handed to the agent, read back from Kafka.
 
-A clean-clone CI run caught Faust dropping one record of ``balance.operations``
-during a worker's start-up. The agent got offsets 15 and 17 of a partition,
-never 16, and the group later committed past it, so the operation was lost
-(tests/integration/CHAOS.md, finding 9; faust-streaming #216 and #221 describe
-the same family around rebalances). Input topics here are neither compacted
-nor transactional under at_least_once, so consecutive records of a partition
-have consecutive offsets. A record that arrives more than one offset past the
-previous one of its partition means the records in between were skipped.
+Faust can skip input records and commit past them (docs/fault-injection.md,
+findings 9 and 10; faust-streaming #216 and #221). The rule that catches it:
+input topics here are neither compacted nor transactional under at_least_once,
+so consecutive records of a partition have consecutive offsets, and a record
+more than one offset past the last one applied on its partition means the
+records in between were skipped.
 
-The agent keeps the highest offset it applied per input partition in the
-changelog-backed ``cursors`` table, written after each message, so the check
-holds across restarts and rebalances. A second CI run showed why that matters:
-a restarted worker's first record of a partition came 98 offsets after the
-last one applied there, and those 98 operations were never seen (finding 10).
+The last applied offset per input partition lives in the changelog-backed
+``cursors`` table, written after each message, so a hole shows across restarts
+and rebalances too, including one at the very start of an assignment.
 ``read_range`` fetches the missing records with the plain reader of
-app.topic_reader (no group, nothing committed), so the agent can apply them, in order, before the
-record that revealed the hole. A record whose offset is at or below the cursor
-is a redelivery and goes through the usual deduplication.
+app.topic_reader (no group, nothing committed), so the agent applies them, in
+order, before the record that revealed the hole. A record at or below the
+cursor is a redelivery and goes through the usual deduplication.
 """
 
 from __future__ import annotations

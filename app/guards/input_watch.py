@@ -1,11 +1,9 @@
 """Progress watch of the ledger's input: records that wait in Kafka while the agent waits for them.
 
-A clean-clone CI run caught a restarted worker that rebuilt its tables, said it
-was ready, owned all partitions, and then received no record for two minutes
-while hundreds waited on ``balance.operations`` (tests/integration/CHAOS.md,
-finding 11). Faust logged nothing; only consumer lag showed it. The hole filler
-(app.guards.input_gaps) cannot help there, because no later record ever arrives to
-reveal the hole.
+A worker can own a partition, report ready, and receive none of the records
+waiting there, with nothing in Faust's log (docs/fault-injection.md, finding 11).
+The hole filler (app.guards.input_gaps) cannot see that: no later record arrives
+to reveal the hole. Only the offsets can.
 
 So every few seconds the worker compares, for each input partition it owns,
 the end offset in Kafka with the highest offset the agent applied there (the
@@ -118,7 +116,7 @@ async def resume(stall: Stall) -> None:
     consumer = app.consumer
     held = {
         **held_by_faust(consumer, tp),
-        "flow_stopped": not consumer.flow_active,
+        "flow_stopped": not consumer.flow_active,  # type: ignore[attr-defined]  # ConsumerT omits it
         "flow_control_off": not app.flow_control.is_active(),
     }
     before = fetcher_state(tp)  # read before anything is lifted or sought
@@ -150,7 +148,7 @@ def fetcher_state(tp: TP) -> str:
     """What Faust and aiokafka believe about the partition, read-only, for the log line of a stall.
 
     These are private attributes of both libraries, read best-effort: the line
-    is for finding the cause of a stall (CHAOS.md, finding 11), not for control.
+    is for finding the cause of a stall (docs/fault-injection.md, finding 11), not for control.
     """
     facts: Dict[str, Any] = faust_offsets(app.consumer, tp)
     try:
@@ -168,7 +166,7 @@ def pause_input() -> None:
 def pause_input_for_good() -> None:
     """Fault injection (failpoint ``stall_input_hard``): pause the input and make Faust's resume a no-op."""
     pause_input()
-    app.consumer.resume_partitions = lambda tps: None
+    setattr(app.consumer, "resume_partitions", lambda tps: None)  # noqa: B010 - replacing a method on purpose
 
 
 class StallFailpoint(Sensor):
@@ -232,7 +230,8 @@ async def watch_input() -> None:
     if settings.processing_guarantee != "at_least_once":
         return
     now = time.monotonic()
-    quiet = not app.rebalancing and app.tables.recovery.completed.is_set() and activity.busy_for(now) < BUSY_S
+    recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # TableManagerT omits it
+    quiet = not app.rebalancing and recovered and activity.busy_for(now) < BUSY_S
     try:
         positions = await observe_positions()
     except Exception as exc:  # noqa: BLE001 - broker away or partitions moving: no verdict this time

@@ -7,8 +7,7 @@ the next write of an account publishes that account whole, so balances from an
 operation whose result row and event never left the dead process reach the
 changelog without them. Another worker rebuilding from it then finds the
 operation's offset recorded in the account but no result to answer its
-redelivery with, and applies it a second time. The fault-injection suite showed
-exactly this (tests/integration/CHAOS.md, finding 6).
+redelivery with, and applies it a second time (docs/fault-injection.md, finding 6).
 
 So a worker keeps its local tables only when the process before it left them
 cleanly: it stopped, flushed the producer and saw no send fail, and then wrote

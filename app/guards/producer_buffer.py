@@ -79,6 +79,6 @@ class DrainingProducerBuffer(ProducerBuffer):
 def install(producer: ProducerT) -> ProducerT:
     """Give a Faust producer (not yet started) a draining buffer in place of its own."""
     buffer = DrainingProducerBuffer(loop=producer.loop, beacon=producer.beacon)
-    buffer.app = producer.app
+    buffer.app = producer.app  # type: ignore[attr-defined]  # ProducerT omits the app it belongs to
     producer.buffer = buffer  # type: ignore[attr-defined]
     return producer

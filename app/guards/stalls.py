@@ -50,7 +50,7 @@ class ProgressWatch:
 
     A partition can starve while others flow: Faust hands the agent one fetched
     batch at a time, and a topic with fewer records in it runs dry first
-    (CHAOS.md, finding 12). A restart would not help there, and restarts under
+    (docs/fault-injection.md, finding 12). A restart would not help there, and restarts under
     load cause the rebalances that build such batches, so the exit is kept for
     a worker whose input made no progress at all for a whole period.
     """
@@ -81,7 +81,8 @@ class ProgressWatch:
                 self._progress_at = now
             if moved or not position.pending:
                 self._resumed.discard(tp)
-            since[tp] = (position.cursor, now if moved or not position.pending or not quiet else previous[1])
+            waiting_since = now if previous is None or moved or not position.pending or not quiet else previous[1]
+            since[tp] = (position.cursor, waiting_since)
         all_idle = now - self._progress_at >= self.limit_s
         for tp, position in positions.items():
             started = since[tp][1]

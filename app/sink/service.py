@@ -22,7 +22,6 @@ assigned partition at its committed offset.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence
 
@@ -31,8 +30,9 @@ from aiokafka.errors import KafkaError
 from mode import Service
 
 from app import metrics
-from app.core.models import Event
-from app.errors import SettlementUnavailable
+from app.backoff import backoff
+from app.core.models import Event, read_event
+from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
 from app.settings import settings
 from app.sink.cql import CqlStore
@@ -129,21 +129,16 @@ def decode_events(values: Iterable[bytes]) -> List[Event]:
     events: List[Event] = []
     for value in values:
         try:
-            body = json.loads(value)
-            event = Event.from_json(body)
-            if not isinstance(event.user_id, int) or not isinstance(event.seq, int) or not event.op_id:
-                raise ValueError("user_id, seq and op_id are required")
-        except (ValueError, TypeError, AttributeError) as exc:
+            events.append(read_event(value))
+        except InvalidOperation as error:
             metrics.inc("ubscore_sink_skipped_total")
-            log.error("sink_skip reason=%s value=%r", exc, bytes(value)[:200])
-            continue
-        events.append(event)
+            log.error("sink_skip reason=%s field=%s value=%r", error.reason, error.field, bytes(value or b"")[:200])
     return events
 
 
 async def write_until_acknowledged(events: Sequence[Event]) -> None:
     """Retry one batch until the database takes it; only then may its offsets be committed."""
-    delay = 0.1
+    delays = backoff(0.1, settings.sink_retry_max_s)
     attempt = 0
     while True:
         attempt += 1
@@ -152,9 +147,9 @@ async def write_until_acknowledged(events: Sequence[Event]) -> None:
         except SettlementUnavailable as exc:
             metrics.inc("ubscore_sink_failures_total")
             metrics.set_gauge("ubscore_sink_paused", 1)
+            delay = next(delays)
             log.warning("sink_retry attempt=%s events=%s delay_s=%.1f error=%s", attempt, len(events), delay, exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, settings.sink_retry_max_s)
             continue
         if attempt > 1:
             log.info("sink_resumed attempts=%s events=%s", attempt, len(events))

@@ -2,11 +2,10 @@
 
 Faust creates changelog topics itself but subscribes to source topics as they are;
 a topic created a moment before the consumer's first metadata request is ignored
-until the next refresh, minutes later. The seed system died of exactly this
-("events topic did not exist when Settlement subscribed"). So a worker first
-creates every missing topic with the admin API, checks the partition counts
-(a mismatch would split users across partitions), and waits until the broker's
-metadata lists them all; only then does Faust start its consumer.
+until the next refresh, minutes later. So a worker first creates every missing
+topic with the admin API, checks the partition counts (a mismatch would split
+users across partitions), and waits until the broker's metadata lists them all;
+only then does Faust start its consumer. Any component may then start first.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Dict, Iterable, Mapping
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from app.backoff import backoff
 from app.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ async def ensure_topics(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    delay = 0.5
-    while True:
+    for delay in backoff(0.5, 5.0):
         try:
             await _ensure_once(bootstrap, topics, replication, configs or {})
             return
@@ -46,7 +45,6 @@ async def ensure_topics(
                 raise
             log.warning("topics_not_ready error=%r retry_in_s=%.1f", exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 async def _ensure_once(

@@ -27,6 +27,7 @@ from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 
 from app import metrics
+from app.backoff import backoff
 from app.core.ledger import Account, StoredResult, operation_key
 from app.core.models import MAX_ID, Event, Operation, check_op_id, parse_operation
 from app.core.wire import decimal_text, decode_json, repeated_names
@@ -79,7 +80,7 @@ def counted(name: str) -> Callable[[Handler], Handler]:
             try:
                 response = await handler(view, request, *args, **kwargs)
             except Exception:
-                log.exception("http_error view=%s path=%s", name, request.path)
+                log.exception("http_error view=%s path=%s", name, request.path)  # type: ignore[attr-defined]
                 response = _error(view, 500, "internal_error", None, "unexpected server error; see the worker log")
             metrics.inc("ubscore_http_requests_total", view=name, status=str(response.status))
             return response
@@ -147,7 +148,7 @@ def _same_request(stored: Event, operation: Operation) -> bool:
 
 
 async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Optional[Response]]:
-    declared = request.content_length
+    declared = request.content_length  # type: ignore[attr-defined]  # faust.web.Request omits it
     if declared is not None and declared > settings.max_body_bytes:
         return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
     body = await request.read()
@@ -217,8 +218,7 @@ class OperationsView(View):
     async def _wait_for_result(self, operation: Operation) -> Response:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.wait_timeout_s
-        delay = 0.01
-        while True:
+        for delay in backoff(0.01, 0.2):
             try:
                 found = await find_result(operation.user_id, operation.op_id)
             except (OSError, asyncio.TimeoutError) as exc:
@@ -249,7 +249,7 @@ class OperationsView(View):
                     op_id=operation.op_id,
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.2)
+        raise AssertionError("backoff() never ends")
 
 
 @app.page("/operations/{user_id}/{op_id}")
@@ -321,7 +321,8 @@ class HealthView(View):
             assignment = set()
         partitions = sorted(tp.partition for tp in assignment if tp.topic == operations_topic.get_topic_name())
         running = getattr(app.consumer, "state", "running") == "running"
-        recovering = bool(getattr(app, "in_recovery", False)) or not app.tables.recovery.completed.is_set()
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # TableManagerT omits it
+        recovering = bool(getattr(app, "in_recovery", False)) or not recovered
         status = "starting" if not running else "recovering" if recovering else "ok"
         body = {
             "status": status,

@@ -19,7 +19,7 @@ from the seed are injected on a schedule that is printed before it starts:
   database    kill the CQL database for 60 s, restart it
 
 When the workload and the schedule are done, the verifier must pass (every
-invariant of DESIGN.md, tables = database = events = reference model), every
+invariant of docs/design.md, tables = database = events = reference model), every
 operation a gateway acknowledged must have a result, every 200 must match the
 stored result, and every zombie must have fenced itself. Anything else is a
 violation.

@@ -2,7 +2,7 @@
 
 The long suite (``make chaos``: 20 seeded runs of 20k operations, faults drawn
 from each seed, database outages included) uses the same runner; see
-tests/integration/chaos.py and the tables in tests/integration/CHAOS.md.
+tests/integration/chaos.py and the tables in docs/fault-injection.md.
 """
 
 from __future__ import annotations

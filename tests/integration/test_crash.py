@@ -1,6 +1,6 @@
 """Crash safety on the real stack: SIGKILL between the RocksDB write and the offset commit.
 
-The hazard of DESIGN.md: local RocksDB holds writes the changelog never got. The
+The hazard docs/design.md describes: local RocksDB holds writes the changelog never got. The
 worker is killed at a failpoint and restarted on its data directory: it must
 discard those files (app.guards.local_state) and rebuild from the changelog, then
 answer what it finds already applied there by re-sending it. Then it is stopped;

@@ -1,7 +1,7 @@
 """The input progress watch (app.guards.input_watch) on the real stack: pending records that never reach the agent.
 
 A failpoint pauses the worker's input partitions inside Faust after the agent's
-50th message, the state a restarted worker was once found in (CHAOS.md, finding
+50th message, the state a restarted worker was once found in (docs/fault-injection.md, finding
 11), while operations keep arriving. The watch must notice within UBS_STALL_S and
 get the input moving again: in place when a resume works, by exiting 70 for its
 supervisor when it does not. Either way the verifier must find every operation

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict
 
 import pytest
 
-from app.core.models import MAX_AMOUNT, Operation, identify, parse_operation
+from app.core.models import MAX_AMOUNT, Event, Operation, identify, parse_operation, read_event
 from app.core.wire import decode_json
 from app.errors import InvalidOperation
 
@@ -111,3 +112,44 @@ def test_identify_ties_invalid_operation_to_user() -> None:
 
 def test_error_dict_names_field_and_reason() -> None:
     assert rejection(body(amount=1.5)).as_dict()["field"] == "amount"
+
+
+def _event(**overrides: Any) -> bytes:
+    event = Event("op-1", "deposit", 1001, 1, 5, "accepted", None, 5, 0, 1, 1_700_000_000_000)
+    return json.dumps({**event.to_json(), **overrides}).encode()
+
+
+def test_event_the_ledger_writes_is_read_back() -> None:
+    assert read_event(_event()).seq == 1
+    assert read_event(_event(available=10**30, kind="transfer_in", counterparty=7)).available == 10**30
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"ts": 10**20},
+        {"ts": -1},
+        {"seq": 0},
+        {"seq": 2**63},
+        {"user_id": "1001"},
+        {"asset": 2**31},
+        {"amount": -1},
+        {"available": -5},
+        {"locked": 1.5},
+        {"op_id": "has space"},
+        {"kind": "mint"},
+        {"status": "maybe"},
+        {"reason": "x" * 65},
+        {"counterparty": True},
+    ],
+)
+def test_event_no_ledger_could_write_is_refused(overrides: Dict[str, Any]) -> None:
+    with pytest.raises(InvalidOperation) as caught:
+        read_event(_event(**overrides))
+    assert caught.value.reason == "invalid_event"
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"[]", b'{"seq": 1}', b'{"ts": ' + b"9" * 5000 + b"}", b"\xff"])
+def test_event_that_is_not_one_is_refused(raw: Any) -> None:
+    with pytest.raises(InvalidOperation):
+        read_event(raw)
