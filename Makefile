@@ -55,7 +55,7 @@ lint: install
 
 ## unit: the tests that need no stack
 unit: install
-	$(PY) -m pytest tests/unit tests/agents $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/agents tests/sink $(PYTEST_ARGS)
 
 ## bench: throughput of the pipeline against a raw aiokafka pass-through, side by side
 bench: install stack-up

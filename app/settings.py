@@ -6,8 +6,8 @@ keyword arguments; our prefix keeps the two apart, so what is set here is what r
 
 Each setting is declared once, as a field of ``Settings`` with its variable, its
 default and its help text; ``load`` reads them all from that declaration, and the
-README's settings table is generated from it (``python -m app.settings``), so the
-three cannot disagree (tests/unit/test_settings.py checks the README).
+README's settings table is generated from it (``python -m app.settings --write
+README.md``), so the three cannot disagree (tests/unit/test_settings.py checks the README).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from app.errors import ConfigurationError
 
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _ALL_INTERFACES = ("0.0.0.0", "::")
 
 
@@ -59,18 +60,27 @@ class Settings:
     partitions: int = _setting("UBS_PARTITIONS", 8, "partitions of every user-keyed topic and table", "integer", 1)
     data_dir: str = _setting("UBS_DATA_DIR", "./data", "RocksDB files of the tables")
     processing_guarantee: str = _setting(
-        "UBS_PROCESSING_GUARANTEE", "at_least_once", "or `exactly_once` (see docs/design.md)", "guarantee"
+        "UBS_PROCESSING_GUARANTEE",
+        "at_least_once",
+        'or `exactly_once` (see docs/design.md, "Processing guarantee")',
+        "guarantee",
     )
-    standby_replicas: int = _setting("UBS_STANDBY_REPLICAS", 0, "Faust table standby replicas", "integer")
+    standby_replicas: int = _setting(
+        "UBS_STANDBY_REPLICAS", 0, 'Faust table standby replicas (see docs/design.md, "Several workers")', "integer"
+    )
     session_timeout_s: float = _setting(
         "UBS_SESSION_TIMEOUT_S",
         30.0,
         "how long a silent worker keeps its partitions before they move; a worker frozen for half of it "
-        "exits on waking (exit 75)",
+        'exits on waking (exit 75, see "Operating it")',
         "number",
     )
     results_retention_s: int = _setting(
-        "UBS_RESULTS_RETENTION_S", 7 * 24 * 3600, "how long an op_id is remembered for idempotency", "integer", 60
+        "UBS_RESULTS_RETENTION_S",
+        7 * 24 * 3600,
+        "how long an op_id is remembered for idempotency (7 days)",
+        "integer",
+        60,
     )
     wait_timeout_s: float = _setting("UBS_WAIT_TIMEOUT_S", 10.0, "how long `?wait=true` waits before 504", "number")
     api_token: Optional[str] = _setting(
@@ -95,7 +105,8 @@ class Settings:
     max_fetch_bytes: int = _setting(
         "UBS_MAX_FETCH_BYTES",
         16 * 1024,
-        "bytes fetched per input partition at a time; small, so that one topic's backlog cannot starve the other",
+        "bytes fetched per input partition at a time; small, so that one topic's backlog cannot starve the other "
+        '(see docs/design.md, "The progress watch")',
         "integer",
         1024,
     )
@@ -103,7 +114,7 @@ class Settings:
         "UBS_STALL_S",
         30.0,
         "an owned input partition with records waiting and no progress for this long is resumed, and if still "
-        "stuck one period later the worker exits 70 for its supervisor",
+        'stuck one period later the worker exits 70 for its supervisor (see "Operating it")',
         "number",
     )
     topic_replication_factor: int = _setting(
@@ -230,6 +241,16 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def write_readme_table(path: str) -> None:
+    """Replace the table between the README's settings markers with the generated one."""
+    with open(path, encoding="utf-8") as readme:
+        text = readme.read()
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w", encoding="utf-8") as readme:
+        readme.write(f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{tail}")
+
+
 def _shown(default: Any) -> str:
     if default is None:
         return "unset"
@@ -245,4 +266,8 @@ def _shown(default: Any) -> str:
 settings: Settings = load()
 
 if __name__ == "__main__":
-    sys.stdout.write(markdown_table() + "\n")
+    # python -m app.settings: print the table; python -m app.settings --write README.md: update it there.
+    if sys.argv[1:2] == ["--write"]:
+        write_readme_table(sys.argv[2])
+    else:
+        sys.stdout.write(markdown_table() + "\n")

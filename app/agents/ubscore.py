@@ -32,10 +32,10 @@ the infrastructure, may raise out of the agent and stop it.
 
 Redelivery. A RocksDB write is local and immediate; its changelog message, the
 event and the offset commit follow later, and Faust flushes the producer before
-it commits. A worker killed in between loses nothing Kafka has: every worker
-rebuilds its tables from the changelogs when it starts (app.guards.local_state says why
-local files are not reopened), and the changelogs hold a prefix of what was
-written, in order: result row, account, event. Whoever owns the partition next
+it commits. A worker killed in between loses nothing Kafka has: a worker that
+did not stop cleanly rebuilds its tables from the changelogs (app.guards.local_state
+says why its local files are not reopened), and the changelogs hold a prefix of
+what was written, in order: result row, account, event. Whoever owns the partition next
 gets the same messages again and finds, for each, one of three things:
 
 - its result row and the account's recorded offset at or past it: applied, maybe

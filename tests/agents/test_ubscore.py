@@ -220,7 +220,7 @@ async def test_message_delivered_out_of_order_is_applied_once(ledger: Ledger, se
 
 
 async def test_records_faust_skipped_are_read_back_and_applied_first(ledger: Ledger, sent: Sent) -> None:
-    """A record missing between two delivered ones is applied before the later one (docs/fault-injection.md, finding 9)."""
+    """A record missing between two delivered ones is applied before the later one (fault-injection finding 9)."""
     await ledger.submit(offset=40, **op("h1", "deposit", amount=100))
     ledger.skip(op("h2", "withdraw", amount=30), offset=41)
     ledger.skip(op("h3", "lock", amount=20), offset=42)

@@ -477,16 +477,7 @@ async def run_once(
     log.event(
         "schedule", world=world.tag, guarantee=guarantee, ops=len(messages), faults=[f.describe() for f in faults]
     )
-
-    # A short ?wait=true timeout: a 504 while the ledger catches up after a fault is retried sooner.
-    env = {
-        "UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-        "UBS_PROCESSING_GUARANTEE": guarantee,
-        "UBS_WAIT_TIMEOUT_S": "3",
-    }
-    workers = [
-        Worker(world, base / world.tag / f"w{i}", base / f"seed-{seed}-w{i}.log", extra_env=dict(env)) for i in range(2)
-    ]
+    workers = chaos_workers(world, base, seed, guarantee)
     supervisor = supervise(workers, log)
     fired: List[str] = []
     watching: Optional[asyncio.Task] = None
@@ -496,32 +487,9 @@ async def run_once(
         await asyncio.to_thread(workers[0].wait_ready)
         await asyncio.to_thread(workers[1].wait_ready)
         watching = asyncio.create_task(watch(supervisor, workers, log, fired))
-
-        http_users = [fresh_user_id() for _ in range(10)]
-        http_count = max(20, len(messages) // 40)
-        answers: Counter = Counter()
-        producing = asyncio.create_task(produce_with_retries(world.topic("balance.operations"), messages, rate))
-        clients = [
-            asyncio.create_task(
-                http_client(
-                    workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log, answers
-                )
-            )
-            for i in range(2)
-        ]
-        await run_faults(faults, workers, supervisor, result, log)
-        result.operations = await producing
-        acks = [ack for client in await asyncio.gather(*clients) for ack in client]
-        result.operations += len(acks)
-        result.http_acked = len(acks)
-        log.event("workload_done", produced=len(messages), http_acked=len(acks), http_answers=dict(answers))
-
+        acks = await drive(world, workers, supervisor, messages, faults, rate, seed, result, log)
         await all_ready(workers, supervisor)
-        report = await verify_eventually(workers[0], timeout=300)
-        log.event("verified", ok=report.ok, violations=report.total_violations, counts=dict(report.counts))
-        if not report.ok:
-            result.violate(f"verifier: {report.summary()}", report.total_violations)
-        await check_acks(workers, acks, result)
+        await judge(workers, acks, result, log)
     except Exception as exc:  # noqa: BLE001 - a run that cannot finish is a failed run, not a crash of the suite
         result.violate(f"run failed: {repr(exc)[:300]}")
         log.event("run_failed", error=repr(exc)[-3000:])
@@ -531,13 +499,67 @@ async def run_once(
             await asyncio.gather(watching, return_exceptions=True)
         for worker in workers:
             worker.stop()
-        result.restarts = supervisor.restarts
-        result.fired = len(fired)
+        result.restarts, result.fired = supervisor.restarts, len(fired)
         result.holes, result.stalls = count_repairs(worker.log_path for worker in workers)
         log.event("repairs", holes=result.holes, stalls=result.stalls)
         result.seconds = time.monotonic() - started
         log.event("done", violations=result.violations, problems=result.problems[:5], seconds=round(result.seconds))
     return result
+
+
+def chaos_workers(world: World, base: Path, seed: int, guarantee: str) -> List[Worker]:
+    """The run's two workers (not started), with a short ``?wait=true`` timeout so a 504 is retried sooner."""
+    env = {
+        "UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
+        "UBS_PROCESSING_GUARANTEE": guarantee,
+        "UBS_WAIT_TIMEOUT_S": "3",
+    }
+    return [
+        Worker(world, base / world.tag / f"w{i}", base / f"seed-{seed}-w{i}.log", extra_env=dict(env)) for i in range(2)
+    ]
+
+
+async def drive(
+    world: World,
+    workers: List[Worker],
+    supervisor: Supervisor,
+    messages: List[Tuple[Optional[bytes], bytes]],
+    faults: List[Fault],
+    rate: float,
+    seed: int,
+    result: RunResult,
+    log: RunLog,
+) -> List[Ack]:
+    """Produce the workload and run the HTTP clients while the faults happen; the acknowledged submits."""
+    span_s = len(messages) / rate
+    http_users = [fresh_user_id() for _ in range(10)]
+    http_count = max(20, len(messages) // 40)
+    answers: Counter = Counter()
+    producing = asyncio.create_task(produce_with_retries(world.topic("balance.operations"), messages, rate))
+    clients = [
+        asyncio.create_task(
+            http_client(
+                workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log, answers
+            )
+        )
+        for i in range(2)
+    ]
+    await run_faults(faults, workers, supervisor, result, log)
+    result.operations = await producing
+    acks = [ack for client in await asyncio.gather(*clients) for ack in client]
+    result.operations += len(acks)
+    result.http_acked = len(acks)
+    log.event("workload_done", produced=len(messages), http_acked=len(acks), http_answers=dict(answers))
+    return acks
+
+
+async def judge(workers: List[Worker], acks: List[Ack], result: RunResult, log: RunLog) -> None:
+    """The verifier over everything, then every acknowledged submit against its stored result."""
+    report = await verify_eventually(workers[0], timeout=300)
+    log.event("verified", ok=report.ok, violations=report.total_violations, counts=dict(report.counts))
+    if not report.ok:
+        result.violate(f"verifier: {report.summary()}", report.total_violations)
+    await check_acks(workers, acks, result)
 
 
 def count_repairs(log_paths: Iterable[Path]) -> Tuple[int, int]:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from aiokafka import AIOKafkaProducer
 
 from app import topic_reader
+from app.partitioning import user_key
 
 Record = Tuple[Optional[bytes], bytes]
 REPO = Path(__file__).resolve().parents[2]
@@ -197,33 +198,12 @@ def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[
     unkeyed messages (re-routed by the agent) and poison messages (dead-lettered)."""
     import random
 
-    from app.partitioning import user_key
-
     rng = random.Random(seed)
     ids = [fresh_user_id() for _ in range(users)]
     messages: List[Tuple[Optional[bytes], bytes]] = []
-
-    def op(op_id: str, kind: str, user: int, amount: int, **extra: Any) -> bytes:
-        body = {"op_id": op_id, "kind": kind, "user_id": user, "asset": rng.choice([1, 1, 2]), "amount": amount}
-        return json.dumps({**body, **extra}).encode()
-
     for i, user in enumerate(ids):
-        messages.append(
-            (
-                user_key(user),
-                json.dumps(
-                    {"op_id": f"fund-{i}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 1_000_000}
-                ).encode(),
-            )
-        )
-        messages.append(
-            (
-                user_key(user),
-                json.dumps(
-                    {"op_id": f"fund2-{i}", "kind": "deposit", "user_id": user, "asset": 2, "amount": 500_000}
-                ).encode(),
-            )
-        )
+        messages.append((user_key(user), _operation(f"fund-{i}", "deposit", user, 1, 1_000_000)))
+        messages.append((user_key(user), _operation(f"fund2-{i}", "deposit", user, 2, 500_000)))
     n = 0
     while len(messages) < ops:
         n += 1
@@ -235,33 +215,31 @@ def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[
             if payee == user:
                 continue
             extra = {"to_user_id": payee, "source": rng.choice(["available", "available", "locked"])}
-        body = op(f"op-{n}", kind, user, rng.randint(1, 5000), **extra)
+        amount = rng.randint(1, 5000)  # drawn before the asset, so that every seed keeps its workload
+        body = _operation(f"op-{n}", kind, user, rng.choice([1, 1, 2]), amount, **extra)
         messages.append((user_key(user), body))
         if faults:
-            roll = rng.random()
-            if roll < 0.03:
-                messages.append((user_key(user), body))  # a client retry
-            elif roll < 0.04:
-                messages.append(
-                    (
-                        None,
-                        json.dumps(
-                            {"op_id": f"nokey-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": 7}
-                        ).encode(),
-                    )
-                )
-            elif roll < 0.05:
-                messages.append((user_key(user), b'{"op_id": "poison-' + str(n).encode() + b'", broken'))
-            elif roll < 0.06:
-                messages.append(
-                    (
-                        user_key(user),
-                        json.dumps(
-                            {"op_id": f"bad-{n}", "kind": "deposit", "user_id": user, "asset": 1, "amount": -5}
-                        ).encode(),
-                    )
-                )
+            messages.extend(_misbehaviour(rng.random(), n, user, body))
     return messages
+
+
+def _operation(op_id: str, kind: str, user: int, asset: int, amount: int, **extra: Any) -> bytes:
+    body = {"op_id": op_id, "kind": kind, "user_id": user, "asset": asset, "amount": amount, **extra}
+    return json.dumps(body).encode()
+
+
+def _misbehaviour(roll: float, n: int, user: int, body: bytes) -> List[Tuple[Optional[bytes], bytes]]:
+    """What a careless client adds after an operation, with small probabilities: a retry, an
+    unkeyed operation, a message that is not JSON, an invalid amount."""
+    if roll < 0.03:
+        return [(user_key(user), body)]
+    if roll < 0.04:
+        return [(None, _operation(f"nokey-{n}", "deposit", user, 1, 7))]
+    if roll < 0.05:
+        return [(user_key(user), b'{"op_id": "poison-' + str(n).encode() + b'", broken')]
+    if roll < 0.06:
+        return [(user_key(user), _operation(f"bad-{n}", "deposit", user, 1, -5))]
+    return []
 
 
 async def produce_paced(topic: str, messages: List[Tuple[Optional[bytes], bytes]], per_second: float) -> None:

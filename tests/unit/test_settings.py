@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
 from app.errors import ConfigurationError
-from app.settings import load
+from app.settings import README_BEGIN, README_END, Settings, load, markdown_table
 
 
 def test_gateway_binds_to_loopback_by_default() -> None:
@@ -35,3 +38,15 @@ def test_stall_watch_looks_four_times_per_period_and_at_least_every_five_seconds
     assert load({"UBS_STALL_S": "8"}).stall_check_s == 2.0
     with pytest.raises(ConfigurationError, match="UBS_STALL_S"):
         load({"UBS_STALL_S": "0"})
+
+
+def test_readme_settings_table_is_the_generated_one() -> None:
+    """Defaults and help live in app/settings.py alone; `python -m app.settings --write README.md` updates it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+    assert table == markdown_table()
+
+
+def test_every_setting_is_read_from_its_variable() -> None:
+    for spec in fields(Settings):
+        assert spec.metadata["env"] == f"UBS_{spec.name.upper()}" or spec.name == "kafka"
