@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-recovery chaos compose-check lint clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-recovery chaos compose-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,7 +55,11 @@ lint: install
 
 ## unit: the tests that need no stack
 unit: install
-	$(PY) -m pytest tests/unit tests/agents tests/sink $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/agents tests/sink tests/tools $(PYTEST_ARGS)
+
+## mutate: break the money rules one at a time in a copy; the unit, agent and sink tests must notice each
+mutate: install
+	$(PY) tools/mutate.py
 
 ## bench: throughput of the pipeline against a raw aiokafka pass-through, side by side
 bench: install stack-up

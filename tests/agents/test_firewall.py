@@ -34,6 +34,7 @@ async def test_every_hostile_message_is_owed_its_answer_and_the_next_operation_i
 ) -> None:
     """The generated catalogue, each case followed by a deposit on the same partition."""
     cases = Catalogue(USER, PAYEE).cases()
+    assert {case.owed(settings.max_body_bytes) for case in cases} == {VALID, INVALID, UNTIED}
     partition = partition_for(user_key(USER), settings.partitions)
     for number, case in enumerate(cases):
         letters, events = len(sent.values("dlq")), len(sent.values("events"))

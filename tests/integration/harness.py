@@ -169,8 +169,9 @@ async def read_topic(
 ) -> List[Record]:
     """A topic from the beginning: until ``until(messages)`` holds after a poll, or without it to its end.
 
-    Waits for the topic to exist. The condition is never checked before the first
-    poll, so ``until`` cannot be true of an empty read by accident.
+    Waits for the topic to exist. The condition is checked after each poll, never
+    before the first; one that holds for an empty list may therefore return after a
+    poll that brought nothing, so conditions should ask for what must be there.
     """
     condition = None if until is None else (lambda records: until([(r.key, r.value) for r in records]))
     records = await topic_reader.read_topic(BOOTSTRAP, topic, until=condition, timeout_s=timeout)

@@ -13,7 +13,8 @@ import pytest
 
 from .chaos import EVERY_FAULT_ONCE, run_once
 
-pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
+# Above the sum of the bounded waits inside, so those fail first with their own message (pytest-timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(1200)]
 
 
 async def test_every_fault_once_then_nothing_lost_or_doubled(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ import pytest
 
 from .harness import PARTITIONS, Worker, World, produce, verify_eventually, workload
 
-pytestmark = pytest.mark.integration
+# Above the sum of the bounded waits inside, so those fail first with their own message (pytest-timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 async def wait_exit(worker: Worker, timeout: float = 120.0) -> int:

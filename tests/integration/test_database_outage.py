@@ -14,7 +14,8 @@ from app.tools.verifier import verify
 
 from .harness import PARTITIONS, REPO, Worker, World, produce, verify_eventually, workload, world_settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.disruptive]
+# Above the sum of the bounded waits inside, so those fail first with their own message (pytest-timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeout(1200)]
 
 OUTAGE_S = float(os.environ.get("UBS_TEST_OUTAGE_S", "20"))
 
@@ -24,10 +25,13 @@ def stack(*args: str) -> None:
 
 
 async def sink_paused(worker: Worker) -> bool:
+    """The worker's ``ubscore_sink_paused`` gauge; a scrape without the sample is an error, not "no"."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{worker.url}/metrics") as response:
             text = await response.text()
-    return any(line.startswith("ubscore_sink_paused 1") for line in text.splitlines())
+    samples = [line.split()[1] for line in text.splitlines() if line.startswith("ubscore_sink_paused ")]
+    assert samples, "no ubscore_sink_paused sample in /metrics"
+    return float(samples[0]) == 1
 
 
 async def test_sink_pauses_through_a_database_outage_and_catches_up(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import pytest
 
 from .harness import PARTITIONS, Worker, World, events_of, produce, read_topic, verify_eventually, workload
 
-pytestmark = pytest.mark.integration
+# Above the sum of the bounded waits inside, so those fail first with their own message (pytest-timeout).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 async def test_unexpected_exception_in_the_decision_is_dead_lettered_and_the_partition_goes_on(

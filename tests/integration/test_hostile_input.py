@@ -64,10 +64,12 @@ def wrong_answers(answers: List[Tuple[Case, int, bytes]], max_bytes: int) -> Lis
 async def test_every_hostile_body_gets_a_4xx_and_never_a_5xx(which: str, lenient: Worker, worker: Worker) -> None:
     target, max_bytes = (lenient, LARGE_BODY_BYTES) if which == "lenient" else (worker, 16 * 1024)
     cases = Catalogue(fresh_user_id(), fresh_user_id(), prefix=f"http-{which}").cases()
+    assert {case.owed(max_bytes) for case in cases} == {VALID, INVALID, UNTIED}  # every kind is asked
     answers = await post_all(target.url, cases)
     assert wrong_answers(answers, max_bytes) == []
 
 
+@pytest.mark.timeout(900)  # reads of up to 180 s and 60 s, a verification of up to 120 s
 async def test_every_hostile_message_is_answered_and_its_partition_goes_on(lenient: Worker) -> None:
     """Each case is followed by a good deposit of the same user: every deposit must get its result."""
     user = fresh_user_id()
@@ -147,6 +149,10 @@ async def test_hostile_query_on_submit_is_a_4xx_and_produces_nothing(query: str,
     async with aiohttp.ClientSession() as http:
         async with http.post(URL(worker.url + "/operations" + query, encoded=True), json=body) as response:
             assert response.status == 400, await response.read()
+        # Had the refused one been produced, it would be ahead of this one on the user's partition.
+        async with http.post(f"{worker.url}/operations?wait=true", json=dict(body, op_id="after")) as response:
+            assert response.status == 200, await response.read()
+            assert (await response.json())["seq"] == 1
 
 
 async def test_authorization_header_of_raw_bytes_is_refused_not_a_500(tmp_path: Path) -> None:

@@ -230,10 +230,36 @@ async def test_bad_http_input_is_a_4xx_naming_the_field(worker: Worker) -> None:
     assert (status, body["field"]) == (400, "user_id")
 
 
-async def test_health_and_metrics(worker: Worker) -> None:
-    status, health = await get_json(f"{worker.url}/health")
-    assert status == 200 and health["partitions"] == list(range(8))
+async def metric_samples(worker: Worker) -> Dict[str, float]:
+    """The sample lines of /metrics (``name{labels} value``); ``# HELP`` and ``# TYPE`` lines name every
+    metric whether or not it has samples, so only samples can show that something was counted."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{worker.url}/metrics") as response:
+            assert response.status == 200
             text = await response.text()
-    assert "ubscore_operations_total" in text and response.status == 200
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, number = line.rpartition(" ")
+            samples[series] = float(number)
+    return samples
+
+
+async def test_health_and_metrics_count_what_was_just_done(worker: Worker) -> None:
+    before = await metric_samples(worker)
+    user = fresh_user_id()
+    deposit = await post(worker, {"op_id": "m-d", "kind": "deposit", "user_id": user, "asset": 1, "amount": 5})
+    withdraw = await post(worker, {"op_id": "m-w", "kind": "withdraw", "user_id": user, "asset": 1, "amount": 9})
+    assert (deposit.status, withdraw.status) == (200, 200)
+    assert json.loads(await withdraw.read())["reason"] == "insufficient_funds"
+    status, health = await get_json(f"{worker.url}/health")
+    assert status == 200 and health["partitions"] == list(range(8))
+    after = await metric_samples(worker)
+
+    def moved(series: str) -> float:
+        return after.get(series, 0) - before.get(series, 0)
+
+    assert moved('ubscore_operations_total{kind="deposit",status="accepted"}') >= 1
+    assert moved('ubscore_operations_total{kind="withdraw",status="rejected"}') >= 1
+    assert moved('ubscore_http_requests_total{status="200",view="submit"}') >= 2
+    assert moved('ubscore_http_requests_total{status="200",view="health"}') >= 1

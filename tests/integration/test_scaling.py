@@ -65,6 +65,7 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
         b.stop()
 
 
+@pytest.mark.timeout(900)  # five spreads of up to 90 s, stops of up to 60 s, a 150 s verification
 async def test_rebalances_under_load_keep_every_invariant(tmp_path: Path) -> None:
     """Join, clean leave and SIGKILL while operations flow; then the verifier must find nothing."""
     world = World()

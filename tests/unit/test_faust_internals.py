@@ -1,0 +1,194 @@
+"""Canaries for the private Faust and aiokafka attributes UBSCore reads or overrides (app.guards.faust_internals).
+
+Each guard reads a private attribute; a faust-streaming or aiokafka upgrade may
+rename one without a deprecation. These tests build the real objects without a
+broker (a throwaway Faust app's consumer, an unstarted aiokafka consumer with a
+manual assignment, a real Fetcher) and call the guard functions on them, so an
+upgrade that moves an attribute fails here, not in a guard in production.
+The last tests check the promise of app/__init__.py: the pure core loads alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+from typing import Any, AsyncIterator, Dict, Tuple
+
+import faust
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
+from faust.exceptions import ConsumerNotStarted
+from faust.transport.producer import ProducerBuffer
+from faust.types import TP
+
+from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust
+
+TOPIC = TP("canary.topic", 3)
+# ruff: noqa: SLF001 - reading the private attributes is what a canary is for
+
+HEAVY = ("faust", "aiokafka", "cassandra", "mode", "rocksdict")
+
+
+@pytest.fixture()
+def faust_consumer() -> Any:
+    """The consumer of a throwaway app: nothing connects until it is started, and it never is."""
+    app = faust.App("canary", broker="kafka://localhost:1", store="memory://")
+    return app.consumer
+
+
+@pytest.fixture()
+async def kafka_consumer() -> AsyncIterator[AIOKafkaConsumer]:
+    """An unstarted aiokafka consumer holding TOPIC by manual assignment, with a real Fetcher."""
+    consumer = AIOKafkaConsumer(bootstrap_servers="localhost:1")
+    consumer.assign([TOPIC])
+    consumer._fetcher = Fetcher(consumer._client, consumer._subscription)
+    try:
+        yield consumer
+    finally:
+        await consumer._fetcher.close()
+        consumer._fetcher = None
+        await consumer.stop()
+
+
+def test_faust_consumer_keeps_the_sets_and_maps_the_guards_read(faust_consumer: Any) -> None:
+    assert isinstance(faust_consumer._paused_partitions, set)
+    assert isinstance(faust_consumer._buffered_partitions, set)
+    assert isinstance(faust_consumer._get_active_partitions(), set)
+    for name in ("_read_offset", "_committed_offset"):
+        offsets = getattr(faust_consumer, name)
+        assert offsets.get(TOPIC) is None, name  # a mapping of TP to offset, empty before any read
+        offsets[TOPIC] = 41
+        assert offsets.get(TOPIC) == 41, name
+
+
+def test_held_by_faust_reads_paused_inactive_and_buffered(faust_consumer: Any) -> None:
+    assert held_by_faust(faust_consumer, TOPIC) == {"paused": False, "inactive": True, "buffered": False}
+    faust_consumer._paused_partitions.add(TOPIC)
+    faust_consumer._buffered_partitions.add(TOPIC)
+    faust_consumer._get_active_partitions().add(TOPIC)
+    assert held_by_faust(faust_consumer, TOPIC) == {"paused": True, "inactive": False, "buffered": True}
+
+
+def test_faust_offsets_reads_what_was_handed_out_and_committed(faust_consumer: Any) -> None:
+    assert faust_offsets(faust_consumer, TOPIC) == {"read_offset": None, "committed": None}
+    faust_consumer._read_offset[TOPIC] = 12
+    faust_consumer._committed_offset[TOPIC] = 10
+    assert faust_offsets(faust_consumer, TOPIC) == {"read_offset": 12, "committed": 10}
+
+
+def test_faust_consumer_thread_hands_out_its_aiokafka_consumer(faust_consumer: Any) -> None:
+    thread = faust_consumer._thread
+    assert callable(thread._ensure_consumer)
+    assert hasattr(thread, "_consumer") and thread._consumer is None  # where _ensure_consumer finds it
+    with pytest.raises(ConsumerNotStarted):
+        thread._ensure_consumer()
+
+
+async def test_aiokafka_assignment_state_has_the_fields_the_guard_reads(kafka_consumer: AIOKafkaConsumer) -> None:
+    subscription = kafka_consumer._subscription
+    assert isinstance(subscription, SubscriptionState)
+    assert isinstance(subscription.subscription.assignment, Assignment)
+    state = subscription.subscription.assignment.state_value(TOPIC)
+    assert isinstance(state, TopicPartitionState)
+    assert (state.has_valid_position, state.highwater, state.paused, state.awaiting_reset) == (
+        False,
+        None,
+        False,
+        False,
+    )
+    state.seek(17)
+    assert (state.has_valid_position, state.position) == (True, 17)
+    assert isinstance(kafka_consumer._fetcher._records, dict)
+
+
+async def test_aiokafka_partition_state_reads_through_faust_to_aiokafka(
+    faust_consumer: Any, kafka_consumer: AIOKafkaConsumer
+) -> None:
+    faust_consumer._thread._consumer = kafka_consumer
+    assert aiokafka_partition_state(faust_consumer, TOPIC) == {
+        "position": None,
+        "highwater": None,
+        "kafka_paused": False,
+        "awaiting_reset": False,
+        "prefetched": False,
+    }
+    kafka_consumer._subscription.subscription.assignment.state_value(TOPIC).seek(5)
+    kafka_consumer.pause(TopicPartition(TOPIC.topic, TOPIC.partition))
+    kafka_consumer._fetcher._records[TOPIC] = object()  # what a fetch leaves there: a batch of TOPIC's records
+    state = aiokafka_partition_state(faust_consumer, TOPIC)
+    assert (state["position"], state["kafka_paused"], state["prefetched"]) == (5, True, True)
+    del kafka_consumer._fetcher._records[TOPIC]
+
+
+def test_fetcher_keeps_prefetched_records_in_records() -> None:
+    source = inspect.getsource(Fetcher.__init__)
+    assert "self._records = collections.OrderedDict()" in source
+
+
+async def test_aiokafka_client_refreshes_metadata_for_an_added_topic(kafka_consumer: AIOKafkaConsumer) -> None:
+    """refresh_topic_metadata awaits what these two return."""
+    client = kafka_consumer._client
+    assert list(inspect.signature(client.add_topic).parameters) == ["topic"]
+    assert list(inspect.signature(client.force_metadata_update).parameters) == []
+    for pending in (client.add_topic("canary.other"), client.force_metadata_update()):
+        assert isinstance(pending, asyncio.Future)  # awaitable, and cancelled here: no broker will answer
+        pending.cancel()
+    assert "canary.other" in client._topics
+
+
+def test_the_overridden_producer_hooks_exist_and_are_called() -> None:
+    """app.faust_app overrides App._new_producer and app.guards.producer_buffer ProducerBuffer._send_pending."""
+    new_producer = faust.App._new_producer
+    assert inspect.isfunction(new_producer) and not inspect.iscoroutinefunction(new_producer)
+    assert "self._new_producer()" in inspect.getsource(faust.App)
+    send_pending = ProducerBuffer._send_pending
+    assert inspect.iscoroutinefunction(send_pending)
+    assert list(inspect.signature(send_pending).parameters) == ["self", "fut"]
+    assert "self._send_pending" in inspect.getsource(ProducerBuffer)  # its sending loop calls the hook
+    for name in ("put", "flush", "__post_init__"):
+        assert callable(getattr(ProducerBuffer, name)), name
+
+
+def test_our_subclasses_override_those_very_hooks() -> None:
+    from app.faust_app import UBSCoreApp
+    from app.guards.producer_buffer import DrainingProducerBuffer
+
+    assert "_new_producer" in vars(UBSCoreApp)
+    assert inspect.iscoroutinefunction(vars(DrainingProducerBuffer)["_send_pending"])
+
+
+def loaded_after(statement: str) -> Tuple[Dict[str, Any], str]:
+    """Run ``statement`` in a fresh interpreter; the heavy libraries it loaded, and what it printed."""
+    code = (
+        "import json, sys\n"
+        f"{statement}\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(HEAVY)!r}))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    *printed, last = done.stdout.strip().splitlines()
+    return {"heavy": json.loads(last)}, "\n".join(printed)
+
+
+def test_the_pure_core_loads_no_framework_or_driver() -> None:
+    statement = (
+        "import importlib, pkgutil, app.core\n"
+        "names = [m.name for m in pkgutil.iter_modules(app.core.__path__)]\n"
+        "[importlib.import_module('app.core.' + n) for n in names]\n"
+        "print(len(names))"
+    )
+    loaded, printed = loaded_after(statement)
+    assert int(printed) >= 4  # ledger, models, verification, wire: the check ran over real modules
+    assert loaded["heavy"] == []
+
+
+def test_importing_app_loads_no_faust_and_app_app_is_the_faust_app() -> None:
+    assert loaded_after("import app")[0]["heavy"] == []
+    loaded, printed = loaded_after("import app, faust\nprint(isinstance(app.app, faust.App))")
+    assert printed == "True"
+    assert "faust" in loaded["heavy"]
