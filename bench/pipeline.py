@@ -1,16 +1,22 @@
-"""Throughput of UBSCore end to end, side by side with a raw aiokafka pass-through.
+"""Throughput of UBSCore end to end, side by side with raw baselines, in one run.
 
-Both sides run in one invocation against the same local broker, on fresh topics:
+All run in one invocation against the same local broker and database, on fresh topics
+and keyspaces, over the same workload (deposits, withdrawals, locks, unlocks, transfers
+across partitions):
 
-- baseline: a bare aiokafka consumer -> producer loop copying N messages from one
-  8-partition topic to another (no validation, no state, no database): the ceiling
-  the broker and the Python client allow on this machine;
-- ubscore: one worker applying N operations (deposits, locks, withdrawals,
-  transfers across partitions) and the settlement sink writing every event to
-  the CQL database.
+- B1: a bare aiokafka consumer -> producer loop copying N messages from one
+  8-partition topic to another: the ceiling the broker and the Python client allow;
+- B2: B1 plus a rocksdict get and put, a changelog record and an event per operation
+  (bench/baselines.py): the floor of any stateful Python step on Kafka and RocksDB;
+- ubscore: one worker applying the N operations, with its settlement sink;
+- B3: the same events' rows inserted with cassandra-driver's prepared statements,
+  32 in flight: the ceiling of any sink on this driver;
+- ubscore's sink alone: one worker settling those events put straight on
+  balance.events while its ledger has nothing to do.
 
-Figures: messages per second from the first message produced to the last
-message out (events on balance.events; rows in the database for the sink).
+Figures: messages per second from the first message produced to the last one out,
+and each as a ratio to the baseline it is measured against (the machine is shared
+and noisy: compare ratios within one run, not absolute rates across runs).
 
     make bench                      # defaults: 20000 operations, 1000 users
     BENCH_OPS=50000 make bench
@@ -19,6 +25,7 @@ message out (events on balance.events; rows in the database for the sink).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -28,7 +35,10 @@ from typing import List, Tuple
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.core.models import Event
+from app.partitioning import user_key
 from app.topic_reader import read_topic
+from bench.baselines import cql_inserts, settlement_events, stateful
 from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, Worker, World, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))
@@ -101,6 +111,38 @@ async def baseline(messages: List[Tuple[bytes, bytes]]) -> float:
     return end - start
 
 
+async def stateful_baseline(messages: List[Tuple[bytes, bytes]]) -> float:
+    """B2 over the same workload: seconds from the first message produced to the last event out."""
+    tag = World().tag
+    source, events, changelog = f"bench-{tag}.in", f"bench-{tag}.events", f"bench-{tag}.changelog"
+    await create_topics([source, events, changelog])
+    step = asyncio.create_task(stateful(source, events, changelog, len(messages)))
+    start = time.monotonic()
+    await produce_all(source, messages)
+    end = await count_until(events, len(messages), timeout=600)
+    await step
+    return end - start
+
+
+async def sink_alone(events: List[Event]) -> float:
+    """Seconds for one worker's sink to settle ``events`` put on balance.events while the ledger idles."""
+    world = World()
+    base = Path(tempfile.mkdtemp(prefix="ubscore-bench-sink-"))
+    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn").start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
+        encoded = [(user_key(e.user_id), json.dumps(e.to_json()).encode()) for e in events]
+        start = time.monotonic()
+        await produce_all(world.topic("balance.events"), encoded)
+        while await asyncio.to_thread(database_rows, world) < len(events):
+            if time.monotonic() - start > 900:
+                raise TimeoutError("the sink did not settle the events")
+            await asyncio.sleep(0.2)
+        return time.monotonic() - start
+    finally:
+        worker.stop()
+
+
 def database_rows(world: World) -> int:
     from app.sink.cql import new_cluster
 
@@ -157,15 +199,27 @@ async def _events_total(world: World, minimum: int, transfers: int) -> int:
 
 async def main() -> None:
     messages = workload(OPS, USERS)
-    print(f"workload: {len(messages)} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
-    base_s = await baseline(messages)
-    events_s, db_s, rows = await ubscore(messages)
     n = len(messages)
+    print(f"workload: {n} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
+    base_s = await baseline(messages)
+    stateful_s = await stateful_baseline(messages)
+    events_s, db_s, rows = await ubscore(messages)
+    events = settlement_events(messages)
+    cql_s = await asyncio.to_thread(cql_inserts, events)
+    sink_s = await sink_alone(events)
+    b1, b3 = n / base_s, len(events) / cql_s
     print()
-    print(f"{'pipeline':<44}{'messages':>10}{'seconds':>10}{'msg/s':>10}")
-    print(f"{'baseline: aiokafka consume->produce':<44}{n:>10}{base_s:>10.2f}{n / base_s:>10.0f}")
-    print(f"{'ubscore: operations -> balance.events':<44}{n:>10}{events_s:>10.2f}{n / events_s:>10.0f}")
-    print(f"{'ubscore: operations -> events in CQL db':<44}{rows:>10}{db_s:>10.2f}{rows / db_s:>10.0f}")
+    print(f"{'pipeline':<52}{'messages':>10}{'seconds':>10}{'msg/s':>10}{'ratio':>12}")
+    for name, count, seconds, against in (
+        ("B1 aiokafka consume->produce", n, base_s, ("B1", b1)),
+        ("B2 B1 + rocksdict get/put + changelog per op", n, stateful_s, ("B1", b1)),
+        ("ubscore: operations -> balance.events", n, events_s, ("B1", b1)),
+        ("ubscore: operations -> events in CQL db", rows, db_s, ("B1", b1)),
+        ("B3 cassandra-driver prepared inserts, 32 in flight", len(events), cql_s, ("B3", b3)),
+        ("ubscore sink alone: balance.events -> CQL", len(events), sink_s, ("B3", b3)),
+    ):
+        rate = count / seconds
+        print(f"{name:<52}{count:>10}{seconds:>10.2f}{rate:>10.0f}{rate / against[1]:>9.3f} {against[0]}")
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ class CqlStore:
         await self.connect()
         per_user: Dict[int, List[Tuple[Any, Tuple[Any, ...]]]] = defaultdict(list)
         for event in events:
-            per_user[event.user_id].append((self._insert_event, _event_row(event)))
+            per_user[event.user_id].append((self._insert_event, event_row(event)))
         for event in latest_balances(events):
             per_user[event.user_id].append((self._upsert_balance, _balance_row(event)))
 
@@ -237,7 +237,8 @@ def _unset_nulls(row: Tuple[Any, ...]) -> Tuple[Any, ...]:
     return tuple(UNSET_VALUE if value is None else value for value in row)
 
 
-def _event_row(event: Event) -> Tuple[Any, ...]:
+def event_row(event: Event) -> Tuple[Any, ...]:
+    """The bound values of INSERT_EVENT for one event (also what bench/baselines.py inserts raw)."""
     return _unset_nulls(
         (
             event.user_id,
