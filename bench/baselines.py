@@ -1,6 +1,6 @@
 """Raw baselines for the benchmark: what plain Python clients do on this machine, beside the pipeline.
 
-- B1 (bench/pipeline.py ``baseline``): aiokafka consume -> produce, nothing else.
+- B1 ``pass_through``: aiokafka consume -> produce, nothing else.
 - B2 ``stateful``: B1 plus what a stateful step needs at the least, per operation:
   a rocksdict get and put of the user's row, a changelog record and an event, with
   offsets committed after each polled batch's sends are acknowledged. No
@@ -20,9 +20,9 @@ import json
 import tempfile
 import time
 import uuid
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from rocksdict import Options, Rdict
 
 from app.core.ledger import Account, apply_operation
@@ -33,9 +33,11 @@ from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT
 CQL_IN_FLIGHT = 32
 
 
-async def stateful(source: str, events: str, changelog: str, total: int) -> None:
-    """B2: consume, read and write the user's row in RocksDB, produce its changelog record and an event."""
-    store = Rdict(tempfile.mkdtemp(prefix="bench-b2-"), options=Options(raw_mode=True))
+Send = Tuple[str, bytes, bytes]
+
+
+async def copy_loop(source: str, total: int, step: Callable[[ConsumerRecord], List[Send]]) -> None:
+    """Consume ``source``; per record produce what ``step`` returns; commit each batch once its sends are acked."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=BOOTSTRAP,
@@ -50,20 +52,34 @@ async def stateful(source: str, events: str, changelog: str, total: int) -> None
         done = 0
         while done < total:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            sends = []
-            for records in batch.values():
-                for record in records:
-                    row = _apply(store.get(record.key), json.loads(record.value))
-                    store[record.key] = row
-                    sends.append(await producer.send(changelog, key=record.key, value=row))
-                    sends.append(await producer.send(events, key=record.key, value=row))
+            records = [record for polled in batch.values() for record in polled]
+            sends = [await producer.send(topic, key=key, value=value) for r in records for topic, key, value in step(r)]
             await asyncio.gather(*sends)
-            if sends:
+            if records:
                 await consumer.commit()
-            done += len(sends) // 2
+            done += len(records)
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+async def pass_through(source: str, target: str, total: int) -> None:
+    """B1: consume, produce, commit; nothing else."""
+    await copy_loop(source, total, lambda record: [(target, record.key, record.value)])
+
+
+async def stateful(source: str, events: str, changelog: str, total: int) -> None:
+    """B2: consume, read and write the user's row in RocksDB, produce its changelog record and an event."""
+    store = Rdict(tempfile.mkdtemp(prefix="bench-b2-"), options=Options(raw_mode=True))
+
+    def step(record: ConsumerRecord) -> List[Send]:
+        row = _apply(store.get(record.key), json.loads(record.value))
+        store[record.key] = row
+        return [(changelog, record.key, row), (events, record.key, row)]
+
+    try:
+        await copy_loop(source, total, step)
+    finally:
         store.close()
 
 

@@ -38,7 +38,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from app.core.models import Event
 from app.partitioning import user_key
 from app.topic_reader import read_topic
-from bench.baselines import cql_inserts, settlement_events, stateful
+from bench.baselines import cql_inserts, pass_through, settlement_events, stateful
 from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, Worker, World, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))
@@ -59,35 +59,6 @@ async def count_until(topic: str, target: int, timeout: float) -> float:
     """Read a topic from the start until ``target`` messages were seen; return the monotonic time."""
     await read_topic(BOOTSTRAP, topic, until=lambda records: len(records) >= target, timeout_s=timeout)
     return time.monotonic()
-
-
-async def pass_through(source: str, target: str, total: int) -> None:
-    """The baseline: consume, produce, commit; nothing else."""
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=BOOTSTRAP,
-        group_id=f"bench-{source}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
-    await consumer.start()
-    await producer.start()
-    try:
-        copied = 0
-        while copied < total:
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            futures = []
-            for records in batch.values():
-                for record in records:
-                    futures.append(await producer.send(target, value=record.value, key=record.key))
-            await asyncio.gather(*futures)
-            if futures:
-                await consumer.commit()
-            copied += len(futures)
-    finally:
-        await producer.stop()
-        await consumer.stop()
 
 
 async def create_topics(names: List[str]) -> None:
