@@ -228,7 +228,6 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         # A worker bound to all interfaces still needs a concrete address that peers can call.
         web_host = values["web_host"]
         values["advertised_host"] = "127.0.0.1" if web_host in _ALL_INTERFACES else web_host
-    values["topic_prefix"] = values["topic_prefix"] or ""
     return Settings(**values)
 
 

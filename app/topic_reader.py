@@ -13,7 +13,7 @@ beginning takes effect, and the read comes back empty.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Callable, Iterable, List, Mapping, Optional
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -70,17 +70,14 @@ async def _read(
     lasts = end if end is not None else {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
     for tp in tps:
         consumer.seek(tp, (start or {}).get(tp.partition, firsts[tp]))
-    records: Dict[int, List[ConsumerRecord]] = {tp.partition: [] for tp in tps}
     seen: List[ConsumerRecord] = []  # in the order polled, for ``until``
     while True:
         batch = await consumer.getmany(*tps, timeout_ms=POLL_MS)
         for tp, polled in batch.items():
-            kept = [r for r in polled if until is not None or r.offset < lasts[tp.partition]]
-            records[tp.partition].extend(kept)
-            seen.extend(kept)
+            seen.extend(r for r in polled if until is not None or r.offset < lasts[tp.partition])
         done = until(seen) if until is not None else await _all_reached(consumer, tps, lasts)
         if done:
-            return [record for partition in sorted(records) for record in records[partition]]
+            return sorted(seen, key=lambda record: (record.partition, record.offset))
 
 
 async def _all_reached(consumer: AIOKafkaConsumer, tps: List[TopicPartition], lasts: Mapping[int, int]) -> bool:

@@ -23,11 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from app.core.ledger import PROCESSING_FAILED, Account, Outcome, Status, apply_credit, apply_operation, reject_invalid
-from app.core.models import Credit, Event, parse_operation, read_operation
+from app.core.models import Credit, Event, Intake, read_operation
 from app.errors import InvalidOperation
-
-#: The workers' default UBS_MAX_BODY_BYTES.
-DEFAULT_MAX_OPERATION_BYTES = 16 * 1024
 
 MAX_EXAMPLES = 10
 
@@ -71,10 +68,10 @@ class Report:
 
 def _first_operations(
     operations: Iterable[Tuple[Optional[bytes], bytes]], report: Report, max_operation_bytes: int
-) -> Dict[Tuple[int, str], Any]:
-    """The first body seen for each (user, op_id), preferring correctly keyed messages."""
-    keyed: Dict[Tuple[int, str], Any] = {}
-    unkeyed: Dict[Tuple[int, str], Any] = {}
+) -> Dict[Tuple[int, str], Intake]:
+    """The first operation read for each (user, op_id), preferring correctly keyed messages."""
+    keyed: Dict[Tuple[int, str], Intake] = {}
+    unkeyed: Dict[Tuple[int, str], Intake] = {}
     for key, raw in operations:
         report.counts["operations_read"] += 1
         try:
@@ -84,9 +81,9 @@ def _first_operations(
             continue
         identity = (intake.user_id, intake.op_id)
         target = keyed if key == str(identity[0]).encode() else unkeyed
-        target.setdefault(identity, intake.body)
-    for identity, body in unkeyed.items():
-        keyed.setdefault(identity, body)
+        target.setdefault(identity, intake)
+    for identity, first in unkeyed.items():
+        keyed.setdefault(identity, first)
     report.counts["operations_distinct"] = len(keyed)
     return keyed
 
@@ -128,7 +125,8 @@ def check(
     tables: Optional[Mapping[int, Optional[Mapping[str, Any]]]] = None,
     db_events: Optional[Iterable[Mapping[str, Any]]] = None,
     db_balances: Optional[Iterable[Mapping[str, Any]]] = None,
-    max_operation_bytes: int = DEFAULT_MAX_OPERATION_BYTES,
+    *,
+    max_operation_bytes: int,
 ) -> Report:
     """Check every invariant; ``tables`` maps user id -> account JSON (None if unknown).
 
@@ -152,7 +150,7 @@ def check(
 
 
 def _replay_user(
-    user: int, events: Sequence[Event], bodies: Mapping[Tuple[int, str], Any], replay: Replay, report: Report
+    user: int, events: Sequence[Event], bodies: Mapping[Tuple[int, str], Intake], replay: Replay, report: Report
 ) -> Account:
     """Fold one user's events through the reference model, checking each against it; the final account."""
     if [e.seq for e in events] != list(range(1, len(events) + 1)):
@@ -168,14 +166,14 @@ def _replay_user(
             )
             replay.incoming[(event.counterparty, event.op_id)] = event
         else:
-            body = bodies.get((user, event.op_id))
-            if body is None:
+            intake = bodies.get((user, event.op_id))
+            if intake is None:
                 report.violate(
                     "unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation"
                 )
                 account = Account(seq=event.seq, balances=account.balances)
                 continue
-            outcome = _reference(account, user, event, body, report)
+            outcome = _reference(account, event, intake, report)
         if outcome.event != event:
             report.violate(
                 "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
@@ -215,7 +213,7 @@ def _note_money(user: int, event: Event, replay: Replay) -> None:
         replay.outgoing[(user, event.op_id)] = event
 
 
-def _check_results(report: Report, bodies: Mapping[Tuple[int, str], Any], replay: Replay) -> None:
+def _check_results(report: Report, bodies: Mapping[Tuple[int, str], Intake], replay: Replay) -> None:
     for user, op_id in bodies:
         if (user, op_id) not in replay.results:
             report.violate("missing_result", f"user {user} op_id {op_id!r}")
@@ -251,20 +249,20 @@ def _check_conservation(report: Report, replay: Replay) -> None:
             )
 
 
-def _reference(account: Account, user: int, event: Event, body: Any, report: Report) -> Outcome:
+def _reference(account: Account, event: Event, intake: Intake, report: Report) -> Outcome:
     """What the pure core gives for this operation; a ``processing_failed`` event is taken as given.
 
     The agent answers with that rejection when its decision code raised; no model can
     predict a failure, but the event must still be a rejection that moves no money.
     """
+    user, op_id, body = intake.user_id, intake.op_id, intake.body
     if event.reason == PROCESSING_FAILED:
         report.counts["events_processing_failed"] += 1
-        return reject_invalid(account, user, event.op_id, body, PROCESSING_FAILED, event.ts)
-    try:
-        operation = parse_operation(body)
-    except InvalidOperation as error:
-        return reject_invalid(account, user, event.op_id, body, error.reason, event.ts)
-    return apply_operation(account, operation, event.ts)
+        return reject_invalid(account, user, op_id, body, PROCESSING_FAILED, event.ts)
+    if intake.operation is None:
+        assert intake.error is not None
+        return reject_invalid(account, user, op_id, body, intake.error.reason, event.ts)
+    return apply_operation(account, intake.operation, event.ts)
 
 
 def _check_tables(report: Report, tables: Mapping[int, Optional[Mapping[str, Any]]]) -> None:

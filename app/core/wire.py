@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from app.errors import InvalidOperation
 
@@ -161,14 +161,3 @@ def show(value: Any) -> str:
         return text if len(value) <= 40 else text[:-1] + '..."'
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-def repeated_names(names: Iterable[str]) -> List[str]:
-    """Names that occur more than once, in first-seen order (query strings, headers)."""
-    seen: set = set()
-    twice: List[str] = []
-    for name in names:
-        if name in seen and name not in twice:
-            twice.append(name)
-        seen.add(name)
-    return twice

@@ -81,7 +81,7 @@ async def verify(settings: Settings, worker_url: Optional[str], with_database: b
     db_events = db_balances = None
     if with_database:
         db_events, db_balances = await asyncio.get_running_loop().run_in_executor(None, read_database, settings)
-    return check(operations, events, tables, db_events, db_balances, settings.max_body_bytes)
+    return check(operations, events, tables, db_events, db_balances, max_operation_bytes=settings.max_body_bytes)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

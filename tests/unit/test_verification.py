@@ -9,6 +9,9 @@ from app.core.ledger import Account, apply_credit, apply_operation
 from app.core.models import parse_operation
 from app.core.verification import check
 
+#: The workers' default UBS_MAX_BODY_BYTES.
+LIMIT = 16 * 1024
+
 TS = 1_700_000_000_000
 
 
@@ -42,7 +45,7 @@ BODIES = [
 
 def test_correct_run_passes_with_copies_of_events() -> None:
     operations, events, tables = simulate(BODIES)
-    report = check(operations + operations[:1], events + events[:2], tables)
+    report = check(operations + operations[:1], events + events[:2], tables, max_operation_bytes=LIMIT)
     assert report.ok, report.summary()
     assert report.counts["events_duplicate_copies"] == 2
 
@@ -50,27 +53,27 @@ def test_correct_run_passes_with_copies_of_events() -> None:
 def test_lost_event_is_a_gap_and_a_missing_result() -> None:
     operations, events, _ = simulate(BODIES)
     del events[1]
-    report = check(operations, events)
+    report = check(operations, events, max_operation_bytes=LIMIT)
     assert {"seq_gap", "missing_result", "reference_mismatch"} <= set(report.violations)
 
 
 def test_operation_applied_twice_is_found() -> None:
     operations, events, _ = simulate(BODIES)
     again = dict(events[0], seq=5, available=200)  # deposit "a" applied a second time as seq 5
-    report = check(operations, events + [again])
+    report = check(operations, events + [again], max_operation_bytes=LIMIT)
     assert "duplicate_result" in report.violations
 
 
 def test_conflicting_copy_of_a_seq_is_found() -> None:
     operations, events, _ = simulate(BODIES)
-    report = check(operations, events + [dict(events[0], available=99)])
+    report = check(operations, events + [dict(events[0], available=99)], max_operation_bytes=LIMIT)
     assert "seq_conflict" in report.violations
 
 
 def test_transfer_without_its_credit_breaks_conservation() -> None:
     operations, events, _ = simulate(BODIES)
     events = [e for e in events if e["kind"] != "transfer_in"]
-    report = check(operations, events)
+    report = check(operations, events, max_operation_bytes=LIMIT)
     assert {"transfer_not_landed", "conservation"} <= set(report.violations)
 
 
@@ -79,12 +82,12 @@ def test_table_and_database_differences_are_found() -> None:
     tables[2] = {"seq": 3, "balances": {"1": {"available": 31, "locked": 0}}}
     db_events = events[:-1]
     db_balances = [{"user_id": 1, "asset": 1, "available": 70, "locked": 0, "seq": 3}]
-    report = check(operations, events, tables, db_events, db_balances)
+    report = check(operations, events, tables, db_events, db_balances, max_operation_bytes=LIMIT)
     assert {"table_mismatch", "db_mismatch"} <= set(report.violations)
     assert len(report.violations["db_mismatch"]) == 2  # user 2's last event and balance row are missing
 
 
 def test_event_without_operation_is_unexplained() -> None:
     operations, events, _ = simulate(BODIES)
-    report = check(operations[1:], events)
+    report = check(operations[1:], events, max_operation_bytes=LIMIT)
     assert "unexplained_event" in report.violations
