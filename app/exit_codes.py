@@ -6,10 +6,12 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Statuses from sysexits.h; both mean "start me again", for different reasons."""
+    """Statuses from sysexits.h; each means "start me again", for a different reason."""
 
     #: The input stayed stalled after a resume (app.guards.input_watch): EX_SOFTWARE.
     STALLED = 70
+    #: A checkpoint could not reach Kafka (app.agents.checkpoint): EX_IOERR.
+    CHECKPOINT_FAILED = 74
     #: The worker froze past its session and fenced itself (app.guards.fencing): EX_TEMPFAIL.
     FROZEN = 75
 
@@ -18,4 +20,5 @@ class ExitCode(IntEnum):
 RESTART_REASONS = {
     ExitCode.STALLED: "its input stalled",
     ExitCode.FROZEN: "it fenced itself after a freeze",
+    ExitCode.CHECKPOINT_FAILED: "a checkpoint could not reach Kafka",
 }

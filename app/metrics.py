@@ -34,6 +34,8 @@ _HELP: Dict[str, Tuple[str, str]] = {
         "counter",
         "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",
     ),
+    "ubscore_checkpoints_total": ("counter", "Ledger batches made durable and announced."),
+    "ubscore_checkpoint_inputs_total": ("counter", "Input messages in those batches."),
     "ubscore_dead_letters_total": ("counter", "Messages sent to balance.operations.dlq, by reason."),
     "ubscore_sink_events_total": ("counter", "Events written to the database by the settlement sink."),
     "ubscore_sink_batches_total": ("counter", "Batches the settlement sink committed to the database."),

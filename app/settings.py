@@ -123,6 +123,21 @@ class Settings:
     cql_replication_factor: int = _setting(
         "UBS_CQL_REPLICATION_FACTOR", 1, "replication factor of the keyspace it creates", "integer", 1
     )
+    batch_max: int = _setting(
+        "UBS_BATCH_MAX",
+        1000,
+        'input messages the ledger decides and checkpoints together, at most (see docs/design.md, "Batches and '
+        'checkpoints")',
+        "integer",
+        1,
+    )
+    batch_wait_s: float = _setting(
+        "UBS_BATCH_WAIT_S",
+        0.002,
+        "how long the ledger waits for a batch to fill before it checkpoints what it has",
+        "number",
+        0.0005,
+    )
     sink_batch_size: int = _setting("UBS_SINK_BATCH_SIZE", 500, "events per settlement batch, at most", "integer", 1)
     sink_batch_within_s: float = _setting(
         "UBS_SINK_BATCH_WITHIN_S", 0.05, "how long the sink waits to fill a batch", "number"
@@ -134,7 +149,8 @@ class Settings:
     failpoint: Optional[str] = _setting(
         "UBS_FAILPOINT",
         None,
-        "tests only: `after_table_write:N`, `after_send:N`, `before_commit:N` or `after_produce:N` (gateway: "
+        "tests only: `after_results:N`, `after_table_write:N`, `after_send:N` (the ledger's checkpoint steps, "
+        "counted in input messages), `before_commit:N` or `after_produce:N` (gateway: "
         "Kafka acked, client not answered yet) SIGKILL the worker at the Nth pass; `stall_input:N` / "
         "`stall_input_hard:N` pause its input inside Faust after the agent's Nth message (the second also "
         "disables Faust's resume); `raise_in_decision:N` makes the ledger's decision for its Nth message "

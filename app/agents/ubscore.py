@@ -1,27 +1,33 @@
-"""The ubscore agent: the only place where money changes, one message at a time.
+"""The ubscore agent: the only place where money changes, a batch at a time.
 
-The flow of one message, top to bottom in this file:
+The flow, top to bottom in this file:
 
-1. A message arrives on ``balance.operations`` (from a client) or ``balance.credits``
-   (the credit leg of a transfer, sent by this agent from the payer's partition).
-   If it is more than one offset past the highest one applied on its partition
-   (the ``cursors`` table), Faust skipped the ones between: they are read back
-   from Kafka and handled first (``fill_hole``, app.guards.input_gaps).
-2. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
+1. The agent takes what its partitions have ready: up to ``UBS_BATCH_MAX``
+   messages of ``balance.operations`` (from clients) and ``balance.credits`` (the
+   credit legs of transfers, sent by this agent from the payer's partition),
+   waiting at most ``UBS_BATCH_WAIT_S`` for more. A batch mixes partitions; each
+   partition's messages come in offset order and are handled in that order.
+2. Per message: if it is more than one offset past the highest one applied on
+   its partition (the ``cursors`` table), Faust skipped the ones between: they
+   are read back from Kafka and handled first (``fill_hole``, app.guards.input_gaps).
+3. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
    dead-letter topic with the error; processing goes on. An operation on a
    partition that does not own its user (no key, another key, or a producer with
    another partitioner, such as librdkafka's CRC32) is re-sent to the owning
    partition by number, so one user's state never splits across partitions.
-3. ``ledger.decide`` says whether this message was applied already: a redelivery
+4. ``ledger.decide`` says whether this message was applied already: a redelivery
    (its offset is not beyond the last one the account recorded for its stream)
    or a client retry (the results table holds this op_id from another message).
    If so nothing is applied again: the stored result is written and sent once
    more (see "Redelivery" below).
-4. Otherwise the pure core (``app.core.ledger``) computes the new account and the one
-   result event; invalid fields give a rejected event (and a dead letter). The
-   agent writes the result, then the account (which records the message's
-   offset), then sends the event and, for an accepted transfer, the credit leg
-   keyed by the payee.
+5. Otherwise the pure core (``app.core.ledger``) computes the new account and the
+   one result event; invalid fields give a rejected event (and a dead letter).
+   The result row, the account (which records the message's offset), the event
+   and any credit leg go into the batch (app.agents.batch), an overlay in front of
+   the tables: the next message of the same user sees this one's account.
+6. The checkpoint (app.agents.checkpoint) makes the batch durable, rows first,
+   outputs after, and only then is the input acknowledged to Faust, whose
+   committer commits only acknowledged offsets.
 
 The firewall. Whatever one message makes the reading, validation or decision
 code raise, of any exception class, ends as a dead letter (``processing_failed``,
@@ -30,25 +36,23 @@ partition goes on and the cursor moves past the message, so neither the hole
 filler nor the progress watch comes back to it. Only the tables and Kafka,
 the infrastructure, may raise out of the agent and stop it.
 
-Redelivery. A RocksDB write is local and immediate; its changelog message, the
-event and the offset commit follow later, and Faust flushes the producer before
-it commits. A worker killed in between loses nothing Kafka has: a worker that
-did not stop cleanly rebuilds its tables from the changelogs (app.guards.local_state
-says why its local files are not reopened), and the changelogs hold a prefix of
-what was written, in order: result row, account, event. Whoever owns the partition next
-gets the same messages again and finds, for each, one of three things:
+Redelivery. Input not yet acknowledged comes again to whoever owns the partition
+next, after a crash, a failed checkpoint or a rebalance. RocksDB never holds
+more than the acknowledged changelogs, and a batch's result rows are durable
+before its accounts (app.agents.checkpoint), so each redelivered message finds
+one of three things:
 
 - its result row and the account's recorded offset at or past it: applied, maybe
   never announced. The stored result and the account are written again and the
   event and credit leg sent again; consumers dedupe by (user_id, op_id).
-- its result row beyond the account's recorded offset: the worker died between
-  the two writes. The message is applied again; the new result replaces the row,
-  whose event was never published (events follow the account write, see _send).
+- its result row beyond the account's recorded offset: the worker died after
+  the results were durable and before the accounts were. The message is applied
+  again, from the same account, to the same result; its event was never sent.
 - no result row: never applied. Applied now. (If the account's offset is past it
   anyway, Faust handed it over out of order; see ledger.decide.)
 
 Concurrency is one: the agent owns every change to its partitions' tables, and
-each message is read, decided and written before the next one starts.
+each batch is decided and checkpointed before the next one starts.
 """
 
 from __future__ import annotations
@@ -57,12 +61,15 @@ import json
 import logging
 import traceback
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
-from faust.types import StreamT, TopicT
+from faust import Stream
+from faust.types import EventT, StreamT
 from faust.types.tuples import Message
 
 from app import metrics
+from app.agents.batch import Batch
+from app.agents.checkpoint import checkpoint
 from app.core.ledger import (
     PROCESSING_FAILED,
     Account,
@@ -82,11 +89,12 @@ from app.core.wire import decode_json
 from app.errors import InvalidOperation
 from app.faust_app import app
 from app.guards import failpoints
+from app.guards.faust_internals import set_current_event
 from app.guards.input_gaps import cursor_key, read_range
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, results
-from app.topics import CREDITS, credits_topic, dead_letters_topic, events_topic, ledger_input, operations_topic
+from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS, ledger_input
 
 log = logging.getLogger(__name__)
 
@@ -97,50 +105,65 @@ DEAD_LETTER_TRACE_CHARS = 4000
 
 @app.agent(ledger_input, name="ubscore")
 async def process(stream: StreamT[bytes]) -> None:
-    """Apply every operation and credit leg of the partitions this worker owns."""
-    async for event in stream.events():
-        message = event.message
-        position = cursor_key(message.topic, message.partition)
-        last = cursors.get(position)
-        if last is not None and message.offset > last + 1:
-            await fill_hole(message, last + 1, message.offset)
-        handle(message)
-        if last is None or message.offset > last:
-            cursors[position] = message.offset
+    """Apply every operation and credit leg of the partitions this worker owns, one batch at a time."""
+    # noack_take (Faust's Stream has it, StreamT does not declare it) leaves the acknowledgements to us.
+    batches = cast(Stream, stream).noack_take(settings.batch_max, within=settings.batch_wait_s)
+    async for events in batches:
+        batch = Batch()
+        for event in events:
+            await take(batch, event)
+        await checkpoint(batch, inputs=len(events) + len(batch.filled))
+        for message in batch.filled:
+            app.consumer.ack(message)
+        for event in events:
+            await stream.ack(event)
 
 
-def handle(message: Message) -> None:
+async def take(batch: Batch, event: EventT) -> None:
+    """Handle one input event into the batch, after any records Faust skipped before it."""
+    message = event.message
+    set_current_event(event)  # table reads go to this message's partition
+    position = cursor_key(message.topic, message.partition)
+    last = batch.get(cursors, message.partition, position)
+    if last is not None and message.offset > last + 1:
+        await fill_hole(batch, message, last + 1, message.offset)
+    handle(batch, message)
+    if last is None or message.offset > last:
+        batch.put(cursors, message.partition, position, message.offset)
+
+
+def handle(batch: Batch, message: Message) -> None:
     """One input record, whichever of the two topics it came from."""
     if message.topic == CREDITS:
-        handle_credit(message)
+        handle_credit(batch, message)
     else:
-        handle_operation(message)
+        handle_operation(batch, message)
 
 
-async def fill_hole(current: Message, start: int, end: int) -> None:
-    """Apply the records Faust skipped before ``current``, read straight from Kafka, in order."""
+async def fill_hole(batch: Batch, current: Message, start: int, end: int) -> None:
+    """Handle the records Faust skipped before ``current``, read straight from Kafka, in order."""
     metrics.inc("ubscore_input_gaps_total")
     log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, start, end - 1)
     missed = await read_range(current.topic, current.partition, start, end)
     for message in missed:
-        handle(message)
-        app.consumer.ack(message)
+        handle(batch, message)
+    batch.filled.extend(missed)
     log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
 
 
-def handle_operation(message: Message) -> None:
+def handle_operation(batch: Batch, message: Message) -> None:
     """Validate, deduplicate and apply one client operation."""
     try:
         intake = read_operation(message.value, settings.max_body_bytes)
         home = partition_for(user_key(intake.user_id), settings.partitions)
     except InvalidOperation as error:
-        dead_letter(message, error)
+        dead_letter(batch, message, error)
         return
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
-        dead_letter(message, processing_failed(message, exc))
+        dead_letter(batch, message, processing_failed(message, exc))
         return
     if message.partition != home:
-        move(message, intake.user_id, intake.op_id, home)
+        move(batch, message, intake.user_id, intake.op_id, home)
         return
 
     ts = _timestamp_ms(message)
@@ -156,27 +179,28 @@ def handle_operation(message: Message) -> None:
 
     origin = Origin("operations", message.offset)
     key = operation_key(intake.user_id, intake.op_id).encode()
-    applied = apply_once(message, key, intake.user_id, origin, outcome_for, failure_for)
+    applied = apply_once(batch, message, key, intake.user_id, origin, outcome_for, failure_for)
     if applied and intake.error is not None:
-        dead_letter(message, intake.error)
+        dead_letter(batch, message, intake.error)
 
 
-def handle_credit(message: Message) -> None:
+def handle_credit(batch: Batch, message: Message) -> None:
     """Apply the credit leg of a transfer on the payee's partition, once."""
     try:
         credit = Credit.from_json(decode_json(message.value))
     except InvalidOperation as error:
         # Only this agent writes credits; a malformed one is a bug or a forgery.
-        dead_letter(message, error)
+        dead_letter(batch, message, error)
         return
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
-        dead_letter(message, processing_failed(message, exc))
+        dead_letter(batch, message, processing_failed(message, exc))
         return
     origin = Origin("credits", message.offset)
-    apply_once(message, credit_key(credit).encode(), credit.payee, origin, partial(apply_credit, credit=credit))
+    apply_once(batch, message, credit_key(credit).encode(), credit.payee, origin, partial(apply_credit, credit=credit))
 
 
 def apply_once(
+    batch: Batch,
     message: Message,
     result_key: bytes,
     user_id: int,
@@ -193,8 +217,9 @@ def apply_once(
     the next seq and moves no money). A credit leg has no such answer, its payer
     has paid: it is only dead-lettered.
     """
-    account = Account.from_json(accounts.get(user_key(user_id)))
-    stored = StoredResult.from_json(results.get(result_key))
+    partition = message.partition
+    account = Account.from_json(batch.get(accounts, partition, user_key(user_id)))
+    stored = StoredResult.from_json(batch.get(results, partition, result_key))
     try:
         decision = decide(account, stored, origin)
         outcome: Optional[Outcome] = None
@@ -202,23 +227,25 @@ def apply_once(
             failpoints.hit("raise_in_decision", failpoints.raise_injected)
             outcome = outcome_for(account)
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
-        dead_letter(message, processing_failed(message, exc))
+        dead_letter(batch, message, processing_failed(message, exc))
         # A stored result is this operation's one result: it is never replaced by a failure.
         if stored is None and failure_for is not None:
-            answer_failure(message, result_key, origin, lambda: failure_for(account))
+            answer_failure(batch, message, result_key, origin, lambda: failure_for(account))
         return False
     if outcome is None:
         assert stored is not None  # decide() resends only what is stored
-        resend(result_key, account, stored, origin)
+        resend(batch, partition, result_key, account, stored, origin)
         return False
     if decision == Decision.APPLY_LATE:
         metrics.inc("ubscore_applied_late_total")
         log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
-    record(result_key, outcome, origin)
+    record(batch, partition, result_key, outcome, origin)
     return True
 
 
-def answer_failure(message: Message, result_key: bytes, origin: Origin, rejection: Callable[[], Outcome]) -> None:
+def answer_failure(
+    batch: Batch, message: Message, result_key: bytes, origin: Origin, rejection: Callable[[], Outcome]
+) -> None:
     """Record the ``processing_failed`` rejection of a message whose decision raised, if it can be built."""
     try:
         outcome = rejection()
@@ -231,21 +258,17 @@ def answer_failure(message: Message, result_key: bytes, origin: Origin, rejectio
             exc,
         )
         return
-    record(result_key, outcome, origin)
+    record(batch, message.partition, result_key, outcome, origin)
 
 
-def record(result_key: bytes, outcome: Outcome, origin: Origin) -> None:
-    """Write the result, then the account, then send the event (and any credit leg)."""
+def record(batch: Batch, partition: int, result_key: bytes, outcome: Outcome, origin: Origin) -> None:
+    """Put the result row and the account, then queue the event (and any credit leg)."""
     event = outcome.event
-    # Result before account: a kill between the two leaves a result of this
-    # message beyond the account's recorded offset, which decide() re-applies.
-    results[result_key] = StoredResult(event, origin).to_json()
-    accounts[user_key(event.user_id)] = outcome.account.mark(origin).to_json()
-    failpoints.hit("after_table_write")
-    send_event(event)
+    batch.put(results, partition, result_key, StoredResult(event, origin).to_json())
+    batch.put(accounts, partition, user_key(event.user_id), outcome.account.mark(origin).to_json())
+    send_event(batch, event)
     if outcome.credit is not None:
-        send_credit(outcome.credit)
-    failpoints.hit("after_send")
+        send_credit(batch, outcome.credit)
     metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s",
@@ -262,16 +285,19 @@ def record(result_key: bytes, outcome: Outcome, origin: Origin) -> None:
     )
 
 
-def resend(result_key: bytes, account: Account, stored: StoredResult, origin: Origin) -> None:
+def resend(
+    batch: Batch, partition: int, result_key: bytes, account: Account, stored: StoredResult, origin: Origin
+) -> None:
     """Answer a redelivered or retried operation with its first result, and re-send all it caused."""
     stored_event = stored.event
-    results[result_key] = stored.to_json()
-    accounts[user_key(stored_event.user_id)] = account.mark(origin).to_json()
-    send_event(stored_event)
+    batch.put(results, partition, result_key, stored.to_json())
+    batch.put(accounts, partition, user_key(stored_event.user_id), account.mark(origin).to_json())
+    send_event(batch, stored_event)
     if stored_event.kind == "transfer_out" and stored_event.accepted:
         assert stored_event.counterparty is not None
         assert stored_event.asset is not None and stored_event.amount is not None
         send_credit(
+            batch,
             Credit(
                 payer=stored_event.user_id,
                 payee=stored_event.counterparty,
@@ -279,7 +305,7 @@ def resend(result_key: bytes, account: Account, stored: StoredResult, origin: Or
                 asset=stored_event.asset,
                 amount=stored_event.amount,
                 ts=stored_event.ts,
-            )
+            ),
         )
     metrics.inc("ubscore_duplicates_total")
     log.info(
@@ -293,36 +319,24 @@ def resend(result_key: bytes, account: Account, stored: StoredResult, origin: Or
     )
 
 
-def send_event(event: Event) -> None:
+def send_event(batch: Batch, event: Event) -> None:
     """Publish one result on balance.events, keyed by its user."""
-    _send(events_topic, user_key(event.user_id), _encode(event.to_json()))
+    batch.send(EVENTS, user_key(event.user_id), _encode(event.to_json()))
 
 
-def send_credit(credit: Credit) -> None:
+def send_credit(batch: Batch, credit: Credit) -> None:
     """Send a transfer's credit leg to the payee's partition."""
-    _send(credits_topic, user_key(credit.payee), _encode(credit.to_json()))
+    batch.send(CREDITS, user_key(credit.payee), _encode(credit.to_json()))
 
 
-def _send(topic: TopicT, key: Optional[bytes], value: bytes, partition: Optional[int] = None) -> None:
-    # Every output goes through the one FIFO buffer that also carries the table
-    # changelogs, so it reaches the producer after the table writes it follows.
-    # Kafka orders messages only within a partition, but one broker receives the
-    # producer's requests in order, so a worker killed at any moment leaves a
-    # prefix of its writes: never an event without its result and account. A
-    # direct ``await topic.send()`` would overtake the buffered changelog and
-    # break that. Faust flushes this buffer before it commits input offsets and
-    # pauses input while the buffer is over its limit.
-    topic.send_soon(key=key, value=value, partition=partition)
-
-
-def move(message: Message, user_id: int, op_id: str, home: int) -> None:
+def move(batch: Batch, message: Message, user_id: int, op_id: str, home: int) -> None:
     """Re-send an operation to the partition that owns its user, by number, under the user's key.
 
     The number is explicit so that no partitioner, ours or a client's, can send it
     astray again. A crash before the input commit sends a second copy; it is
     deduplicated by op_id like any client retry.
     """
-    _send(operations_topic, user_key(user_id), message.value or b"", partition=home)
+    batch.send(OPERATIONS, user_key(user_id), message.value or b"", partition=home)
     metrics.inc("ubscore_rerouted_total")
     log.info(
         "rerouted user_id=%s op_id=%s from_partition=%s to_partition=%s offset=%s key=%r",
@@ -335,11 +349,12 @@ def move(message: Message, user_id: int, op_id: str, home: int) -> None:
     )
 
 
-def dead_letter(message: Message, error: InvalidOperation) -> None:
+def dead_letter(batch: Batch, message: Message, error: InvalidOperation) -> None:
     """Park a message that cannot be processed, with its error and origin, and move on.
 
     The letter is bounded whatever the input (value and key are cut), so it always
-    fits in a Kafka message; it is keyed like the input unless that key is too long.
+    fits in a Kafka message; it is keyed like the input unless that key is too long,
+    and then sits on the input's partition number.
     """
     text = bytes(message.value or b"").decode("utf-8", errors="replace")
     key = message.key
@@ -354,7 +369,7 @@ def dead_letter(message: Message, error: InvalidOperation) -> None:
         "value_truncated": len(text) > DEAD_LETTER_VALUE_CHARS,
     }
     short_key = key if key is not None and len(key) <= DEAD_LETTER_KEY_BYTES else None
-    _send(dead_letters_topic, short_key, _encode(letter))
+    batch.send(DEAD_LETTERS, short_key, _encode(letter), partition=None if short_key is not None else message.partition)
     metrics.inc("ubscore_dead_letters_total", reason=error.reason)
     log.warning(
         "dead_letter topic=%s partition=%s offset=%s reason=%s field=%s",

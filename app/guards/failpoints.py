@@ -1,7 +1,10 @@
 """Crash points for fault-injection tests: ``UBS_FAILPOINT=name:N`` SIGKILLs the worker at the Nth pass.
 
-Points: ``after_table_write`` (RocksDB written, nothing sent yet), ``after_send``
-(outputs buffered, not yet flushed), ``before_commit`` (Faust is about to flush
+The ledger's points count input messages and are passed once per checkpoint,
+by the number of messages it holds: ``after_results`` (the batch's result rows
+acknowledged and written, its accounts not yet), ``after_table_write`` (every
+row acknowledged and written, nothing sent), ``after_send`` (outputs
+acknowledged, input not yet acknowledged to Faust). The others: ``before_commit`` (Faust is about to flush
 and commit offsets), ``after_produce`` (the gateway has Kafka's ack for a
 submitted operation but has not answered the client).
 
@@ -31,6 +34,7 @@ from app.settings import settings
 log = logging.getLogger(__name__)
 
 POINTS = (
+    "after_results",
     "after_table_write",
     "after_send",
     "before_commit",
@@ -55,13 +59,14 @@ _armed = parse(settings.failpoint)
 _passes = 0
 
 
-def hit(name: str, action: Optional[Callable[[], None]] = None) -> None:
-    """Pass a point; at the armed pass run ``action`` once, or without one die here, without any cleanup."""
+def hit(name: str, action: Optional[Callable[[], None]] = None, passes: int = 1) -> None:
+    """Pass a point ``passes`` times; on reaching the armed pass run ``action`` once, or without one die here."""
     global _passes
     if _armed is None or _armed[0] != name:
         return
-    _passes += 1
-    if _passes == _armed[1] and action is not None:
+    before = _passes
+    _passes += passes
+    if before < _armed[1] <= _passes and action is not None:
         log.warning("failpoint name=%s pass=%s action=%s", name, _passes, getattr(action, "__name__", "call"))
         action()
     elif _passes >= _armed[1] and action is None:

@@ -12,9 +12,11 @@ hooks are overridden by subclasses: ``faust.App._new_producer``
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict
 
 from aiokafka import AIOKafkaConsumer
+from faust import streams as faust_streams
 from faust.types import TP
 
 # ruff: noqa: SLF001 - reading private attributes is this module's purpose
@@ -55,3 +57,12 @@ def aiokafka_partition_state(consumer: Any, tp: TP) -> Dict[str, Any]:
         "awaiting_reset": state.awaiting_reset,
         "prefetched": tp in kafka._fetcher._records,
     }
+
+
+def set_current_event(event: Any) -> None:
+    """Make ``event`` Faust's current event in this task, as its stream does for a per-message agent.
+
+    A batch is handled in the agent's own task, where Faust leaves the current
+    event unset or stale; table reads use it to pick the partition's store.
+    """
+    faust_streams._current_event.set(weakref.ref(event))

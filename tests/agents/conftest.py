@@ -1,22 +1,24 @@
-"""Fixtures for agent tests, after faust-streaming's testing guide: test_context() and AsyncMock sends."""
+"""Fixtures for agent tests: Faust's test_context() for the agent, a recording publisher for Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
-from unittest.mock import AsyncMock, MagicMock
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 import pytest
-from faust.types import TP
+from faust.types import TP, TableT
 from faust.types.tuples import Message
 
 from app import app
-from app.agents import ubscore
+from app.agents import checkpoint, ubscore
+from app.agents.batch import Record
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, results
-from app.topics import CREDITS, OPERATIONS, credits_topic, dead_letters_topic, events_topic, operations_topic
+from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS
 
 
 @pytest.fixture()
@@ -29,35 +31,57 @@ def test_app() -> Any:
     return app
 
 
+TOPICS = {"events": EVENTS, "credits": CREDITS, "dlq": DEAD_LETTERS, "operations": OPERATIONS}
+
+
+class RecordingPublisher:
+    """Kafka for the checkpoint in agent tests: every record kept in order, offsets counted per partition."""
+
+    def __init__(self) -> None:
+        self.calls: List[List[Record]] = []
+        self.fail_next: Optional[Exception] = None
+        self._next: Dict[Tuple[str, int], int] = defaultdict(int)
+
+    async def publish(self, records: Sequence[Record]) -> List[int]:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        offsets = []
+        for record in records:
+            offsets.append(self._next[(record.topic, record.partition)])
+            self._next[(record.topic, record.partition)] += 1
+        self.calls.append(list(records))
+        return offsets
+
+
 @dataclass
 class Sent:
-    """What the agent produced, decoded, per topic."""
+    """What the agent produced, per output topic, decoded."""
 
-    mocks: Dict[str, AsyncMock] = field(default_factory=dict)
+    publisher: RecordingPublisher
+
+    def records(self, name: str) -> List[Record]:
+        return [record for call in self.publisher.calls for record in call if record.topic == TOPICS[name]]
 
     def values(self, name: str) -> List[Dict[str, Any]]:
-        return [json.loads(call.kwargs["value"]) for call in self.mocks[name].call_args_list]
+        return [json.loads(record.value) for record in self.records(name)]
 
     def keys(self, name: str) -> List[Optional[bytes]]:
-        return [call.kwargs["key"] for call in self.mocks[name].call_args_list]
+        return [record.key for record in self.records(name)]
+
+    def changelog(self, table: TableT) -> List[Record]:
+        return [record for call in self.publisher.calls for record in call if record.topic == changelog_of(table)]
+
+
+def changelog_of(table: TableT) -> str:
+    return table.changelog_topic.get_topic_name()
 
 
 @pytest.fixture()
 def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
-    record = Sent()
-    for name, topic in [
-        ("events", events_topic),
-        ("credits", credits_topic),
-        ("dlq", dead_letters_topic),
-        ("operations", operations_topic),
-    ]:
-        # The agent buffers its outputs behind the table changelogs (send_soon);
-        # a direct awaited send would be a bug the tests must see.
-        mock = MagicMock()
-        monkeypatch.setattr(topic, "send_soon", mock)
-        monkeypatch.setattr(topic, "send", AsyncMock(side_effect=AssertionError("use send_soon")))
-        record.mocks[name] = mock
-    return record
+    publisher = RecordingPublisher()
+    monkeypatch.setattr(checkpoint, "publisher", publisher)
+    return Sent(publisher)
 
 
 class Ledger:
@@ -103,7 +127,11 @@ class Ledger:
         self.monkeypatch.setattr(self.agent, "_get_strtopic", lambda channel: topic)
         if offset is not None:
             self.agent.sent_offset = offset
-        await self.agent.put(value, key=key, partition=partition, timestamp=timestamp)
+        event = await self.agent.put(value, key=key, partition=partition, timestamp=timestamp)
+        # put() returns once the stream has the message; the agent acknowledges it after its checkpoint.
+        async with asyncio.timeout(10):
+            while not event.message.acked:
+                await asyncio.sleep(0.001)
 
     async def submit(self, timestamp: float = 1_700_000_000.0, offset: Optional[int] = None, **operation: Any) -> None:
         key = user_key(operation["user_id"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Dict, List, Optional
 
@@ -10,9 +11,10 @@ import pytest
 from app.core.ledger import Account, Balance, operation_key
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, results
+from app.tables import accounts, cursors, results
+from app.topics import CREDITS, EVENTS
 
-from .conftest import Ledger, Sent
+from .conftest import Ledger, Sent, changelog_of
 
 
 def balance_of(user_id: int, asset: int = 1) -> Balance:
@@ -63,20 +65,11 @@ async def test_retried_op_id_is_applied_once_and_answered_with_first_result(ledg
     assert first == second
 
 
-async def test_retry_rewrites_account_and_result_for_the_changelog(
-    ledger: Ledger, sent: Sent, monkeypatch: Any
-) -> None:
-    written = []
-    original = accounts.on_key_set
-
-    def spy(key: Any, value: Any) -> None:
-        written.append(key)
-        original(key, value)
-
-    monkeypatch.setattr(accounts, "on_key_set", spy)
+async def test_retry_rewrites_account_and_result_for_the_changelog(ledger: Ledger, sent: Sent) -> None:
     await ledger.submit(**op("d1", "deposit"))
     await ledger.submit(**op("d1", "deposit"))
-    assert written == [b"11", b"11"]
+    assert [record.key for record in sent.changelog(accounts)] == [b"11", b"11"]
+    assert [record.key for record in sent.changelog(results)] == [operation_key(11, "d1").encode()] * 2
 
 
 async def test_redelivery_after_account_rollback_is_applied_again(ledger: Ledger, sent: Sent) -> None:
@@ -168,8 +161,8 @@ async def test_operation_off_its_users_partition_is_moved_there_by_number(
     home = partition_for(user_key(11), settings.partitions)
     raw = json.dumps(op("d1", "deposit")).encode()
     await ledger.put_raw(raw, key, (home + 1) % settings.partitions)
-    (call,) = sent.mocks["operations"].call_args_list
-    assert call.kwargs == {"key": b"11", "value": raw, "partition": home}
+    (moved,) = sent.records("operations")
+    assert (moved.key, moved.value, moved.partition) == (b"11", raw, home)
     assert sent.values("events") == [] and sent.values("dlq") == []
     assert accounts.get(b"11") is None
 
@@ -197,17 +190,13 @@ async def test_forged_credit_shape_on_public_topic_is_not_a_credit(ledger: Ledge
     assert sent.values("dlq")[0]["error"]["field"] == "user_id"
 
 
-async def test_outputs_follow_table_writes_in_one_buffer(ledger: Ledger, sent: Sent, monkeypatch: Any) -> None:
-    """Result, then account, then event, then credit leg: the order a crash must preserve."""
-    order: List[str] = []
-    for name, table in (("result", results), ("account", accounts)):
-        original = table.on_key_set
-        monkeypatch.setattr(table, "on_key_set", lambda k, v, _n=name, _o=original: (order.append(_n), _o(k, v)))
-    for name in ("events", "credits"):
-        sent.mocks[name].side_effect = lambda *a, _n=name, **k: order.append(_n)
+async def test_checkpoint_publishes_results_then_accounts_then_outputs(ledger: Ledger, sent: Sent) -> None:
+    """The order a crash must preserve: a result before the account that records it, outputs after both."""
     await ledger.submit(**op("d1", "deposit", amount=100))
     await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
-    assert order == ["result", "account", "events", "result", "account", "events", "credits"]
+    topics = [sorted({record.topic for record in call}) for call in sent.publisher.calls]
+    state = [changelog_of(results)], sorted([changelog_of(accounts), changelog_of(cursors)])
+    assert topics == [*state, [EVENTS], *state, sorted([CREDITS, EVENTS])]
 
 
 async def test_message_delivered_out_of_order_is_applied_once(ledger: Ledger, sent: Sent) -> None:
@@ -228,3 +217,47 @@ async def test_records_faust_skipped_are_read_back_and_applied_first(ledger: Led
     assert [e["op_id"] for e in sent.values("events")] == ["h1", "h2", "h3", "h4"]
     assert [e["seq"] for e in sent.values("events")] == [1, 2, 3, 4]
     assert balance_of(11) == Balance(0, 20)
+
+
+async def test_a_batch_behaves_like_its_messages_one_by_one(ledger: Ledger, sent: Sent, monkeypatch: Any) -> None:
+    """Messages queued while a checkpoint is in flight are decided together, each seeing the ones before."""
+    gate = asyncio.Event()
+    original = sent.publisher.publish
+
+    async def held(records: Any) -> List[int]:
+        await gate.wait()
+        return await original(records)
+
+    monkeypatch.setattr(sent.publisher, "publish", held)
+    first = asyncio.ensure_future(ledger.submit(**op("b1", "deposit", amount=100)))
+    await asyncio.sleep(0.05)  # b1's checkpoint is now waiting at the gate
+    later = [
+        op("b2", "withdraw", amount=30),
+        op("b3", "transfer", amount=50, to_user_id=12),
+        op("b4", "withdraw", amount=30),  # 20 left: rejected
+        op("b2", "withdraw", amount=30),  # a retry inside the batch: answered, not applied
+    ]
+    for operation in later:
+        key = user_key(11)
+        await ledger.agent.put(
+            json.dumps(operation).encode(), key=key, partition=partition_for(key, settings.partitions), wait=False
+        )
+    gate.set()
+    await first
+    await ledger.submit(**op("b5", "deposit", user_id=13, amount=1))  # waits until all before it are through
+    events = sent.values("events")
+    assert [(e["op_id"], e["status"], e["seq"]) for e in events if e["user_id"] == 11] == [
+        ("b1", "accepted", 1),
+        ("b2", "accepted", 2),
+        ("b3", "accepted", 3),
+        ("b4", "rejected", 4),
+        ("b2", "accepted", 2),
+    ]
+    (credit,) = sent.values("credits")
+    await ledger.credit(credit)
+    assert balance_of(11) == Balance(20, 0) and balance_of(12) == Balance(50, 0)
+    # One account row per user per checkpoint, however many of its messages the batch held.
+    for call in sent.publisher.calls:
+        keys = [record.key for record in call if record.topic == changelog_of(accounts)]
+        assert len(keys) == len(set(keys))
+    assert len([c for c in sent.publisher.calls if any(r.topic == changelog_of(accounts) for r in c)]) < 7

@@ -1,0 +1,202 @@
+"""The checkpoint of a batch: state to the changelogs, then to RocksDB, then the outputs.
+
+The rules, each resting on the one before:
+
+1. Local state is never ahead of the acknowledged changelog. A batch's rows are
+   produced to the tables' changelog topics and acknowledged by all in-sync
+   replicas before RocksDB receives them, in one write per table partition
+   together with the changelog offset (Faust's own recovery path). A worker
+   killed at any moment reopens its files and reads only the changelog tail.
+2. A result row is durable before the account row that records its offset.
+   The result rows are acknowledged first, then the accounts and cursors. A
+   crash between the two leaves results beyond their accounts' offsets, which
+   ``ledger.decide`` applies again from the same account, to the same result;
+   the other order could leave an account that applied an operation with no
+   result to answer its redelivery with, and it would be applied twice.
+3. No output before the state it reports. Events, credit legs, moved operations
+   and dead letters are produced only after every row of the batch is
+   acknowledged, on any number of brokers; the input is acknowledged to Faust
+   (whose committer commits only acknowledged offsets) only after the outputs.
+   A crash before that redelivers the input, which finds its results and is
+   answered by resending (the redelivery rules of app.agents.ubscore).
+
+A checkpoint that cannot complete leaves RocksDB behind Kafka, never ahead, but
+this process's view of its tables is then unknown: the worker exits for its
+supervisor (exit status 74) and the restart reads the changelog tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, cast
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
+from faust.types import TP, EventT, TableT
+from faust.types.tuples import Message
+
+from app import metrics
+from app.agents.batch import Batch, Record
+from app.exit_codes import ExitCode
+from app.guards import failpoints
+from app.settings import settings
+from app.tables import accounts, cursors, results
+
+log = logging.getLogger(__name__)
+
+#: The tables in the order their rows must become durable (rule 2).
+STATE_PHASES: Tuple[Tuple[TableT, ...], ...] = ((results,), (accounts, cursors))
+
+#: Bytes per produce batch of one partition; a larger record goes alone.
+PRODUCE_BATCH_BYTES = 512 * 1024
+
+
+class Publisher(Protocol):
+    """Produces records and answers once every one is acknowledged."""
+
+    async def publish(self, records: Sequence[Record]) -> List[int]:
+        """The offsets the records were written at, in the order given."""
+
+
+@dataclass
+class _Open:
+    builder: BatchBuilder
+    indexes: List[int] = field(default_factory=list)
+
+
+class KafkaPublisher:
+    """A plain aiokafka producer that sends whole batches per partition, idempotent, acks from all replicas.
+
+    Faust's producer buffer sends one message at a time; a checkpoint hands over
+    hundreds of records at once, so they are packed into one batch per partition.
+    Idempotence keeps a partition's records in order and single across the
+    producer's own retries.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._producer: Optional[AIOKafkaProducer] = None
+        self._starting = asyncio.Lock()
+
+    async def publish(self, records: Sequence[Record]) -> List[int]:
+        """Produce ``records`` and wait for every acknowledgement; raises if any is refused."""
+        producer = await self._started()
+        packed: List[Tuple[Tuple[str, int], _Open]] = []
+        open_by_tp: Dict[Tuple[str, int], _Open] = {}
+        for index, record in enumerate(records):
+            tp = (record.topic, record.partition)
+            current = open_by_tp.get(tp)
+            if current is None or current.builder.append(key=record.key, value=record.value, timestamp=None) is None:
+                current = open_by_tp[tp] = _Open(producer.create_batch())
+                current.builder.append(key=record.key, value=record.value, timestamp=None)  # a first record always fits
+                packed.append((tp, current))
+            current.indexes.append(index)
+        futures = [await producer.send_batch(part.builder, tp[0], partition=tp[1]) for tp, part in packed]
+        acknowledged = await asyncio.gather(*futures)
+        offsets = [0] * len(records)
+        for (_, part), metadata in zip(packed, acknowledged, strict=True):
+            for position, index in enumerate(part.indexes):
+                offsets[index] = metadata.offset + position
+        return offsets
+
+    async def stop(self) -> None:
+        """Wait for what is in flight, then close."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=0,
+                    max_batch_size=PRODUCE_BATCH_BYTES,
+                    max_request_size=2 * PRODUCE_BATCH_BYTES,
+                )
+                await producer.start()
+                self._producer = producer
+        return self._producer
+
+
+publisher: Publisher = KafkaPublisher(settings.kafka_bootstrap)
+
+
+async def checkpoint(batch: Batch, inputs: int) -> None:
+    """Make the batch durable and announce it (rules 1-3); exit the worker if Kafka refuses."""
+    try:
+        await _publish_state(batch, inputs)
+        if batch.outputs:
+            await publisher.publish(batch.outputs)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves this process's table view unknown
+        log.critical(
+            "checkpoint_failed inputs=%s rows=%s outputs=%s error=%r", inputs, len(batch.rows), len(batch.outputs), exc
+        )
+        os._exit(ExitCode.CHECKPOINT_FAILED)
+    failpoints.hit("after_send", passes=inputs)
+    metrics.inc("ubscore_checkpoints_total")
+    metrics.inc("ubscore_checkpoint_inputs_total", amount=inputs)
+
+
+async def _publish_state(batch: Batch, inputs: int) -> None:
+    for phase, tables in enumerate(STATE_PHASES):
+        changes = [_Change(table, *row) for table in tables for row in batch.rows_of(table)]
+        if changes:
+            offsets = await publisher.publish([change.record for change in changes])
+            for table in tables:
+                table.apply_changelog_batch(
+                    [
+                        change.event(offset)
+                        for change, offset in zip(changes, offsets, strict=True)
+                        if change.table is table
+                    ]
+                )
+        failpoints.hit("after_results" if phase == 0 else "after_table_write", passes=inputs)
+
+
+class _Change:
+    """One changed row: its changelog record, and once acknowledged, the event Faust's recovery would apply."""
+
+    def __init__(self, table: TableT, partition: int, key: bytes, value: Any) -> None:
+        self.table = table
+        self.value = value
+        self.record = Record(_changelog(table), partition, key, _encode(value))
+
+    def event(self, offset: int) -> EventT:
+        record = self.record
+        message = Message(
+            topic=record.topic,
+            partition=record.partition,
+            offset=offset,
+            timestamp=0.0,
+            timestamp_type=0,
+            headers=None,
+            key=record.key,
+            value=record.value,
+            checksum=None,
+            tp=TP(record.topic, record.partition),
+        )
+        # Table.apply_changelog_batch reads only these three attributes of an event.
+        return cast(EventT, _ChangelogEvent(record.key, self.value, message))
+
+
+@dataclass(frozen=True)
+class _ChangelogEvent:
+    key: Optional[bytes]
+    value: Any
+    message: Message
+
+
+def _changelog(table: TableT) -> str:
+    return table.changelog_topic.get_topic_name()
+
+
+def _encode(value: Any) -> bytes:
+    # The tables' value serializer is Faust's "json"; any JSON it can read back will do.
+    return json.dumps(value, separators=(",", ":")).encode()

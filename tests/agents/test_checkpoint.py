@@ -1,0 +1,107 @@
+"""The checkpoint alone: what reaches the tables, and when, if Kafka acknowledges or refuses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List
+
+import pytest
+
+from app.agents import checkpoint
+from app.agents.batch import Batch
+from app.exit_codes import ExitCode
+from app.tables import accounts, cursors, results
+
+from .conftest import Sent, changelog_of
+
+
+class Exited(Exception):
+    """os._exit, made catchable for the test."""
+
+
+@pytest.fixture()
+def exits(monkeypatch: pytest.MonkeyPatch) -> List[int]:
+    codes: List[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise Exited(code)
+
+    monkeypatch.setattr(checkpoint.os, "_exit", fake_exit)
+    return codes
+
+
+def a_batch() -> Batch:
+    batch = Batch()
+    batch.put(results, 3, b"11/d1", {"event": {"op_id": "d1"}})
+    batch.put(accounts, 3, b"11", {"seq": 1})
+    batch.put(cursors, 3, b"balance.operations:3", 7)
+    batch.send("balance.events", b"11", b'{"op_id":"d1"}')
+    return batch
+
+
+async def test_rows_reach_the_tables_after_their_changelog_and_outputs_come_last(test_app: Any, sent: Sent) -> None:
+    await checkpoint.checkpoint(a_batch(), inputs=1)
+    topics = [[record.topic for record in call] for call in sent.publisher.calls]
+    assert topics == [
+        [changelog_of(results)],
+        [changelog_of(accounts), changelog_of(cursors)],
+        ["balance.events"],
+    ]
+    assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
+    assert accounts[b"11"] == {"seq": 1} and cursors[b"balance.operations:3"] == 7
+    (row,) = sent.changelog(accounts)
+    assert (row.partition, json.loads(row.value)) == (3, {"seq": 1})
+
+
+async def test_refused_results_leave_every_table_untouched_and_the_worker_exits(
+    test_app: Any, sent: Sent, exits: List[int]
+) -> None:
+    sent.publisher.fail_next = RuntimeError("not enough replicas")
+    with pytest.raises(Exited):
+        await checkpoint.checkpoint(a_batch(), inputs=1)
+    assert exits == [ExitCode.CHECKPOINT_FAILED]
+    assert results.get(b"11/d1") is None and accounts.get(b"11") is None and cursors.get(b"balance.operations:3") is None
+    assert sent.publisher.calls == []
+
+
+async def test_refused_accounts_leave_results_only_and_nothing_is_sent(
+    test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state rule 2 allows: a result without its account, which the redelivery applies again."""
+    original = sent.publisher.publish
+
+    async def second_call_fails(records: Any) -> List[int]:
+        if sent.publisher.calls:
+            raise RuntimeError("leader not available")
+        return await original(records)
+
+    monkeypatch.setattr(sent.publisher, "publish", second_call_fails)
+    with pytest.raises(Exited):
+        await checkpoint.checkpoint(a_batch(), inputs=1)
+    assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
+    assert accounts.get(b"11") is None and cursors.get(b"balance.operations:3") is None
+    assert sent.records("events") == []
+
+
+async def test_refused_outputs_leave_the_state_and_the_worker_exits(test_app: Any, sent: Sent, exits: List[int]) -> None:
+    original = sent.publisher.publish
+
+    async def outputs_fail(records: Any) -> List[int]:
+        if any(record.topic == "balance.events" for record in records):
+            raise RuntimeError("request timed out")
+        return await original(records)
+
+    sent.publisher.publish = outputs_fail  # type: ignore[method-assign]
+    with pytest.raises(Exited):
+        await checkpoint.checkpoint(a_batch(), inputs=1)
+    assert exits == [ExitCode.CHECKPOINT_FAILED]
+    assert accounts[b"11"] == {"seq": 1}
+
+
+def test_a_row_changed_twice_in_a_batch_is_written_once() -> None:
+    batch = Batch()
+    batch.put(accounts, 3, b"11", {"seq": 1})
+    batch.put(accounts, 3, b"11", {"seq": 2})
+    assert batch.rows_of(accounts) == [(3, b"11", {"seq": 2})]
+    assert batch.get(accounts, 3, b"11") == {"seq": 2}
