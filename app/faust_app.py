@@ -7,7 +7,6 @@ and the ``ubscore`` console script see the same complete app.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Dict, List
 
@@ -16,12 +15,25 @@ from faust.types import ProducerT, TopicT
 
 from app.guards import failpoints
 from app.guards.fencing import FreezeWatch
-from app.guards.local_state import Deliveries, mark_clean_shutdown, open_local_tables
+from app.guards.local_state import set_aside_mismatched
 from app.guards.producer_buffer import install as install_draining_buffer
 from app.settings import settings
 from app.tools.kafka_admin import ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+class UBSCoreWorker(faust.Worker):
+    """Faust's worker without its terminal spinner.
+
+    With a spinner Faust sets the root logger to DEBUG whatever ``-l`` says, so
+    every library's debug record is built and then dropped: about a tenth of a
+    busy worker's time. Without one, ``-l`` is the level that is built.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
 
 
 class UBSCoreApp(faust.App):
@@ -30,8 +42,6 @@ class UBSCoreApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owned_topics: List[TopicT] = []
-        self.deliveries = Deliveries()
-        self.tables_opened = False
 
     def _new_producer(self) -> ProducerT:
         """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""
@@ -49,13 +59,11 @@ class UBSCoreApp(faust.App):
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
         The freeze watch starts here too: only a running worker owns partitions.
-        Local table files are kept or discarded before any store opens (app.guards.local_state).
+        Local stores that do not match the cluster are set aside before any store opens (app.guards.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()
-        self.sensors.add(self.deliveries)
-        open_local_tables(self.conf.tabledir)
-        self.tables_opened = True
+        await set_aside_mismatched(self.tables.values(), settings.partitions, settings.kafka_bootstrap)
         wanted: Dict[str, int] = {}
         configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:
@@ -68,25 +76,6 @@ class UBSCoreApp(faust.App):
                 extra = {key: str(value) for key, value in (changelog.config or {}).items()}
                 configs[name] = {"cleanup.policy": "compact", **extra}
         await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor, configs)
-
-    async def on_shutdown(self) -> None:
-        """After every child stopped: mark the local tables clean if everything sent was acknowledged."""
-        await super().on_shutdown()
-        if not self.tables_opened:
-            return
-        await asyncio.sleep(0)  # let the last delivery callbacks run
-        d = self.deliveries
-        buffered = self.producer.buffer.outstanding  # type: ignore[attr-defined]  # see _new_producer
-        if d.all_acknowledged and buffered == 0:
-            mark_clean_shutdown(self.conf.tabledir)
-        else:
-            log.warning(
-                "local_tables_not_marked initiated=%s completed=%s failed=%s buffered=%s",
-                d.initiated,
-                d.completed,
-                d.failed,
-                buffered,
-            )
 
 
 app = UBSCoreApp(
@@ -119,6 +108,7 @@ app = UBSCoreApp(
     consumer_auto_offset_reset="earliest",
     # Declared topics are created at start-up, so any component may start first.
     topic_allow_declare=True,
+    Worker=UBSCoreWorker,
 )
 
 if failpoints.armed():

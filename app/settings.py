@@ -126,17 +126,10 @@ class Settings:
     batch_max: int = _setting(
         "UBS_BATCH_MAX",
         1000,
-        'input messages the ledger decides and checkpoints together, at most (see docs/design.md, "Batches and '
-        'checkpoints")',
+        "input messages the ledger decides while one checkpoint is in flight, at most; a batch is what arrives "
+        'meanwhile (see docs/design.md, "Batches and checkpoints")',
         "integer",
         1,
-    )
-    batch_wait_s: float = _setting(
-        "UBS_BATCH_WAIT_S",
-        0.002,
-        "how long the ledger waits for a batch to fill before it checkpoints what it has",
-        "number",
-        0.0005,
     )
     sink_batch_size: int = _setting("UBS_SINK_BATCH_SIZE", 500, "events per settlement batch, at most", "integer", 1)
     sink_batch_within_s: float = _setting(

@@ -1,11 +1,13 @@
 """One batch of ledger input: the table rows it changed and the records it will send, held in memory.
 
-The agent decides every message of a batch against this overlay, so a user's
-second operation in a batch sees the account the first one left, exactly as if
-they had been applied one by one. Nothing here reaches RocksDB or Kafka: the
-checkpoint (app.agents.checkpoint) publishes the rows to the changelogs first
-and only then writes them locally and sends the records, so what a batch
-decided exists either in Kafka or nowhere.
+The agent decides every message against this overlay, so a user's second
+operation in a batch sees the account the first one left, exactly as if they
+had been applied one by one. While a batch is being checkpointed the agent
+fills the next one, whose reads fall through to the batch in flight and then to
+the tables. Nothing here reaches RocksDB or Kafka: the checkpoint
+(app.agents.checkpoint) publishes the rows to the changelogs first and only then
+writes them locally and sends the records, so what a batch decided exists
+either in Kafka or nowhere.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from faust.types import TableT
+from faust.types import EventT, TableT
 from faust.types.tuples import Message
 
 from app.partitioning import partition_for
@@ -36,13 +38,22 @@ class Record:
 class Batch:
     """The overlay of one batch: rows by (table, partition, key), then outputs in the order they were made."""
 
+    #: The batch being checkpointed while this one fills; its rows are not in the tables yet.
+    previous: Optional["Batch"] = None
     rows: Dict[RowKey, Any] = field(default_factory=dict)
     outputs: List[Record] = field(default_factory=list)
-    #: Records the hole filler read straight from Kafka; acknowledged to Faust after the checkpoint.
+    #: The input events, acknowledged to Faust after the checkpoint.
+    events: List[EventT] = field(default_factory=list)
+    #: Records the hole filler read straight from Kafka; acknowledged with the events.
     filled: List[Message] = field(default_factory=list)
 
+    @property
+    def inputs(self) -> int:
+        """Input messages this batch decided."""
+        return len(self.events) + len(self.filled)
+
     def get(self, table: TableT, partition: int, key: bytes) -> Any:
-        """The row as this batch left it, else as the table holds it.
+        """The row as this batch left it, else as the batch in flight left it, else as the table holds it.
 
         The table read needs Faust's current event to be one of ``partition``'s
         (the agent sets it per message), so that it reads that partition's store.
@@ -50,6 +61,8 @@ class Batch:
         row = (table.name, partition, key)
         if row in self.rows:
             return self.rows[row]
+        if self.previous is not None and row in self.previous.rows:
+            return self.previous.rows[row]
         return table.get(key)
 
     def put(self, table: TableT, partition: int, key: bytes, value: Any) -> None:
@@ -65,6 +78,3 @@ class Batch:
     def rows_of(self, table: TableT) -> List[Tuple[int, bytes, Any]]:
         """The changed rows of one table, as (partition, key, value)."""
         return [(partition, key, value) for (name, partition, key), value in self.rows.items() if name == table.name]
-
-    def __len__(self) -> int:
-        return len(self.rows) + len(self.outputs)

@@ -32,7 +32,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, cast
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -128,20 +128,85 @@ class KafkaPublisher:
 publisher: Publisher = KafkaPublisher(settings.kafka_bootstrap)
 
 
-async def checkpoint(batch: Batch, inputs: int) -> None:
+class Checkpoints:
+    """Checkpoints one batch at a time while the agent fills the next: the batch is what came in meanwhile.
+
+    No timer decides a batch's size: under light load a batch holds the one
+    message that arrived, and is checkpointed at once; under load it holds what
+    arrived during the previous checkpoint, up to ``limit`` messages, after which
+    the agent waits. Batches are checkpointed strictly in order, so a batch's
+    rows and outputs follow the previous batch's.
+    """
+
+    def __init__(self, acknowledge: Callable[[Batch], Awaitable[None]], limit: int) -> None:
+        self.open = Batch()
+        self._acknowledge = acknowledge
+        self._limit = limit
+        self._has_input = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: Optional[asyncio.Future[None]] = None
+        self._in_flight: Optional[asyncio.Future[None]] = None
+
+    async def added(self) -> None:
+        """The agent put one more input into the open batch; wait while that batch is full."""
+        self._has_input.set()
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        if self.open.inputs >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+
+    async def close(self) -> None:
+        """Stop after the checkpoint in flight, which is never cut off; the open batch stays unacknowledged."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        if self._in_flight is not None and not self._in_flight.done():
+            await asyncio.wait([self._in_flight])
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._has_input.wait()
+                self._has_input.clear()
+                await self._checkpoint_open_batch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a checkpoint loop that stops would freeze every partition
+            log.critical("checkpoint_loop_failed error=%r", exc)
+            os._exit(ExitCode.CHECKPOINT_FAILED)
+
+    async def _checkpoint_open_batch(self) -> None:
+        batch, self.open = self.open, Batch()
+        self.open.previous = batch
+        batch.previous = None  # its predecessor is checkpointed: its rows are in the tables
+        self._room.set()
+        self._in_flight = asyncio.ensure_future(checkpoint(batch))
+        await asyncio.shield(self._in_flight)
+        if self.open.previous is batch:
+            self.open.previous = None  # its rows are in the tables now
+        await self._acknowledge(batch)
+
+
+async def checkpoint(batch: Batch) -> None:
     """Make the batch durable and announce it (rules 1-3); exit the worker if Kafka refuses."""
     try:
-        await _publish_state(batch, inputs)
+        await _publish_state(batch, batch.inputs)
         if batch.outputs:
             await publisher.publish(batch.outputs)
     except Exception as exc:  # noqa: BLE001 - any failure leaves this process's table view unknown
         log.critical(
-            "checkpoint_failed inputs=%s rows=%s outputs=%s error=%r", inputs, len(batch.rows), len(batch.outputs), exc
+            "checkpoint_failed inputs=%s rows=%s outputs=%s error=%r",
+            batch.inputs,
+            len(batch.rows),
+            len(batch.outputs),
+            exc,
         )
         os._exit(ExitCode.CHECKPOINT_FAILED)
-    failpoints.hit("after_send", passes=inputs)
+    failpoints.hit("after_send", passes=batch.inputs)
     metrics.inc("ubscore_checkpoints_total")
-    metrics.inc("ubscore_checkpoint_inputs_total", amount=inputs)
+    metrics.inc("ubscore_checkpoint_inputs_total", amount=batch.inputs)
 
 
 async def _publish_state(batch: Batch, inputs: int) -> None:

@@ -2,11 +2,11 @@
 
 The flow, top to bottom in this file:
 
-1. The agent takes what its partitions have ready: up to ``UBS_BATCH_MAX``
-   messages of ``balance.operations`` (from clients) and ``balance.credits`` (the
-   credit legs of transfers, sent by this agent from the payer's partition),
-   waiting at most ``UBS_BATCH_WAIT_S`` for more. A batch mixes partitions; each
-   partition's messages come in offset order and are handled in that order.
+1. Messages arrive on ``balance.operations`` (from clients) and
+   ``balance.credits`` (the credit legs of transfers, sent by this agent from the
+   payer's partition), each partition's in offset order, and are handled in that
+   order into the open batch. A batch is what arrives while the previous one is
+   being checkpointed, up to ``UBS_BATCH_MAX`` messages (app.agents.checkpoint).
 2. Per message: if it is more than one offset past the highest one applied on
    its partition (the ``cursors`` table), Faust skipped the ones between: they
    are read back from Kafka and handled first (``fill_hole``, app.guards.input_gaps).
@@ -69,7 +69,7 @@ from faust.types.tuples import Message
 
 from app import metrics
 from app.agents.batch import Batch
-from app.agents.checkpoint import checkpoint
+from app.agents.checkpoint import Checkpoints
 from app.core.ledger import (
     PROCESSING_FAILED,
     Account,
@@ -105,18 +105,23 @@ DEAD_LETTER_TRACE_CHARS = 4000
 
 @app.agent(ledger_input, name="ubscore")
 async def process(stream: StreamT[bytes]) -> None:
-    """Apply every operation and credit leg of the partitions this worker owns, one batch at a time."""
-    # noack_take (Faust's Stream has it, StreamT does not declare it) leaves the acknowledgements to us.
-    batches = cast(Stream, stream).noack_take(settings.batch_max, within=settings.batch_wait_s)
-    async for events in batches:
-        batch = Batch()
-        for event in events:
-            await take(batch, event)
-        await checkpoint(batch, inputs=len(events) + len(batch.filled))
+    """Apply every operation and credit leg of the partitions this worker owns, checkpointed in batches."""
+
+    async def acknowledge(batch: Batch) -> None:
         for message in batch.filled:
             app.consumer.ack(message)
-        for event in events:
+        for event in batch.events:
             await stream.ack(event)
+
+    checkpoints = Checkpoints(acknowledge, settings.batch_max)
+    try:
+        # Faust acknowledges nothing on its own: an input counts as done only after its checkpoint.
+        # (noack() is Faust's Stream's; StreamT does not declare it.)
+        async for event in cast(Stream, stream).noack().events():
+            await take(checkpoints.open, event)
+            await checkpoints.added()
+    finally:
+        await checkpoints.close()
 
 
 async def take(batch: Batch, event: EventT) -> None:
@@ -130,6 +135,7 @@ async def take(batch: Batch, event: EventT) -> None:
     handle(batch, message)
     if last is None or message.offset > last:
         batch.put(cursors, message.partition, position, message.offset)
+    batch.events.append(event)
 
 
 def handle(batch: Batch, message: Message) -> None:

@@ -8,7 +8,7 @@ when it happens to be whole, because its digits past 2**53 are not the client's.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from app.core.wire import REPEATED, decode_json, show, whole_number
@@ -70,7 +70,7 @@ class Credit:
 
     def to_json(self) -> Dict[str, Any]:
         """Wire form on the credits topic."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in _CREDIT_FIELD_ORDER}
 
     @classmethod
     def from_json(cls, body: Any) -> "Credit":
@@ -117,7 +117,8 @@ class Event:
 
     def to_json(self) -> Dict[str, Any]:
         """Wire form; every field is always present (null where it does not apply)."""
-        return asdict(self)
+        # Every field is a scalar, so a flat copy is what dataclasses.asdict would build, at a fraction of its cost.
+        return {name: getattr(self, name) for name in _EVENT_FIELD_ORDER}
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> "Event":
@@ -129,6 +130,9 @@ class Event:
         """True when the operation changed balances."""
         return self.status == "accepted"
 
+
+_EVENT_FIELD_ORDER = tuple(field.name for field in fields(Event))
+_CREDIT_FIELD_ORDER = tuple(field.name for field in fields(Credit))
 
 EVENT_KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer_out", "transfer_in", "unknown")
 #: The last millisecond a CQL timestamp (and Python's datetime) can hold: 9999-12-31T23:59:59.999Z.

@@ -1,110 +1,100 @@
-"""Local table files are a cache of the changelog, reopened only after a clean shutdown.
+"""Local table files are reopened after any stop; files that do not match the cluster are set aside.
 
-Faust writes a table change to RocksDB at once and to its changelog topic later,
-through the producer. A worker killed (or frozen and fenced) in between leaves
-local files holding writes that Kafka never received. Reopening them is unsafe:
-the next write of an account publishes that account whole, so balances from an
-operation whose result row and event never left the dead process reach the
-changelog without them. Another worker rebuilding from it then finds the
-operation's offset recorded in the account but no result to answer its
-redelivery with, and applies it a second time (docs/fault-injection.md, finding 6).
+RocksDB receives a batch's rows only after their changelog records are
+acknowledged (app.agents.checkpoint), so local files never hold a write that
+Kafka lacks, whatever stopped the worker: SIGKILL, a crash, a fenced freeze. They
+are at most behind the changelog, and Faust's recovery reads only the tail
+after the offset each partition's store records.
 
-So a worker keeps its local tables only when the process before it left them
-cleanly: it stopped, flushed the producer and saw no send fail, and then wrote
-a marker file. Any other start (after SIGKILL, a crash, a fenced freeze, a
-failed send) discards them and rebuilds from the changelogs, which always hold
-a prefix of what the ledger wrote (result row, then account, then event, in
-one FIFO buffer). A start removes the marker before any store opens, so a crash
-later in that life leaves none.
+Files can still disagree with the cluster they are opened against: its topics
+were deleted and created again (``make stack-reset``), or the worker now points
+at another cluster. A store that records a changelog offset at or beyond the
+changelog's end holds a history the cluster does not have; Faust would refuse
+it at every start (``ConsistencyError``). Such a store is moved aside, with one
+log line, before any store opens, and that partition is rebuilt from what the
+cluster has. The files are kept, not deleted, for whoever wants to look.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Dict, Iterable, List, Optional, Tuple
 
-from faust.sensors import Sensor
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TableT
 
 log = logging.getLogger(__name__)
 
-#: Written into the table directory by a clean shutdown, removed by every start.
-CLEAN_MARKER = "clean-shutdown"
+#: Suffix of a store moved aside, followed by the time it was moved (epoch seconds).
+SET_ASIDE = ".set-aside-"
 
 
-class Deliveries(Sensor):
-    """Counts messages handed to the producer and their outcomes, for the clean-shutdown check."""
+async def set_aside_mismatched(tables: Iterable[TableT], partitions: int, bootstrap: str) -> List[Path]:
+    """Move aside every local store whose recorded changelog offset is past its changelog's end."""
+    stores = [(table, partition) for table in tables for partition in range(partitions) if _is_rocksdb(table)]
+    local = {(table.name, partition): _persisted(table, partition) for table, partition in stores}
+    present = {key: offset for key, offset in local.items() if offset is not None}
+    if not present:
+        return []
+    ends = await _changelog_ends(
+        [(table, partition) for table, partition in stores if (table.name, partition) in present], bootstrap
+    )
+    moved = []
+    for table, partition in stores:
+        offset = present.get((table.name, partition))
+        end = ends.get((table.name, partition), 0)
+        if offset is not None and offset >= end:
+            moved.append(_move_aside(table, partition, offset, end))
+    return moved
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.initiated = 0
-        self.completed = 0
-        self.failed = 0
 
-    def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int, valsize: int) -> Any:
-        """A message left Faust's buffer for aiokafka."""
-        self.initiated += 1
+def _is_rocksdb(table: TableT) -> bool:
+    return hasattr(table.data, "partition_path")
+
+
+def _persisted(table: TableT, partition: int) -> Optional[int]:
+    """The changelog offset a store records as applied, None when there is no store."""
+    store = table.data
+    path: Path = store.partition_path(partition)  # type: ignore[attr-defined]
+    if not path.exists():
         return None
-
-    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
-        """The broker acknowledged a message."""
-        self.completed += 1
-
-    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        """A message could not be produced; Faust logs it and goes on."""
-        self.failed += 1
-
-    @property
-    def all_acknowledged(self) -> bool:
-        """True when every message sent so far was acknowledged and none failed."""
-        return self.failed == 0 and self.completed == self.initiated
-
-
-def open_local_tables(tabledir: Path) -> bool:
-    """Keep the stores if the last process marked them clean, else discard them. True if kept."""
-    marker = tabledir / CLEAN_MARKER
-    if marker.is_file():
-        marker.unlink()
-        _sync_directory(tabledir)
-        log.info("local_tables_kept path=%s reason=clean_shutdown", tabledir)
-        return True
-    discard_local_tables(tabledir)
-    return False
-
-
-def mark_clean_shutdown(tabledir: Path) -> None:
-    """Record that every local table write of this process reached Kafka."""
-    if not tabledir.is_dir():
-        return
-    marker = tabledir / CLEAN_MARKER
-    with open(marker, "w") as handle:
-        handle.write("written after the producer flushed with no failed send\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    _sync_directory(tabledir)
-    log.info("local_tables_marked_clean path=%s", tabledir)
-
-
-def discard_local_tables(tabledir: Path) -> int:
-    """Delete every store under ``tabledir``; return how many entries were removed."""
-    if not tabledir.is_dir():
-        return 0
-    removed = 0
-    for entry in sorted(tabledir.iterdir()):
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-        removed += 1
-    log.info("local_tables_discarded path=%s entries=%s reason=no_clean_shutdown", tabledir, removed)
-    return removed
-
-
-def _sync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
+    db = store.rocksdb_options.open(path)  # type: ignore[attr-defined]
     try:
-        os.fsync(descriptor)
+        raw = db.get(store.offset_key)  # type: ignore[attr-defined]
     finally:
-        os.close(descriptor)
+        db.close()
+    return int(raw) if raw is not None else None
+
+
+async def _changelog_ends(stores: List[Tuple[TableT, int]], bootstrap: str) -> Dict[Tuple[str, int], int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        wanted = {
+            TopicPartition(table.changelog_topic.get_topic_name(), partition): (table.name, partition)
+            for table, partition in stores
+        }
+        known = await consumer.topics()
+        asked = [tp for tp in wanted if tp.topic in known]
+        ends = await consumer.end_offsets(asked) if asked else {}
+    finally:
+        await consumer.stop()
+    return {wanted[tp]: int(end) for tp, end in ends.items()}
+
+
+def _move_aside(table: TableT, partition: int, offset: int, end: int) -> Path:
+    path: Path = table.data.partition_path(partition)  # type: ignore[attr-defined]
+    target = path.with_name(f"{path.name}{SET_ASIDE}{int(time.time())}")
+    path.rename(target)
+    log.error(
+        "local_table_set_aside table=%s partition=%s persisted_offset=%s changelog_end=%s moved_to=%s "
+        "reason=local_files_ahead_of_cluster",
+        table.name,
+        partition,
+        offset,
+        end,
+        target,
+    )
+    return target

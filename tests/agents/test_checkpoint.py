@@ -41,7 +41,7 @@ def a_batch() -> Batch:
 
 
 async def test_rows_reach_the_tables_after_their_changelog_and_outputs_come_last(test_app: Any, sent: Sent) -> None:
-    await checkpoint.checkpoint(a_batch(), inputs=1)
+    await checkpoint.checkpoint(a_batch())
     topics = [[record.topic for record in call] for call in sent.publisher.calls]
     assert topics == [
         [changelog_of(results)],
@@ -59,9 +59,11 @@ async def test_refused_results_leave_every_table_untouched_and_the_worker_exits(
 ) -> None:
     sent.publisher.fail_next = RuntimeError("not enough replicas")
     with pytest.raises(Exited):
-        await checkpoint.checkpoint(a_batch(), inputs=1)
+        await checkpoint.checkpoint(a_batch())
     assert exits == [ExitCode.CHECKPOINT_FAILED]
-    assert results.get(b"11/d1") is None and accounts.get(b"11") is None and cursors.get(b"balance.operations:3") is None
+    assert (
+        results.get(b"11/d1") is None and accounts.get(b"11") is None and cursors.get(b"balance.operations:3") is None
+    )
     assert sent.publisher.calls == []
 
 
@@ -78,13 +80,15 @@ async def test_refused_accounts_leave_results_only_and_nothing_is_sent(
 
     monkeypatch.setattr(sent.publisher, "publish", second_call_fails)
     with pytest.raises(Exited):
-        await checkpoint.checkpoint(a_batch(), inputs=1)
+        await checkpoint.checkpoint(a_batch())
     assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
     assert accounts.get(b"11") is None and cursors.get(b"balance.operations:3") is None
     assert sent.records("events") == []
 
 
-async def test_refused_outputs_leave_the_state_and_the_worker_exits(test_app: Any, sent: Sent, exits: List[int]) -> None:
+async def test_refused_outputs_leave_the_state_and_the_worker_exits(
+    test_app: Any, sent: Sent, exits: List[int]
+) -> None:
     original = sent.publisher.publish
 
     async def outputs_fail(records: Any) -> List[int]:
@@ -94,7 +98,7 @@ async def test_refused_outputs_leave_the_state_and_the_worker_exits(test_app: An
 
     sent.publisher.publish = outputs_fail  # type: ignore[method-assign]
     with pytest.raises(Exited):
-        await checkpoint.checkpoint(a_batch(), inputs=1)
+        await checkpoint.checkpoint(a_batch())
     assert exits == [ExitCode.CHECKPOINT_FAILED]
     assert accounts[b"11"] == {"seq": 1}
 

@@ -26,7 +26,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
-from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust
+from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust, set_current_event
 
 TOPIC = TP("canary.topic", 3)
 # ruff: noqa: SLF001 - reading the private attributes is what a canary is for
@@ -139,6 +139,15 @@ async def test_aiokafka_client_refreshes_metadata_for_an_added_topic(kafka_consu
         assert isinstance(pending, asyncio.Future)  # awaitable, and cancelled here: no broker will answer
         pending.cancel()
     assert "canary.other" in client._topics
+
+
+def test_set_current_event_is_what_table_reads_see() -> None:
+    """Table reads pick the partition's store from faust.streams.current_event()."""
+    from faust.streams import current_event
+
+    marker = object.__new__(faust.Event)
+    set_current_event(marker)
+    assert current_event() is marker
 
 
 def test_the_overridden_producer_hooks_exist_and_are_called() -> None:
