@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from app.errors import ConfigurationError
 
 PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+ROLES = ("all", "ledger", "sink")
 README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _ALL_INTERFACES = ("0.0.0.0", "::")
 
@@ -42,6 +43,13 @@ def _setting(
 class Settings:
     """All knobs of a worker, with the defaults of the interface contract."""
 
+    role: str = _setting(
+        "UBS_ROLE",
+        "all",
+        "what `ubscore worker` runs: `all` (gateway, ledger and settlement sink), `ledger` (gateway and "
+        "ledger) or `sink` (the settlement sink alone: its database driver then has an interpreter of its own)",
+        "role",
+    )
     kafka: str = _setting("UBS_KAFKA", "kafka://127.0.0.1:9092", "Kafka bootstrap servers (`;` separated)")
     cql_hosts: Tuple[str, ...] = _setting(
         "UBS_CQL_HOSTS", ("127.0.0.1",), "CQL contact points (`,` separated)", "hosts"
@@ -199,6 +207,12 @@ def _guarantee(raw: str, name: str) -> str:
     return raw
 
 
+def _role(raw: str, name: str) -> str:
+    if raw not in ROLES:
+        raise ConfigurationError(f"{name} must be one of {', '.join(ROLES)}, got {raw!r}")
+    return raw
+
+
 def _hosts(raw: str, name: str) -> Tuple[str, ...]:
     hosts = tuple(host.strip() for host in raw.split(",") if host.strip())
     if not hosts:
@@ -212,6 +226,7 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "integer": _integer,
     "number": _number,
     "guarantee": _guarantee,
+    "role": _role,
     "hosts": _hosts,
 }
 

@@ -1,14 +1,21 @@
-"""The complete worker: the Faust app with every agent, service, guard and view registered.
+"""The complete worker: the Faust app with every agent, service, guard and view its role registers.
 
 Agents and views register themselves on the app object when their modules are
-imported; this module imports them all, so ``faust -A app worker``, ``python -m
-app worker`` and the ``ubscore`` console script run the same complete app.
+imported; this module imports what ``UBS_ROLE`` asks for, so ``faust -A app worker``,
+``python -m app worker`` and the ``ubscore`` console script run the same app. A
+worker of role ``sink`` does not use this module (app.__main__ runs the sink alone).
 """
 
-from app.agents import ubscore  # noqa: F401  (the ledger agent)
 from app.faust_app import app
-from app.guards import input_watch  # noqa: F401  (the input progress watch)
-from app.sink import service  # noqa: F401  (the settlement sink)
+from app.settings import settings
 from app.web import views  # noqa: F401  (the HTTP gateway)
+
+if settings.role in ("all", "ledger"):
+    from app.agents import ubscore  # noqa: F401  (the ledger agent)
+    from app.guards import input_watch  # noqa: F401  (the input progress watch)
+if settings.role == "all":
+    from app.sink.service import SettlementSink
+
+    app.service(SettlementSink)
 
 __all__ = ["app"]

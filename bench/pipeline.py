@@ -8,11 +8,15 @@ across partitions):
   8-partition topic to another: the ceiling the broker and the Python client allow;
 - B2: B1 plus a rocksdict get and put, a changelog record and an event per operation
   (bench/baselines.py): the floor of any stateful Python step on Kafka and RocksDB;
-- ubscore: one worker applying the N operations, with its settlement sink;
+- ubscore: one ledger worker (``UBS_ROLE=ledger``) applying the N operations, then two,
+  each time with a sink process (``UBS_ROLE=sink``) settling the events into the database;
 - B3: the same events' rows inserted with cassandra-driver's prepared statements,
   32 in flight: the ceiling of any sink on this driver;
 - ubscore's sink alone: one worker settling those events put straight on
   balance.events while its ledger has nothing to do.
+
+The machine's two cores also run Kafka and Cassandra: a ledger worker competes with
+them, and with the sink process, for CPU.
 
 Figures: messages per second from the first message produced to the last one out,
 and each as a ratio to the baseline it is measured against (the machine is shared
@@ -127,16 +131,24 @@ def database_rows(world: World) -> int:
         cluster.shutdown()
 
 
-async def ubscore(messages: List[Tuple[bytes, bytes]]) -> Tuple[float, float, int]:
+async def ubscore(messages: List[Tuple[bytes, bytes]], ledgers: int) -> Tuple[float, float, int]:
+    """``ledgers`` workers of role ledger and one sink process: seconds to the last event and to the last row."""
     world = World()
     base = Path(tempfile.mkdtemp(prefix="ubscore-bench-"))
-    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn").start()
+    ledger_env = {"UBS_ROLE": "ledger"}
+    workers = [
+        Worker(world, base / f"data-{i}", base / f"ledger-{i}.log", loglevel="warn", extra_env=ledger_env).start()
+        for i in range(ledgers)
+    ]
+    sink = Worker(world, base / "sink", base / "sink.log", loglevel="warn", extra_env={"UBS_ROLE": "sink"}).start()
     try:
-        await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
+        for worker in workers:
+            await asyncio.to_thread(worker.wait_ready, None, 180)
+        await asyncio.to_thread(wait_assigned, workers, PARTITIONS)
         transfers = sum(1 for _, v in messages if b'"transfer"' in v)
         start = time.monotonic()
         await produce_all(world.topic("balance.operations"), messages)
-        # Transfers that were accepted add a transfer_in event; count what the worker reports.
+        # Transfers that were accepted add a transfer_in event; count what the workers report.
         minimum = len(messages)
         events_done = await count_until(world.topic("balance.events"), minimum, timeout=900)
         expected_rows = await _events_total(world, minimum, transfers)
@@ -147,7 +159,21 @@ async def ubscore(messages: List[Tuple[bytes, bytes]]) -> Tuple[float, float, in
         db_done = time.monotonic()
         return events_done - start, db_done - start, expected_rows
     finally:
-        worker.stop()
+        sink.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def wait_assigned(workers: List[Worker], partitions: int, timeout: float = 180.0) -> None:
+    """Until the workers together own every input partition once (the group has settled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        healths = [worker.health() or {} for worker in workers]
+        settled = all(h.get("status") == "ok" and not h.get("rebalancing") for h in healths)
+        if settled and sum(len(h.get("partitions", [])) for h in healths) == partitions:
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the workers did not settle on the partitions")
 
 
 async def _events_total(world: World, minimum: int, transfers: int) -> int:
@@ -174,7 +200,8 @@ async def main() -> None:
     print(f"workload: {n} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
     base_s = await baseline(messages)
     stateful_s = await stateful_baseline(messages)
-    events_s, db_s, rows = await ubscore(messages)
+    events_s, db_s, rows = await ubscore(messages, ledgers=1)
+    events2_s, _, _ = await ubscore(messages, ledgers=2)
     events = settlement_events(messages)
     cql_s = await asyncio.to_thread(cql_inserts, events)
     sink_s = await sink_alone(events)
@@ -184,8 +211,9 @@ async def main() -> None:
     for name, count, seconds, against in (
         ("B1 aiokafka consume->produce", n, base_s, ("B1", b1)),
         ("B2 B1 + rocksdict get/put + changelog per op", n, stateful_s, ("B1", b1)),
-        ("ubscore: operations -> balance.events", n, events_s, ("B1", b1)),
-        ("ubscore: operations -> events in CQL db", rows, db_s, ("B1", b1)),
+        ("ubscore ledger, 1 worker: operations -> events", n, events_s, ("B1", b1)),
+        ("ubscore ledger, 2 workers: operations -> events", n, events2_s, ("B1", b1)),
+        ("ubscore 1 ledger + 1 sink: operations -> CQL rows", rows, db_s, ("B1", b1)),
         ("B3 cassandra-driver prepared inserts, 32 in flight", len(events), cql_s, ("B3", b3)),
         ("ubscore sink alone: balance.events -> CQL", len(events), sink_s, ("B3", b3)),
     ):

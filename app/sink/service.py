@@ -1,8 +1,9 @@
 """The settlement sink: balance.events -> the CQL database, nothing lost, nothing rolled back.
 
-Every worker runs one sink, a plain aiokafka consumer in a consumer group of its
-own (``<app id>-settlement``), so Kafka spreads the events partitions over the
-workers like the ledger's. One step of the loop polls a batch, writes it with
+Every worker of role ``all`` runs one sink inside its Faust app, and a worker of
+role ``sink`` runs it alone (``run_alone``); either way it is a plain aiokafka
+consumer in a consumer group of its own (``<app id>-settlement``), so Kafka
+spreads the events partitions over the sinks like the ledger's. One step of the loop polls a batch, writes it with
 ``CqlStore.write_events`` and only then commits the offsets after the batch's
 last records: an offset is never committed before the database acknowledged
 every event below it. While the database is down the step keeps retrying the
@@ -27,13 +28,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Seque
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from mode import Service
+from mode import Service, Worker
 
 from app import metrics
 from app.backoff import backoff
 from app.core.models import Event, read_event
 from app.errors import InvalidOperation, SettlementUnavailable
-from app.faust_app import app
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic
@@ -60,7 +60,6 @@ class EventConsumer(Protocol):
     async def commit(self, offsets: Optional[Mapping[TopicPartition, int]] = ...) -> None: ...
 
 
-@app.service
 class SettlementSink(Service):
     """Starts the sink's consumer with the worker and runs the write-then-commit loop."""
 
@@ -101,6 +100,11 @@ class SettlementSink(Service):
             except KafkaError as exc:
                 log.warning("sink_kafka_error error=%r", exc)
                 await self.sleep(1.0)
+
+
+def run_alone(loglevel: str) -> None:
+    """The sink in a process of its own, without the Faust app, its tables or the gateway."""
+    Worker(SettlementSink(), loglevel=loglevel).execute_from_commandline()
 
 
 async def settle_once(consumer: EventConsumer) -> int:

@@ -1,4 +1,4 @@
-"""``ubscore workers N``: run N workers on this machine, each with its own port and data directory.
+"""``ubscore workers N [LEVEL] [--roles ledger,sink]``: run N workers here, each with its own port and data.
 
 Worker i (0-based) serves on UBS_WEB_PORT + i and keeps its RocksDB files in
 UBS_DATA_DIR/worker-i; everything else (broker, keyspace, partitions) is shared,
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from app.exit_codes import RESTART_REASONS
-from app.settings import Settings, load
+from app.settings import ROLES, Settings, load
 from app.tools.supervisor import Supervisor
 
 POLL_S = 0.5
@@ -43,13 +43,19 @@ class LocalWorker:
         return self
 
 
-def worker_envs(settings: Settings, count: int) -> List[Dict[str, str]]:
-    """The environment of each of ``count`` workers: its own port and data directory."""
+def worker_envs(settings: Settings, count: int, roles: Sequence[str] = ()) -> List[Dict[str, str]]:
+    """The environment of each of ``count`` workers: its own port and data directory, and its role.
+
+    ``roles`` are given to the workers in turn (``ledger,sink``: even workers run
+    the ledger, odd ones the sink); without them every worker has ``UBS_ROLE``.
+    """
     envs = []
     for index in range(count):
         env = dict(os.environ)
         env["UBS_WEB_PORT"] = str(settings.web_port + index)
         env["UBS_DATA_DIR"] = str(Path(settings.data_dir) / f"worker-{index}")
+        if roles:
+            env["UBS_ROLE"] = roles[index % len(roles)]
         envs.append(env)
     return envs
 
@@ -88,6 +94,17 @@ def stop_all(workers: Sequence[LocalWorker]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Start the workers, keep them running, stop them all on a signal or an unexpected exit."""
     args = list(argv or [])
+    roles: List[str] = []
+    if "--roles" in args:
+        at = args.index("--roles")
+        roles = [role for role in (args[at + 1] if at + 1 < len(args) else "").split(",") if role]
+        del args[at : at + 2]
+        unknown = sorted(set(roles) - set(ROLES))
+        if not roles or unknown:
+            print(
+                f"ubscore workers: --roles takes a list of {', '.join(ROLES)}, got {unknown or 'none'}", file=sys.stderr
+            )
+            return 2
     if args and not args[0].isdigit():
         print(f"ubscore workers: the count must be a whole number, got {args[0]!r}", file=sys.stderr)
         return 2
@@ -96,9 +113,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = load()
     command = [sys.executable, "-m", "app", "worker", "-l", loglevel]
     workers = []
-    for index, env in enumerate(worker_envs(settings, count)):
+    for index, env in enumerate(worker_envs(settings, count, roles)):
         url = f"http://{settings.advertised_host}:{env['UBS_WEB_PORT']}"
-        print(f"worker {index}: {url}  data {env['UBS_DATA_DIR']}", flush=True)
+        role = env.get("UBS_ROLE", settings.role)
+        print(f"worker {index}: {role}  {url}  data {env['UBS_DATA_DIR']}", flush=True)
         workers.append(LocalWorker(command, env).start())
     stopping = threading.Event()
 
