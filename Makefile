@@ -47,11 +47,11 @@ run: install stack-up
 test: install stack-up
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
-## lint: ruff (style, imports, private access) and mypy on app/
+## lint: ruff (style, imports, private access) and mypy on app/ and bench/
 lint: install
 	$(VENV)/bin/ruff check app tests bench tools
 	$(VENV)/bin/ruff format --check app tests bench tools
-	$(VENV)/bin/mypy app
+	$(VENV)/bin/mypy app bench
 
 ## unit: the tests that need no stack
 unit: install

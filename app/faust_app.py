@@ -59,11 +59,11 @@ class UBSCoreApp(faust.App):
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
         The freeze watch starts here too: only a running worker owns partitions.
-        Local stores that do not match the cluster are set aside before any store opens (app.guards.local_state).
+        Then local stores that do not match the cluster are set aside, still before any store opens
+        (app.guards.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()
-        await set_aside_mismatched(self.tables.values(), settings.partitions, settings.kafka_bootstrap)
         wanted: Dict[str, int] = {}
         configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:
@@ -76,6 +76,7 @@ class UBSCoreApp(faust.App):
                 extra = {key: str(value) for key, value in (changelog.config or {}).items()}
                 configs[name] = {"cleanup.policy": "compact", **extra}
         await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor, configs)
+        await set_aside_mismatched(self.tables.values(), settings.partitions, settings.kafka_bootstrap)
 
 
 app = UBSCoreApp(
@@ -100,10 +101,12 @@ app = UBSCoreApp(
     value_serializer="raw",
     # Every write is acknowledged by all in-sync replicas before it counts as sent.
     producer_acks=-1,
-    # Faust hands the agent one fetched batch at a time, interleaving topics until one runs dry;
-    # small per-partition fetches keep a batch short, so credit legs never wait behind a long
-    # backlog of operations (docs/fault-injection.md, finding 12).
+    # Faust hands the agent what aiokafka prefetched, partition after partition, so a credit leg
+    # can wait behind every operation already buffered; bounded per-partition fetches keep that to
+    # seconds (docs/fault-injection.md, finding 12), and large enough ones keep the ledger fed
+    # (docs/benchmarks.md, "Fetch size").
     consumer_max_fetch_size=settings.max_fetch_bytes,
+    broker_max_poll_records=settings.max_poll_records,
     # A new consumer group starts from the oldest operation, never skips one.
     consumer_auto_offset_reset="earliest",
     # Declared topics are created at start-up, so any component may start first.

@@ -112,11 +112,18 @@ class Settings:
     store: str = _setting("UBS_STORE", "rocksdb://", "Faust table store (`memory://` in agent tests)")
     max_fetch_bytes: int = _setting(
         "UBS_MAX_FETCH_BYTES",
-        16 * 1024,
-        "bytes fetched per input partition at a time; small, so that one topic's backlog cannot starve the other "
-        '(see docs/design.md, "The progress watch")',
+        256 * 1024,
+        "bytes fetched per input partition at a time: what is buffered is a few seconds of work at most, so one "
+        'topic\'s backlog cannot starve the other for long (see docs/design.md, "The progress watch")',
         "integer",
         1024,
+    )
+    max_poll_records: int = _setting(
+        "UBS_MAX_POLL_RECORDS",
+        500,
+        "input records Faust hands the ledger per poll, across partitions",
+        "integer",
+        1,
     )
     stall_s: float = _setting(
         "UBS_STALL_S",

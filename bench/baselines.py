@@ -20,7 +20,7 @@ import json
 import tempfile
 import time
 import uuid
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from rocksdict import Options, Rdict
@@ -90,7 +90,7 @@ def _apply(stored: bytes | None, operation: Dict) -> bytes:
     return json.dumps(row).encode()
 
 
-def settlement_events(messages: List[Tuple[bytes, bytes]]) -> List[Event]:
+def settlement_events(messages: List[Tuple[Optional[bytes], bytes]]) -> List[Event]:
     """The events the pure core gives for the workload's operations, in order (no credit legs)."""
     accounts: Dict[int, Account] = {}
     events = []

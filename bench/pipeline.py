@@ -8,8 +8,8 @@ across partitions):
   8-partition topic to another: the ceiling the broker and the Python client allow;
 - B2: B1 plus a rocksdict get and put, a changelog record and an event per operation
   (bench/baselines.py): the floor of any stateful Python step on Kafka and RocksDB;
-- ubscore: one ledger worker (``UBS_ROLE=ledger``) applying the N operations, then two,
-  each time with a sink process (``UBS_ROLE=sink``) settling the events into the database;
+- ubscore: one ledger worker (``UBS_ROLE=ledger``) applying the N operations, then two; then
+  one again with a sink process (``UBS_ROLE=sink``) settling the events into the database;
 - B3: the same events' rows inserted with cassandra-driver's prepared statements,
   32 in flight: the ceiling of any sink on this driver;
 - ubscore's sink alone: one worker settling those events put straight on
@@ -34,7 +34,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -49,7 +49,7 @@ OPS = int(os.environ.get("BENCH_OPS", "20000"))
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
 
 
-async def produce_all(topic: str, messages: List[Tuple[bytes, bytes]]) -> None:
+async def produce_all(topic: str, messages: List[Tuple[Optional[bytes], bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -74,7 +74,7 @@ async def create_topics(names: List[str]) -> None:
         await admin.close()
 
 
-async def baseline(messages: List[Tuple[bytes, bytes]]) -> float:
+async def baseline(messages: List[Tuple[Optional[bytes], bytes]]) -> float:
     tag = World().tag
     source, target = f"bench-{tag}.in", f"bench-{tag}.out"
     await create_topics([source, target])
@@ -86,7 +86,7 @@ async def baseline(messages: List[Tuple[bytes, bytes]]) -> float:
     return end - start
 
 
-async def stateful_baseline(messages: List[Tuple[bytes, bytes]]) -> float:
+async def stateful_baseline(messages: List[Tuple[Optional[bytes], bytes]]) -> float:
     """B2 over the same workload: seconds from the first message produced to the last event out."""
     tag = World().tag
     source, events, changelog = f"bench-{tag}.in", f"bench-{tag}.events", f"bench-{tag}.changelog"
@@ -106,7 +106,9 @@ async def sink_alone(events: List[Event]) -> float:
     worker = Worker(world, base / "data", base / "worker.log", loglevel="warn").start()
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
-        encoded = [(user_key(e.user_id), json.dumps(e.to_json()).encode()) for e in events]
+        encoded: List[Tuple[Optional[bytes], bytes]] = [
+            (user_key(e.user_id), json.dumps(e.to_json()).encode()) for e in events
+        ]
         start = time.monotonic()
         await produce_all(world.topic("balance.events"), encoded)
         while await asyncio.to_thread(database_rows, world) < len(events):
@@ -131,8 +133,13 @@ def database_rows(world: World) -> int:
         cluster.shutdown()
 
 
-async def ubscore(messages: List[Tuple[bytes, bytes]], ledgers: int) -> Tuple[float, float, int]:
-    """``ledgers`` workers of role ledger and one sink process: seconds to the last event and to the last row."""
+async def ubscore(
+    messages: List[Tuple[Optional[bytes], bytes]], ledgers: int, settle: bool
+) -> Tuple[float, float, int]:
+    """``ledgers`` workers of role ledger, and with ``settle`` a sink process: seconds to the last event and row.
+
+    Without ``settle`` nothing else competes with the ledger for the machine, as in B1.
+    """
     world = World()
     base = Path(tempfile.mkdtemp(prefix="ubscore-bench-"))
     ledger_env = {"UBS_ROLE": "ledger"}
@@ -140,7 +147,10 @@ async def ubscore(messages: List[Tuple[bytes, bytes]], ledgers: int) -> Tuple[fl
         Worker(world, base / f"data-{i}", base / f"ledger-{i}.log", loglevel="warn", extra_env=ledger_env).start()
         for i in range(ledgers)
     ]
-    sink = Worker(world, base / "sink", base / "sink.log", loglevel="warn", extra_env={"UBS_ROLE": "sink"}).start()
+    sink_env = {"UBS_ROLE": "sink"}
+    sink = Worker(world, base / "sink", base / "sink.log", loglevel="warn", extra_env=sink_env) if settle else None
+    if sink is not None:
+        sink.start()
     try:
         for worker in workers:
             await asyncio.to_thread(worker.wait_ready, None, 180)
@@ -151,6 +161,8 @@ async def ubscore(messages: List[Tuple[bytes, bytes]], ledgers: int) -> Tuple[fl
         # Transfers that were accepted add a transfer_in event; count what the workers report.
         minimum = len(messages)
         events_done = await count_until(world.topic("balance.events"), minimum, timeout=900)
+        if sink is None:
+            return events_done - start, 0.0, 0
         expected_rows = await _events_total(world, minimum, transfers)
         while await asyncio.to_thread(database_rows, world) < expected_rows:
             if time.monotonic() - start > 900:
@@ -159,7 +171,8 @@ async def ubscore(messages: List[Tuple[bytes, bytes]], ledgers: int) -> Tuple[fl
         db_done = time.monotonic()
         return events_done - start, db_done - start, expected_rows
     finally:
-        sink.stop()
+        if sink is not None:
+            sink.stop()
         for worker in workers:
             worker.stop()
 
@@ -200,8 +213,9 @@ async def main() -> None:
     print(f"workload: {n} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
     base_s = await baseline(messages)
     stateful_s = await stateful_baseline(messages)
-    events_s, db_s, rows = await ubscore(messages, ledgers=1)
-    events2_s, _, _ = await ubscore(messages, ledgers=2)
+    events_s, _, _ = await ubscore(messages, ledgers=1, settle=False)
+    events2_s, _, _ = await ubscore(messages, ledgers=2, settle=False)
+    _, db_s, rows = await ubscore(messages, ledgers=1, settle=True)
     events = settlement_events(messages)
     cql_s = await asyncio.to_thread(cql_inserts, events)
     sink_s = await sink_alone(events)

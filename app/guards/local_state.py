@@ -17,18 +17,25 @@ cluster has. The files are kept, not deleted, for whoever wants to look.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import TableT
+
+from app.backoff import backoff
 
 log = logging.getLogger(__name__)
 
 #: Suffix of a store moved aside, followed by the time it was moved (epoch seconds).
 SET_ASIDE = ".set-aside-"
+
+#: How long the check waits for a broker that does not answer before the start fails.
+BROKER_WAIT_S = 120.0
 
 
 async def set_aside_mismatched(tables: Iterable[TableT], partitions: int, bootstrap: str) -> List[Path]:
@@ -69,6 +76,21 @@ def _persisted(table: TableT, partition: int) -> Optional[int]:
 
 
 async def _changelog_ends(stores: List[Tuple[TableT, int]], bootstrap: str) -> Dict[Tuple[str, int], int]:
+    """The end offsets of the stores' changelog partitions; waits for a broker that is away, up to a limit."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BROKER_WAIT_S
+    for delay in backoff(0.5, 5.0):
+        try:
+            return await _changelog_ends_once(stores, bootstrap)
+        except (KafkaError, OSError) as exc:
+            if loop.time() > deadline:
+                raise
+            log.warning("changelog_ends_not_ready error=%r retry_in_s=%.1f", exc, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("backoff() never ends")
+
+
+async def _changelog_ends_once(stores: List[Tuple[TableT, int]], bootstrap: str) -> Dict[Tuple[str, int], int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
