@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-recovery chaos compose-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-backlog bench-recovery chaos compose-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ mutate: install
 ## bench: throughput of the pipeline against a raw aiokafka pass-through, side by side
 bench: install stack-up
 	$(PY) -m bench.pipeline
+
+## bench-backlog: one ledger worker working through a pre-filled backlog, alone on the machine
+bench-backlog: install stack-up
+	$(PY) -m bench.backlog
 
 ## bench-recovery: time to ready for 100k and 1M accounts, with and without local RocksDB files
 bench-recovery: install stack-up
