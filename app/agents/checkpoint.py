@@ -41,6 +41,7 @@ from faust.types.tuples import Message
 
 from app import metrics
 from app.agents.batch import Batch, Record
+from app.agents.waiters import waiters
 from app.exit_codes import ExitCode
 from app.guards import failpoints
 from app.settings import settings
@@ -60,6 +61,9 @@ class Publisher(Protocol):
 
     async def publish(self, records: Sequence[Record]) -> List[int]:
         """The offsets the records were written at, in the order given."""
+
+    async def stop(self) -> None:
+        """Wait for what is in flight and let go of the connections; a later publish starts again."""
 
 
 @dataclass
@@ -164,6 +168,7 @@ class Checkpoints:
             task.cancel()
         if self._in_flight is not None and not self._in_flight.done():
             await asyncio.wait([self._in_flight])
+        await publisher.stop()
 
     async def _run(self) -> None:
         try:
@@ -222,6 +227,7 @@ async def _publish_state(batch: Batch, inputs: int) -> None:
                         if change.table is table
                     ]
                 )
+            waiters.wake(change.record.key for change in changes if change.table is results and change.record.key)
         failpoints.hit("after_results" if phase == 0 else "after_table_write", passes=inputs)
 
 

@@ -19,15 +19,17 @@ import functools
 import hmac
 import json
 import logging
+import math
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
+import aiohttp
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 
 from app import metrics
-from app.backoff import backoff
+from app.agents.waiters import waiters
 from app.core.ledger import Account, StoredResult, operation_key
 from app.core.models import MAX_ID, Event, Operation, check_op_id, parse_operation
 from app.core.wire import decimal_text, decode_json
@@ -45,6 +47,12 @@ log = logging.getLogger(__name__)
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
 PRODUCE_TIMEOUT_S = 10.0
+#: A wait for a result looks the owner up again at least this often (a rebalance may move the user).
+OWNER_RECHECK_S = 1.0
+#: After a failed lookup, the next one waits this long.
+LOOKUP_RETRY_S = 0.1
+#: How much longer than its wait a request to the owner may take.
+REMOTE_GRACE_S = 5.0
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -118,22 +126,57 @@ def _is_local(owner: URL) -> bool:
     return (owner.host, owner.port) == (canonical.host, canonical.port)
 
 
-async def find_result(user_id: int, op_id: str) -> Optional[Dict[str, Any]]:
-    """The stored result of an operation, asked of the worker that owns the user."""
+async def wait_result(user_id: int, op_id: str, timeout_s: float) -> Optional[Dict[str, Any]]:
+    """The result of an operation, waiting up to ``timeout_s`` for it at the worker that owns the user.
+
+    Here, the request is woken by the checkpoint that writes the result
+    (app.agents.waiters); elsewhere, it asks the owner to wait the same way
+    (``GET /operations/{user_id}/{op_id}?wait_s=``). Each wait is cut into slices
+    of at most ``OWNER_RECHECK_S``, after which the owner is looked up again: a
+    rebalance may have moved the user meanwhile.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        slice_s = max(0.0, min(deadline - loop.time(), OWNER_RECHECK_S))
+        try:
+            found = await _result_at_owner(user_id, op_id, slice_s)
+        except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", user_id, op_id, exc)
+            found = None
+            await asyncio.sleep(min(LOOKUP_RETRY_S, max(0.0, deadline - loop.time())))
+        if found is not None or loop.time() >= deadline:
+            return found
+
+
+async def _result_at_owner(user_id: int, op_id: str, wait_s: float) -> Optional[Dict[str, Any]]:
     try:
         owner: Optional[URL] = app.router.key_store(accounts.name, user_key(user_id))
     except (KeyError, TypeError):
         # Unknown while the assignment or the producer's topic metadata is not there yet.
         owner = None
     if owner is None or _is_local(owner):
-        stored = StoredResult.from_json(results.get(operation_key(user_id, op_id).encode()))
-        return stored.event.to_json() if stored else None
-    url = owner.with_path(f"/operations/{user_id}/{op_id}")
-    async with app.http_client.get(url) as response:
+        return await _local_result(operation_key(user_id, op_id).encode(), wait_s)
+    url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query({"wait_s": f"{wait_s:.3f}"})
+    timeout = aiohttp.ClientTimeout(total=wait_s + REMOTE_GRACE_S)
+    async with app.http_client.get(url, timeout=timeout) as response:
         if response.status == 200:
             body: Dict[str, Any] = await response.json()
             return body
         return None
+
+
+async def _local_result(key: bytes, wait_s: float) -> Optional[Dict[str, Any]]:
+    """The result row under ``key`` in this worker's table, waiting up to ``wait_s`` for its checkpoint."""
+    with waiters.watching(key) as written:
+        stored = StoredResult.from_json(results.get(key))
+        if stored is None and wait_s > 0:
+            try:
+                await asyncio.wait_for(written.wait(), wait_s)
+            except asyncio.TimeoutError:
+                return None
+            stored = StoredResult.from_json(results.get(key))
+    return stored.event.to_json() if stored else None
 
 
 def _same_request(stored: Event, operation: Operation) -> bool:
@@ -216,40 +259,27 @@ class OperationsView(View):
         return await self._wait_for_result(operation)
 
     async def _wait_for_result(self, operation: Operation) -> Response:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + settings.wait_timeout_s
-        for delay in backoff(0.01, 0.2):
-            try:
-                found = await find_result(operation.user_id, operation.op_id)
-            except (OSError, asyncio.TimeoutError) as exc:
-                log.warning(
-                    "result_lookup_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc
-                )
-                found = None
-            if found is not None:
-                stored = Event.from_json(found)
-                if not _same_request(stored, operation):
-                    return _error(
-                        self,
-                        409,
-                        "op_id_reused",
-                        "op_id",
-                        "this op_id already has a result for a different operation",
-                        result=found,
-                    )
-                return self.json(found, status=200)
-            if loop.time() >= deadline:
-                return _error(
-                    self,
-                    504,
-                    "result_timeout",
-                    None,
-                    "the operation is in Kafka but has no result yet; it may still be applied. "
-                    "Poll GET /operations/{user_id}/{op_id} or retry with the same op_id",
-                    op_id=operation.op_id,
-                )
-            await asyncio.sleep(delay)
-        raise AssertionError("backoff() never ends")
+        found = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s)
+        if found is None:
+            return _error(
+                self,
+                504,
+                "result_timeout",
+                None,
+                "the operation is in Kafka but has no result yet; it may still be applied. "
+                "Poll GET /operations/{user_id}/{op_id} or retry with the same op_id",
+                op_id=operation.op_id,
+            )
+        if not _same_request(Event.from_json(found), operation):
+            return _error(
+                self,
+                409,
+                "op_id_reused",
+                "op_id",
+                "this op_id already has a result for a different operation",
+                result=found,
+            )
+        return self.json(found, status=200)
 
 
 @app.page("/operations/{user_id}/{op_id}")
@@ -259,11 +289,21 @@ class OperationResultView(View):
     @counted("result")
     @routed
     async def get(self, request: Request, user_id: str, op_id: str) -> Response:
-        """200 with the event, or 404 while (or if) it has none."""
-        stored = StoredResult.from_json(results.get(operation_key(int(user_id), op_id).encode()))
-        if stored is None:
+        """200 with the event, or 404 while (or if) it has none; ``?wait_s=`` waits that long for it first."""
+        try:
+            wait_s = float(_query(request, ("wait_s",)).get("wait_s", "0"))
+        except InvalidOperation as error:
+            return _error(self, 400, error.reason, error.field, error.message)
+        except ValueError:
+            return _error(self, 400, "invalid_query", "wait_s", "wait_s must be a number of seconds")
+        if not (math.isfinite(wait_s) and 0 <= wait_s <= settings.wait_timeout_s):
+            return _error(
+                self, 400, "invalid_query", "wait_s", f"wait_s must be between 0 and {settings.wait_timeout_s}"
+            )
+        found = await _local_result(operation_key(int(user_id), op_id).encode(), wait_s)
+        if found is None:
             return _error(self, 404, "unknown_operation", "op_id", "no result for this op_id (yet)")
-        return self.json(stored.event.to_json())
+        return self.json(found)
 
 
 @app.page("/accounts/{user_id}")

@@ -53,6 +53,9 @@ class RecordingPublisher:
         self.calls.append(list(records))
         return offsets
 
+    async def stop(self) -> None:
+        pass
+
 
 @dataclass
 class Sent:

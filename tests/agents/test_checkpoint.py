@@ -9,6 +9,7 @@ import pytest
 
 from app.agents import checkpoint
 from app.agents.batch import Batch
+from app.agents.waiters import waiters
 from app.exit_codes import ExitCode
 from app.tables import accounts, cursors, results
 
@@ -101,6 +102,22 @@ async def test_refused_outputs_leave_the_state_and_the_worker_exits(
         await checkpoint.checkpoint(a_batch())
     assert exits == [ExitCode.CHECKPOINT_FAILED]
     assert accounts[b"11"] == {"seq": 1}
+
+
+async def test_a_request_waiting_for_a_result_is_woken_once_the_row_is_written(test_app: Any, sent: Sent) -> None:
+    with waiters.watching(b"11/d1") as written, waiters.watching(b"11/other") as unrelated:
+        await checkpoint.checkpoint(a_batch())
+        assert written.is_set() and not unrelated.is_set()
+        assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
+    assert len(waiters) == 0
+
+
+async def test_refused_results_wake_nobody(test_app: Any, sent: Sent, exits: List[int]) -> None:
+    sent.publisher.fail_next = RuntimeError("not enough replicas")
+    with waiters.watching(b"11/d1") as written:
+        with pytest.raises(Exited):
+            await checkpoint.checkpoint(a_batch())
+        assert not written.is_set()
 
 
 def test_a_row_changed_twice_in_a_batch_is_written_once() -> None:

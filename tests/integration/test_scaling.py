@@ -56,6 +56,7 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
                 ) as response:
                     assert response.status == 200, await response.text()
                     assert (await response.json())["available"] == 100 + i
+            await long_polls_answer_at_the_owner(http, a, b, fresh_user_id())
         through_a = await read_tables(a.url, users)
         through_b = await read_tables(b.url, users)
         assert through_a == through_b
@@ -63,6 +64,27 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
     finally:
         a.stop()
         b.stop()
+
+
+async def long_polls_answer_at_the_owner(http: aiohttp.ClientSession, a: Worker, b: Worker, user: int) -> None:
+    """GET /operations/{user}/{op_id}?wait_s= waits for a result, on either worker, and refuses bad waits."""
+    result = f"{a.url}/operations/{user}/later"
+    async with http.get(result, params={"wait_s": "0.5"}) as response:
+        assert response.status == 404, await response.text()
+    for bad in ("-1", "nan", "1e9", "soon"):
+        async with http.get(result, params={"wait_s": bad}) as response:
+            assert response.status == 400 and (await response.json())["field"] == "wait_s", bad
+    waiting = [
+        asyncio.ensure_future(http.get(f"{w.url}/operations/{user}/later", params={"wait_s": "8"})) for w in (a, b)
+    ]
+    await asyncio.sleep(0.5)
+    op = {"op_id": "later", "kind": "deposit", "user_id": user, "asset": 1, "amount": 7}
+    async with http.post(f"{b.url}/operations", json=op) as response:
+        assert response.status == 202, await response.text()
+    for pending in waiting:
+        async with await pending as response:
+            assert response.status == 200, await response.text()
+            assert (await response.json())["op_id"] == "later"
 
 
 @pytest.mark.timeout(900)  # five spreads of up to 90 s, stops of up to 60 s, a 150 s verification
