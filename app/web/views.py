@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 import aiohttp
@@ -36,10 +37,11 @@ from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
 from app.guards import failpoints
-from app.partitioning import user_key
+from app.guards.input_gaps import cursor_key
+from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.sink.service import store
-from app.tables import accounts, results
+from app.tables import accounts, cursors, results
 from app.topics import operations_topic
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ OWNER_RECHECK_S = 1.0
 LOOKUP_RETRY_S = 0.1
 #: How much longer than its wait a request to the owner may take.
 REMOTE_GRACE_S = 5.0
+#: A wait measures the owner's rate for at least this long before it may refuse (503) as too slow.
+ADMISSION_PROBE_S = 0.5
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -126,7 +130,23 @@ def _is_local(owner: URL) -> bool:
     return (owner.host, owner.port) == (canonical.host, canonical.port)
 
 
-async def wait_result(user_id: int, op_id: str, timeout_s: float) -> Optional[Dict[str, Any]]:
+@dataclass(frozen=True)
+class Lookup:
+    """What the owner said: the result if there is one, and how far its partition's input is applied."""
+
+    result: Optional[Dict[str, Any]]
+    applied: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Waited:
+    """The outcome of a wait: the result, or how long the backlog ahead of the operation will take."""
+
+    result: Optional[Dict[str, Any]]
+    backlog_s: Optional[float] = None
+
+
+async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Optional[int] = None) -> Waited:
     """The result of an operation, waiting up to ``timeout_s`` for it at the worker that owns the user.
 
     Here, the request is woken by the checkpoint that writes the result
@@ -134,49 +154,76 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float) -> Optional[Di
     (``GET /operations/{user_id}/{op_id}?wait_s=``). Each wait is cut into slices
     of at most ``OWNER_RECHECK_S``, after which the owner is looked up again: a
     rebalance may have moved the user meanwhile.
+
+    With the operation's ``offset`` on its partition, each slice also measures how
+    fast the owner applies that partition; once the records still ahead of the
+    operation would take longer than the time left, the wait ends at once with
+    that estimate (``backlog_s``) instead of running into the timeout.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    started = loop.time()
+    deadline = started + timeout_s
+    first: Optional[int] = None
     while True:
         slice_s = max(0.0, min(deadline - loop.time(), OWNER_RECHECK_S))
         try:
-            found = await _result_at_owner(user_id, op_id, slice_s)
+            lookup = await _result_at_owner(user_id, op_id, slice_s)
         except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
             log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", user_id, op_id, exc)
-            found = None
+            lookup = Lookup(None)
             await asyncio.sleep(min(LOOKUP_RETRY_S, max(0.0, deadline - loop.time())))
-        if found is not None or loop.time() >= deadline:
-            return found
+        now = loop.time()
+        if lookup.result is not None or now >= deadline:
+            return Waited(lookup.result)
+        if offset is None or lookup.applied is None:
+            continue
+        first = lookup.applied if first is None else first
+        backlog_s = _backlog_s(offset - lookup.applied, lookup.applied - first, now - started)
+        if backlog_s is not None and backlog_s > deadline - now:
+            return Waited(None, backlog_s)
 
 
-async def _result_at_owner(user_id: int, op_id: str, wait_s: float) -> Optional[Dict[str, Any]]:
+def _backlog_s(ahead: int, done: int, elapsed_s: float) -> Optional[float]:
+    """Seconds until ``ahead`` more records are applied at the rate seen so far; None without a rate yet."""
+    if ahead <= 0 or elapsed_s < ADMISSION_PROBE_S or done <= 0:
+        return None
+    return ahead / (done / elapsed_s)
+
+
+async def _result_at_owner(user_id: int, op_id: str, wait_s: float) -> Lookup:
     try:
         owner: Optional[URL] = app.router.key_store(accounts.name, user_key(user_id))
     except (KeyError, TypeError):
         # Unknown while the assignment or the producer's topic metadata is not there yet.
         owner = None
     if owner is None or _is_local(owner):
-        return await _local_result(operation_key(user_id, op_id).encode(), wait_s)
+        return await _local_result(user_id, op_id, wait_s)
     url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query({"wait_s": f"{wait_s:.3f}"})
     timeout = aiohttp.ClientTimeout(total=wait_s + REMOTE_GRACE_S)
     async with app.http_client.get(url, timeout=timeout) as response:
+        body: Dict[str, Any] = await response.json(content_type=None)
         if response.status == 200:
-            body: Dict[str, Any] = await response.json()
-            return body
-        return None
+            return Lookup(body)
+        applied = body.get("applied_offset") if isinstance(body, dict) else None
+        return Lookup(None, applied if isinstance(applied, int) else None)
 
 
-async def _local_result(key: bytes, wait_s: float) -> Optional[Dict[str, Any]]:
-    """The result row under ``key`` in this worker's table, waiting up to ``wait_s`` for its checkpoint."""
+async def _local_result(user_id: int, op_id: str, wait_s: float) -> Lookup:
+    """The result in this worker's table, waiting up to ``wait_s`` for the checkpoint that writes it."""
+    key = operation_key(user_id, op_id).encode()
     with waiters.watching(key) as written:
         stored = StoredResult.from_json(results.get(key))
         if stored is None and wait_s > 0:
             try:
                 await asyncio.wait_for(written.wait(), wait_s)
             except asyncio.TimeoutError:
-                return None
+                pass
             stored = StoredResult.from_json(results.get(key))
-    return stored.event.to_json() if stored else None
+    if stored is not None:
+        return Lookup(stored.event.to_json())
+    partition = partition_for(user_key(user_id), settings.partitions)
+    applied = cursors.get(cursor_key(operations_topic.get_topic_name(), partition))
+    return Lookup(None, applied if isinstance(applied, int) else None)
 
 
 def _same_request(stored: Event, operation: Operation) -> bool:
@@ -241,7 +288,7 @@ class OperationsView(View):
             delivery = await app.producer.send(
                 operations_topic.get_topic_name(), user_key(operation.user_id), payload, None, None, None
             )
-            await asyncio.wait_for(asyncio.shield(delivery), timeout=PRODUCE_TIMEOUT_S)
+            metadata = await asyncio.wait_for(asyncio.shield(delivery), timeout=PRODUCE_TIMEOUT_S)
         except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
             log.warning("submit_failed user_id=%s op_id=%s error=%r", operation.user_id, operation.op_id, exc)
             return _error(
@@ -256,10 +303,34 @@ class OperationsView(View):
         log.info("submitted user_id=%s op_id=%s kind=%s", operation.user_id, operation.op_id, operation.kind)
         if wait in ("false", "0"):
             return self.json({"op_id": operation.op_id, "status": "submitted"}, status=202)
-        return await self._wait_for_result(operation)
+        # The operation's place on its partition: the wait measures how fast the owner approaches it.
+        offset = (
+            metadata.offset
+            if metadata.partition == partition_for(user_key(operation.user_id), settings.partitions)
+            else None
+        )
+        return await self._wait_for_result(operation, offset)
 
-    async def _wait_for_result(self, operation: Operation) -> Response:
-        found = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s)
+    async def _wait_for_result(self, operation: Operation, offset: Optional[int]) -> Response:
+        waited = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s, offset)
+        found = waited.result
+        if found is None and waited.backlog_s is not None:
+            retry_after = max(1, math.ceil(waited.backlog_s))
+            log.warning(
+                "wait_refused user_id=%s op_id=%s backlog_s=%.1f", operation.user_id, operation.op_id, waited.backlog_s
+            )
+            return self.json(
+                {
+                    "error": "overloaded",
+                    "field": None,
+                    "message": "the operation is in Kafka and will be applied, but not within the wait; "
+                    "poll GET /operations/{user_id}/{op_id} after Retry-After, or retry with the same op_id",
+                    "op_id": operation.op_id,
+                    "backlog_s": round(waited.backlog_s, 1),
+                },
+                status=503,
+                headers={"Retry-After": str(retry_after)},
+            )
         if found is None:
             return _error(
                 self,
@@ -300,10 +371,13 @@ class OperationResultView(View):
             return _error(
                 self, 400, "invalid_query", "wait_s", f"wait_s must be between 0 and {settings.wait_timeout_s}"
             )
-        found = await _local_result(operation_key(int(user_id), op_id).encode(), wait_s)
-        if found is None:
-            return _error(self, 404, "unknown_operation", "op_id", "no result for this op_id (yet)")
-        return self.json(found)
+        lookup = await _local_result(int(user_id), op_id, wait_s)
+        if lookup.result is None:
+            # How far this partition's input is applied, for a gateway measuring its wait.
+            return _error(
+                self, 404, "unknown_operation", "op_id", "no result for this op_id (yet)", applied_offset=lookup.applied
+            )
+        return self.json(lookup.result)
 
 
 @app.page("/accounts/{user_id}")

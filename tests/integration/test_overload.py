@@ -1,0 +1,48 @@
+"""Overload on the real stack: ?wait=true behind a backlog it cannot meet answers 503 at once.
+
+The operation itself is durable (Kafka acknowledged it) and is applied later; the
+client is told how long to wait (Retry-After) instead of holding a connection
+until UBS_WAIT_TIMEOUT_S and getting a 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from .harness import PARTITIONS, Worker, World, fresh_user_id, produce, workload
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+async def test_a_wait_behind_a_long_backlog_is_refused_fast_and_applied_later(tmp_path: Path) -> None:
+    world = World()
+    env = {"UBS_ROLE": "ledger", "UBS_WAIT_TIMEOUT_S": "2"}
+    worker = Worker(world, tmp_path / "data", tmp_path / "worker.log", extra_env=env).start()
+    try:
+        await asyncio.to_thread(worker.wait_ready, PARTITIONS)
+        await produce(world.topic("balance.operations"), workload(ops=40_000, users=2_000, seed=3))
+        user = fresh_user_id()
+        op = {"op_id": "behind", "kind": "deposit", "user_id": user, "asset": 1, "amount": 5}
+        async with aiohttp.ClientSession() as http:
+            started = time.monotonic()
+            async with http.post(f"{worker.url}/operations", params={"wait": "true"}, json=op) as response:
+                elapsed = time.monotonic() - started
+                body = await response.json()
+                assert response.status == 503, body
+                assert body["error"] == "overloaded" and body["op_id"] == "behind"
+                assert int(response.headers["Retry-After"]) >= 1
+            assert elapsed < 2.0, f"refused after {elapsed:.1f} s, not at once"
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                async with http.get(f"{worker.url}/operations/{user}/behind", params={"wait_s": "2"}) as response:
+                    if response.status == 200:
+                        assert (await response.json())["available"] == 5
+                        return
+            raise AssertionError("the refused operation was never applied")
+    finally:
+        worker.stop()
