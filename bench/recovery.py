@@ -107,9 +107,13 @@ async def measure(accounts: int) -> Tuple[float, float, float, float]:
 
 
 async def main() -> None:
-    print(
-        f"{'accounts':>10}{'fill changelog s':>18}{'ready, no local files s':>26}{'after clean stop s':>20}{'after SIGKILL s':>17}"
+    columns = (
+        ("fill changelog s", 18),
+        ("ready, no local files s", 26),
+        ("after clean stop s", 20),
+        ("after SIGKILL s", 17),
     )
+    print(f"{'accounts':>10}" + "".join(f"{name:>{width}}" for name, width in columns))
     for accounts in SIZES:
         fill_s, rebuild_s, local_s, killed_s = await measure(accounts)
         print(f"{accounts:>10}{fill_s:>18.1f}{rebuild_s:>26.1f}{local_s:>20.1f}{killed_s:>17.1f}", flush=True)
