@@ -215,6 +215,7 @@ async def checkpoint(batch: Batch) -> None:
 
 
 async def _publish_state(batch: Batch, inputs: int) -> None:
+    """Rules 1 and 2; then wake the requests waiting for these results, whose accounts are written too."""
     for phase, tables in enumerate(STATE_PHASES):
         changes = [_Change(table, *row) for table in tables for row in batch.rows_of(table)]
         if changes:
@@ -227,8 +228,9 @@ async def _publish_state(batch: Batch, inputs: int) -> None:
                         if change.table is table
                     ]
                 )
-            waiters.wake(change.record.key for change in changes if change.table is results and change.record.key)
         failpoints.hit("after_results" if phase == 0 else "after_table_write", passes=inputs)
+    # After every table, not after the results alone: a client answered must read its own balance.
+    waiters.wake(key for _, key, _ in batch.rows_of(results))
 
 
 class _Change:

@@ -1,8 +1,9 @@
 """Requests waiting on this worker for an operation's result, woken when a checkpoint writes it.
 
 A ``?wait=true`` request whose user lives here watches the result's key and is
-woken by the checkpoint right after the result row reaches RocksDB, instead of
-polling the table. A wake-up only says "look again": the request reads the
+woken by the checkpoint once the batch's rows, the result's and its account's,
+are in RocksDB, instead of polling the table: an answered client then reads its
+own balance. A wake-up only says "look again": the request reads the
 table itself, so a spurious or missed wake-up costs a read, never a wrong answer.
 """
 

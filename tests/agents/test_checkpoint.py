@@ -108,16 +108,26 @@ async def test_a_request_waiting_for_a_result_is_woken_once_the_row_is_written(t
     with waiters.watching(b"11/d1") as written, waiters.watching(b"11/other") as unrelated:
         await checkpoint.checkpoint(a_batch())
         assert written.is_set() and not unrelated.is_set()
-        assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
+        assert results[b"11/d1"] == {"event": {"op_id": "d1"}} and accounts[b"11"] == {"seq": 1}
     assert len(waiters) == 0
 
 
-async def test_refused_results_wake_nobody(test_app: Any, sent: Sent, exits: List[int]) -> None:
-    sent.publisher.fail_next = RuntimeError("not enough replicas")
+async def test_refused_accounts_wake_nobody_though_the_result_is_written(
+    test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answered client must find its account: no wake-up before the accounts are written."""
+    original = sent.publisher.publish
+
+    async def second_call_fails(records: Any) -> List[int]:
+        if sent.publisher.calls:
+            raise RuntimeError("leader not available")
+        return await original(records)
+
+    monkeypatch.setattr(sent.publisher, "publish", second_call_fails)
     with waiters.watching(b"11/d1") as written:
         with pytest.raises(Exited):
             await checkpoint.checkpoint(a_batch())
-        assert not written.is_set()
+        assert results[b"11/d1"] == {"event": {"op_id": "d1"}} and not written.is_set()
 
 
 def test_a_row_changed_twice_in_a_batch_is_written_once() -> None:
