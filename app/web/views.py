@@ -155,17 +155,17 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
     of at most ``OWNER_RECHECK_S``, after which the owner is looked up again: a
     rebalance may have moved the user meanwhile.
 
-    With the operation's ``offset`` on its partition, each slice also measures how
-    fast the owner applies that partition; once the records still ahead of the
-    operation would take longer than the time left, the wait ends at once with
-    that estimate (``backlog_s``) instead of running into the timeout.
+    With the operation's ``offset`` on its partition, the owner's cursor is read at
+    once and again after ``ADMISSION_PROBE_S``, which gives its rate; once the
+    records still ahead of the operation would take longer than the time left, the
+    wait ends with that estimate (``backlog_s``) instead of running into the timeout.
     """
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = started + timeout_s
-    first: Optional[int] = None
+    deadline = loop.time() + timeout_s
+    first: Optional[Tuple[float, int]] = None  # when the owner's cursor was first seen, and where it was
+    slices = iter((0.0, ADMISSION_PROBE_S))  # a first look at once, a second soon, then every OWNER_RECHECK_S
     while True:
-        slice_s = max(0.0, min(deadline - loop.time(), OWNER_RECHECK_S))
+        slice_s = max(0.0, min(deadline - loop.time(), next(slices, OWNER_RECHECK_S)))
         try:
             lookup = await _result_at_owner(user_id, op_id, slice_s)
         except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
@@ -177,15 +177,17 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
             return Waited(lookup.result)
         if offset is None or lookup.applied is None:
             continue
-        first = lookup.applied if first is None else first
-        backlog_s = _backlog_s(offset - lookup.applied, lookup.applied - first, now - started)
+        if first is None:
+            first = (now, lookup.applied)
+            continue
+        backlog_s = _backlog_s(offset - lookup.applied, lookup.applied - first[1], now - first[0])
         if backlog_s is not None and backlog_s > deadline - now:
             return Waited(None, backlog_s)
 
 
 def _backlog_s(ahead: int, done: int, elapsed_s: float) -> Optional[float]:
     """Seconds until ``ahead`` more records are applied at the rate seen so far; None without a rate yet."""
-    if ahead <= 0 or elapsed_s < ADMISSION_PROBE_S or done <= 0:
+    if ahead <= 0 or elapsed_s < ADMISSION_PROBE_S / 2 or done <= 0:
         return None
     return ahead / (done / elapsed_s)
 

@@ -16,7 +16,7 @@ def test_the_backlog_is_the_records_ahead_at_the_rate_seen() -> None:
     [
         (0, 500, 1.0),  # nothing ahead: the result is about to come
         (3000, 0, 1.0),  # no progress seen: no rate, no verdict (the wait runs into its timeout)
-        (3000, 500, ADMISSION_PROBE_S / 2),  # too short a look to judge
+        (3000, 500, ADMISSION_PROBE_S / 4),  # too short a look to judge
     ],
 )
 def test_no_estimate_without_a_backlog_a_rate_or_a_long_enough_look(ahead: int, done: int, elapsed_s: float) -> None:
