@@ -9,7 +9,7 @@ The flow, top to bottom in this file:
    being checkpointed, up to ``UBS_BATCH_MAX`` messages (app.agents.checkpoint).
 2. Per message: if it is more than one offset past the highest one applied on
    its partition (the ``cursors`` table), Faust skipped the ones between: they
-   are read back from Kafka and handled first (``fill_hole``, app.guards.input_gaps).
+   are read back from Kafka and handled first (``read_hole``, app.guards.input_gaps).
 3. Input that is not JSON, or cannot be tied to a (user_id, op_id), goes to the
    dead-letter topic with the error; processing goes on. An operation on a
    partition that does not own its user (no key, another key, or a producer with
@@ -61,7 +61,7 @@ import json
 import logging
 import traceback
 from functools import partial
-from typing import Any, Callable, Optional, cast
+from typing import Any, Callable, List, Optional, cast
 
 from faust import Stream
 from faust.types import EventT, StreamT
@@ -118,20 +118,31 @@ async def process(stream: StreamT[bytes]) -> None:
         # Faust acknowledges nothing on its own: an input counts as done only after its checkpoint.
         # (noack() is Faust's Stream's; StreamT does not declare it.)
         async for event in cast(Stream, stream).noack().events():
-            await take(checkpoints.open, event)
+            await take(checkpoints, event)
             await checkpoints.added()
     finally:
         await checkpoints.close()
 
 
-async def take(batch: Batch, event: EventT) -> None:
-    """Handle one input event into the batch, after any records Faust skipped before it."""
+async def take(checkpoints: Checkpoints, event: EventT) -> None:
+    """Handle one input event into the open batch, after any records Faust skipped before it.
+
+    The checkpoint may take the open batch at any ``await``. So the skipped records
+    are read first, and only then is the batch picked: everything one message
+    decides, its skipped predecessors included, lands in one batch, never in one
+    whose checkpoint has already begun.
+    """
     message = event.message
     set_current_event(event)  # table reads go to this message's partition
     position = cursor_key(message.topic, message.partition)
-    last = batch.get(cursors, message.partition, position)
+    last = checkpoints.open.get(cursors, message.partition, position)
+    missed: List[Message] = []
     if last is not None and message.offset > last + 1:
-        await fill_hole(batch, message, last + 1, message.offset)
+        missed = await read_hole(message, last + 1, message.offset)
+    batch = checkpoints.open  # no await from here to the end of this function
+    for skipped in missed:
+        handle(batch, skipped)
+    batch.filled.extend(missed)
     handle(batch, message)
     if last is None or message.offset > last:
         batch.put(cursors, message.partition, position, message.offset)
@@ -146,15 +157,13 @@ def handle(batch: Batch, message: Message) -> None:
         handle_operation(batch, message)
 
 
-async def fill_hole(batch: Batch, current: Message, start: int, end: int) -> None:
-    """Handle the records Faust skipped before ``current``, read straight from Kafka, in order."""
+async def read_hole(current: Message, start: int, end: int) -> List[Message]:
+    """The records Faust skipped before ``current``, read straight from Kafka, in order."""
     metrics.inc("ubscore_input_gaps_total")
     log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, start, end - 1)
     missed = await read_range(current.topic, current.partition, start, end)
-    for message in missed:
-        handle(batch, message)
-    batch.filled.extend(missed)
     log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
+    return missed
 
 
 def handle_operation(batch: Batch, message: Message) -> None:

@@ -8,11 +8,12 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from app.agents import ubscore
 from app.core.ledger import Account, Balance, operation_key
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, results
-from app.topics import CREDITS, EVENTS
+from app.topics import CREDITS, EVENTS, OPERATIONS
 
 from .conftest import Ledger, Sent, changelog_of
 
@@ -261,3 +262,46 @@ async def test_a_batch_behaves_like_its_messages_one_by_one(ledger: Ledger, sent
         keys = [record.key for record in call if record.topic == changelog_of(accounts)]
         assert len(keys) == len(set(keys))
     assert len([c for c in sent.publisher.calls if any(r.topic == changelog_of(accounts) for r in c)]) < 7
+
+
+async def test_a_checkpoint_taking_the_batch_during_a_hole_read_loses_nothing(
+    ledger: Ledger, sent: Sent, monkeypatch: Any
+) -> None:
+    """The open batch may be taken by the checkpoint while the skipped records are read from Kafka.
+
+    What the message decides must then land in the next batch, not in the one already being
+    checkpointed: there its rows would miss the changelog while its event was still sent.
+    """
+    gate = asyncio.Event()
+    original = sent.publisher.publish
+
+    async def held(records: Any) -> List[int]:
+        await gate.wait()
+        return await original(records)
+
+    async def slow_read(topic: str, partition: int, start: int, end: int) -> Any:
+        gate.set()  # the first checkpoint completes and the second takes the open batch meanwhile
+        await asyncio.sleep(0.1)
+        return await ledger.read_range(topic, partition, start, end)
+
+    monkeypatch.setattr(sent.publisher, "publish", held)
+    monkeypatch.setattr(ubscore, "read_range", slow_read)
+    key = user_key(11)
+    partition = partition_for(key, settings.partitions)
+
+    monkeypatch.setattr(ledger.agent, "_get_strtopic", lambda channel: OPERATIONS)
+
+    async def put(operation: Dict[str, Any], offset: int) -> None:
+        ledger.agent.sent_offset = offset
+        await ledger.agent.put(json.dumps(operation).encode(), key=key, partition=partition, wait=False)
+
+    await put(op("g1", "deposit", amount=100), 60)  # its checkpoint waits at the gate
+    await asyncio.sleep(0.05)
+    await put(op("g2", "withdraw", amount=10), 61)  # waits in the open batch
+    ledger.skip(op("g3", "withdraw", amount=20), offset=62)
+    await put(op("g4", "withdraw", amount=30), 63)  # reveals the hole
+    await ledger.submit(**op("g5", "deposit", user_id=13, amount=1))  # waits for all before it
+    assert [e["op_id"] for e in sent.values("events") if e["user_id"] == 11] == ["g1", "g2", "g3", "g4"]
+    assert balance_of(11) == Balance(40, 0)
+    for op_id in ("g1", "g2", "g3", "g4"):
+        assert results.get(operation_key(11, op_id).encode()) is not None, op_id
