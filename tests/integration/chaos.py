@@ -322,12 +322,26 @@ async def restart_armed(job: Injection) -> None:
         job.worker.start()
 
 
+#: How long a zombie waits for its worker to be ready before it freezes it.
+ZOMBIE_READY_S = 60.0
+
+
+def _ready(worker: Worker) -> bool:
+    health = worker.health()
+    return health is not None and health.get("status") == "ok"
+
+
 async def zombie(job: Injection) -> None:
     """Freeze the worker past its session; on waking it must fence itself (exit 75) without writing."""
     with held(job):
+        # A worker frozen before it is ready owns nothing and has no freeze watch yet: nothing to fence.
+        # (A slow broker restart can delay a zombie until just after a wipe restarted its worker.)
+        deadline = time.monotonic() + ZOMBIE_READY_S
+        while time.monotonic() < deadline and not await asyncio.to_thread(_ready, job.worker):  # noqa: ASYNC110
+            await asyncio.sleep(0.5)  # an HTTP health answer, there is no event to wait on
         process = job.worker.process
-        if process is None or process.poll() is not None:
-            job.log.event("zombie_skipped", worker=job.fault.worker, reason="not running")
+        if process is None or process.poll() is not None or not _ready(job.worker):
+            job.log.event("zombie_skipped", worker=job.fault.worker, reason="not running or not ready")
             return
         os.killpg(process.pid, signal.SIGSTOP)
         await asyncio.sleep(job.seconds)
