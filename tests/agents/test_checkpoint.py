@@ -32,6 +32,18 @@ def exits(monkeypatch: pytest.MonkeyPatch) -> List[int]:
     return codes
 
 
+def refuse_from_call(sent: Sent, monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """Kafka acknowledges the first ``calls`` publishes of the checkpoint and refuses the rest."""
+    original = sent.publisher.publish
+
+    async def refusing(records: Any) -> List[int]:
+        if len(sent.publisher.calls) >= calls:
+            raise RuntimeError("leader not available")
+        return await original(records)
+
+    monkeypatch.setattr(sent.publisher, "publish", refusing)
+
+
 def a_batch() -> Batch:
     batch = Batch()
     batch.put(results, 3, b"11/d1", {"event": {"op_id": "d1"}})
@@ -72,14 +84,7 @@ async def test_refused_accounts_leave_results_only_and_nothing_is_sent(
     test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The state rule 2 allows: a result without its account, which the redelivery applies again."""
-    original = sent.publisher.publish
-
-    async def second_call_fails(records: Any) -> List[int]:
-        if sent.publisher.calls:
-            raise RuntimeError("leader not available")
-        return await original(records)
-
-    monkeypatch.setattr(sent.publisher, "publish", second_call_fails)
+    refuse_from_call(sent, monkeypatch, 1)  # results go through, accounts and cursors are refused
     with pytest.raises(Exited):
         await checkpoint.checkpoint(a_batch())
     assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
@@ -88,16 +93,9 @@ async def test_refused_accounts_leave_results_only_and_nothing_is_sent(
 
 
 async def test_refused_outputs_leave_the_state_and_the_worker_exits(
-    test_app: Any, sent: Sent, exits: List[int]
+    test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = sent.publisher.publish
-
-    async def outputs_fail(records: Any) -> List[int]:
-        if any(record.topic == "balance.events" for record in records):
-            raise RuntimeError("request timed out")
-        return await original(records)
-
-    sent.publisher.publish = outputs_fail  # type: ignore[method-assign]
+    refuse_from_call(sent, monkeypatch, 2)  # both state steps go through, the outputs are refused
     with pytest.raises(Exited):
         await checkpoint.checkpoint(a_batch())
     assert exits == [ExitCode.CHECKPOINT_FAILED]
@@ -116,14 +114,7 @@ async def test_refused_accounts_wake_nobody_though_the_result_is_written(
     test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answered client must find its account: no wake-up before the accounts are written."""
-    original = sent.publisher.publish
-
-    async def second_call_fails(records: Any) -> List[int]:
-        if sent.publisher.calls:
-            raise RuntimeError("leader not available")
-        return await original(records)
-
-    monkeypatch.setattr(sent.publisher, "publish", second_call_fails)
+    refuse_from_call(sent, monkeypatch, 1)  # results go through, accounts and cursors are refused
     with waiters.watching(b"11/d1") as written:
         with pytest.raises(Exited):
             await checkpoint.checkpoint(a_batch())
