@@ -38,16 +38,19 @@ from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
 from app.guards import failpoints
 from app.guards.input_gaps import cursor_key
+from app.guards.input_watch import INPUT_TOPICS
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.sink.service import store
 from app.tables import accounts, cursors, results
 from app.topics import operations_topic
+from app.web import admission
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
+MAX_OFFSET = 2**63 - 1  # Kafka offsets are signed 64-bit
 PRODUCE_TIMEOUT_S = 10.0
 #: A wait for a result looks the owner up again at least this often (a rebalance may move the user).
 OWNER_RECHECK_S = 1.0
@@ -55,8 +58,6 @@ OWNER_RECHECK_S = 1.0
 LOOKUP_RETRY_S = 0.1
 #: How much longer than its wait a request to the owner may take.
 REMOTE_GRACE_S = 5.0
-#: A wait measures the owner's rate for at least this long before it may refuse (503) as too slow.
-ADMISSION_PROBE_S = 0.5
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -69,6 +70,13 @@ def _parse_user_id(raw: str) -> int:
     value = decimal_text(raw, MAX_ID)
     if value is None:
         raise InvalidOperation("user_id", "invalid_user_id", f"user_id must be an integer between 1 and {MAX_ID}")
+    return value
+
+
+def _parse_offset(raw: str) -> int:
+    value = 0 if raw == "0" else decimal_text(raw, MAX_OFFSET)
+    if value is None:
+        raise InvalidOperation("offset", "invalid_query", f"offset must be an integer between 0 and {MAX_OFFSET}")
     return value
 
 
@@ -132,10 +140,19 @@ def _is_local(owner: URL) -> bool:
 
 @dataclass(frozen=True)
 class Lookup:
-    """What the owner said: the result if there is one, and how far its partition's input is applied."""
+    """What the owner said: the result if there is one, else how far it is from the operation.
+
+    ``applied`` is the operation's partition cursor; ``applied_total`` the inputs the
+    owner has checkpointed since it started, which gives its rate; ``behind`` the
+    records it applies before the operation (admission.records_before), known
+    when the operation's offset was given.
+    """
 
     result: Optional[Dict[str, Any]]
     applied: Optional[int] = None
+    applied_total: Optional[int] = None
+    behind: Optional[int] = None
+    owner: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -155,19 +172,20 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
     of at most ``OWNER_RECHECK_S``, after which the owner is looked up again: a
     rebalance may have moved the user meanwhile.
 
-    With the operation's ``offset`` on its partition, the owner's cursor is read at
-    once and again after ``ADMISSION_PROBE_S``, which gives its rate; once the
-    records still ahead of the operation would take longer than the time left, the
-    wait ends with that estimate (``backlog_s``) instead of running into the timeout.
+    With the operation's ``offset`` on its partition, the owner is asked at once
+    and again after ``admission.PROBE_S`` how much it applied and how many records
+    it has before the operation; once those would take longer than the time left
+    at the rate seen, the wait ends with that estimate (``backlog_s``) instead of
+    running into the timeout.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    first: Optional[Tuple[float, int]] = None  # when the owner's cursor was first seen, and where it was
-    slices = iter((0.0, ADMISSION_PROBE_S))  # a first look at once, a second soon, then every OWNER_RECHECK_S
+    first: Optional[Tuple[float, Optional[str], int]] = None  # when the owner first gave its count, who, and it
+    slices = iter((0.0, admission.PROBE_S))  # a first look at once, a second soon, then every OWNER_RECHECK_S
     while True:
         slice_s = max(0.0, min(deadline - loop.time(), next(slices, OWNER_RECHECK_S)))
         try:
-            lookup = await _result_at_owner(user_id, op_id, slice_s)
+            lookup = await _result_at_owner(user_id, op_id, slice_s, offset)
         except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
             log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", user_id, op_id, exc)
             lookup = Lookup(None)
@@ -175,42 +193,40 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
         now = loop.time()
         if lookup.result is not None or now >= deadline:
             return Waited(lookup.result)
-        if offset is None or lookup.applied is None:
+        if lookup.applied_total is None or lookup.behind is None:
             continue
-        if first is None:
-            first = (now, lookup.applied)
+        if first is None or first[1] != lookup.owner or first[2] > lookup.applied_total:
+            first = (now, lookup.owner, lookup.applied_total)  # a new owner counts from its own start
             continue
-        backlog_s = _backlog_s(offset - lookup.applied, lookup.applied - first[1], now - first[0])
+        done = lookup.applied_total - first[2]
+        backlog_s = admission.backlog_s(lookup.behind, done, now - first[0])
         if backlog_s is not None and backlog_s > deadline - now:
             return Waited(None, backlog_s)
 
 
-def _backlog_s(ahead: int, done: int, elapsed_s: float) -> Optional[float]:
-    """Seconds until ``ahead`` more records are applied at the rate seen so far; None without a rate yet."""
-    if ahead <= 0 or elapsed_s < ADMISSION_PROBE_S / 2 or done <= 0:
-        return None
-    return ahead / (done / elapsed_s)
-
-
-async def _result_at_owner(user_id: int, op_id: str, wait_s: float) -> Lookup:
+async def _result_at_owner(user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None) -> Lookup:
     try:
         owner: Optional[URL] = app.router.key_store(accounts.name, user_key(user_id))
     except (KeyError, TypeError):
         # Unknown while the assignment or the producer's topic metadata is not there yet.
         owner = None
     if owner is None or _is_local(owner):
-        return await _local_result(user_id, op_id, wait_s)
-    url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query({"wait_s": f"{wait_s:.3f}"})
+        return await _local_result(user_id, op_id, wait_s, offset)
+    query = {"wait_s": f"{wait_s:.3f}", **({} if offset is None else {"offset": str(offset)})}
+    url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query(query)
     timeout = aiohttp.ClientTimeout(total=wait_s + REMOTE_GRACE_S)
     async with app.http_client.get(url, timeout=timeout) as response:
         body: Dict[str, Any] = await response.json(content_type=None)
         if response.status == 200:
             return Lookup(body)
-        applied = body.get("applied_offset") if isinstance(body, dict) else None
-        return Lookup(None, applied if isinstance(applied, int) else None)
+        if not isinstance(body, dict):
+            return Lookup(None)
+        counts = [body.get(name) for name in ("applied_offset", "applied_total", "behind")]
+        applied, applied_total, behind = [count if isinstance(count, int) else None for count in counts]
+        return Lookup(None, applied, applied_total, behind, str(owner))
 
 
-async def _local_result(user_id: int, op_id: str, wait_s: float) -> Lookup:
+async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None) -> Lookup:
     """The result in this worker's table, waiting up to ``wait_s`` for the checkpoint that writes it."""
     key = operation_key(user_id, op_id).encode()
     with waiters.watching(key) as written:
@@ -224,8 +240,35 @@ async def _local_result(user_id: int, op_id: str, wait_s: float) -> Lookup:
     if stored is not None:
         return Lookup(stored.event.to_json())
     partition = partition_for(user_key(user_id), settings.partitions)
-    applied = cursors.get(cursor_key(operations_topic.get_topic_name(), partition))
-    return Lookup(None, applied if isinstance(applied, int) else None)
+    applied = _cursor(operations_topic.get_topic_name(), partition)
+    behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
+    applied_total = int(metrics.value("ubscore_checkpoint_inputs_total"))
+    return Lookup(None, applied, applied_total, behind, settings.canonical_url)
+
+
+def _cursor(topic: str, partition: int) -> Optional[int]:
+    """The offset of the last input this worker applied on the partition, if it applied any."""
+    applied = cursors.get(cursor_key(topic, partition))
+    return applied if isinstance(applied, int) else None
+
+
+def _or_none_yet(applied: Optional[int]) -> int:
+    """A partition with nothing applied yet has all its records ahead (counted from offset 0)."""
+    return -1 if applied is None else applied
+
+
+def _records_before(partition: int, ahead: int) -> int:
+    """What this worker applies before the record ``ahead`` past its cursor on its operations partition."""
+    lags = []
+    for tp in app.consumer.assignment():
+        if tp.topic not in INPUT_TOPICS or (
+            tp.topic == operations_topic.get_topic_name() and tp.partition == partition
+        ):
+            continue
+        end = app.consumer.highwater(tp)  # from the last fetch; None before the first
+        if end is not None:
+            lags.append(end - 1 - _or_none_yet(_cursor(tp.topic, tp.partition)))
+    return admission.records_before(ahead, lags)
 
 
 def _same_request(stored: Event, operation: Operation) -> bool:
@@ -364,7 +407,9 @@ class OperationResultView(View):
     async def get(self, request: Request, user_id: str, op_id: str) -> Response:
         """200 with the event, or 404 while (or if) it has none; ``?wait_s=`` waits that long for it first."""
         try:
-            wait_s = float(_query(request, ("wait_s",)).get("wait_s", "0"))
+            query = _query(request, ("wait_s", "offset"))
+            wait_s = float(query.get("wait_s", "0"))
+            offset = _parse_offset(query["offset"]) if "offset" in query else None
         except InvalidOperation as error:
             return _error(self, 400, error.reason, error.field, error.message)
         except ValueError:
@@ -373,11 +418,18 @@ class OperationResultView(View):
             return _error(
                 self, 400, "invalid_query", "wait_s", f"wait_s must be between 0 and {settings.wait_timeout_s}"
             )
-        lookup = await _local_result(int(user_id), op_id, wait_s)
+        lookup = await _local_result(int(user_id), op_id, wait_s, offset)
         if lookup.result is None:
-            # How far this partition's input is applied, for a gateway measuring its wait.
+            # How far this worker is from the operation, for a gateway measuring its wait.
             return _error(
-                self, 404, "unknown_operation", "op_id", "no result for this op_id (yet)", applied_offset=lookup.applied
+                self,
+                404,
+                "unknown_operation",
+                "op_id",
+                "no result for this op_id (yet)",
+                applied_offset=lookup.applied,
+                applied_total=lookup.applied_total,
+                behind=lookup.behind,
             )
         return self.json(lookup.result)
 

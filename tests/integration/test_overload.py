@@ -14,7 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .harness import PARTITIONS, Worker, World, fresh_user_id, produce, workload
+from app.tools.kafka_admin import ensure_topics
+
+from .harness import BOOTSTRAP, PARTITIONS, Worker, World, fresh_user_id, produce, workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -36,10 +38,12 @@ async def applying(worker: Worker, timeout: float = 60.0) -> None:
 async def test_a_wait_behind_a_long_backlog_is_refused_fast_and_applied_later(tmp_path: Path) -> None:
     world = World()
     env = {"UBS_ROLE": "ledger", "UBS_WAIT_TIMEOUT_S": "4"}
+    # The backlog is all there before the worker starts: produced alongside, it would be applied as it came.
+    await ensure_topics(BOOTSTRAP, {world.topic("balance.operations"): PARTITIONS}, replication=1)
+    await produce(world.topic("balance.operations"), workload(ops=40_000, users=2_000, seed=3))
     worker = Worker(world, tmp_path / "data", tmp_path / "worker.log", extra_env=env).start()
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS)
-        await produce(world.topic("balance.operations"), workload(ops=40_000, users=2_000, seed=3))
         await applying(worker)  # the rate is measured on a worker that is working
         user = fresh_user_id()
         op = {"op_id": "behind", "kind": "deposit", "user_id": user, "asset": 1, "amount": 5}

@@ -57,6 +57,7 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
                     assert response.status == 200, await response.text()
                     assert (await response.json())["available"] == 100 + i
             await long_polls_answer_at_the_owner(http, a, b, fresh_user_id())
+            await owners_count_what_is_before_an_offset(http, a, b, users[0])
         through_a = await read_tables(a.url, users)
         through_b = await read_tables(b.url, users)
         assert through_a == through_b
@@ -74,6 +75,9 @@ async def long_polls_answer_at_the_owner(http: aiohttp.ClientSession, a: Worker,
     for bad in ("-1", "nan", "1e9", "soon"):
         async with http.get(result, params={"wait_s": bad}) as response:
             assert response.status == 400 and (await response.json())["field"] == "wait_s", bad
+    for bad in ("-1", "01x", "9" * 30):
+        async with http.get(result, params={"offset": bad}) as response:
+            assert response.status == 400 and (await response.json())["field"] == "offset", bad
     waiting = [
         asyncio.ensure_future(http.get(f"{w.url}/operations/{user}/later", params={"wait_s": "8"})) for w in (a, b)
     ]
@@ -85,6 +89,16 @@ async def long_polls_answer_at_the_owner(http: aiohttp.ClientSession, a: Worker,
         async with await pending as response:
             assert response.status == 200, await response.text()
             assert (await response.json())["op_id"] == "later"
+
+
+async def owners_count_what_is_before_an_offset(http: aiohttp.ClientSession, a: Worker, b: Worker, user: int) -> None:
+    """The 404 of a result lookup with ?offset= carries the owner's counts, however the lookup is routed."""
+    for worker in (a, b):
+        async with http.get(f"{worker.url}/operations/{user}/never", params={"offset": "0"}) as response:
+            body = await response.json()
+            # The user's partition has applied a deposit, so offset 0 is behind its cursor.
+            assert response.status == 404 and body["behind"] == 0, body
+            assert isinstance(body["applied_offset"], int) and body["applied_total"] >= 1, body
 
 
 @pytest.mark.timeout(900)  # five spreads of up to 90 s, stops of up to 60 s, a 150 s verification
