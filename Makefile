@@ -9,12 +9,12 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-backlog bench-recovery chaos compose-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-recovery chaos compose-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,tools]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,tools,bench]'
 	@touch $(STAMP)
 
 ## install: the Python package and its test tools, into .venv
@@ -61,9 +61,13 @@ unit: install
 mutate: install
 	$(PY) tools/mutate.py
 
-## bench: throughput of the pipeline against a raw aiokafka pass-through, side by side
-bench: install stack-up
-	$(PY) -m bench.pipeline
+## bench: throughput against raw baselines, open-loop latency, recovery; writes bench/results/ (~20 min)
+bench: tools stack-up
+	$(PY) -m bench.run
+
+## bench-quick: the same in under 5 minutes (fewer operations, two rates, 20k accounts)
+bench-quick: tools stack-up
+	BENCH_QUICK=1 $(PY) -m bench.run
 
 ## bench-backlog: one ledger worker working through a pre-filled backlog, alone on the machine
 bench-backlog: install stack-up

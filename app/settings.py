@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from app.errors import ConfigurationError
 
-PROCESSING_GUARANTEES = ("at_least_once", "exactly_once")
+PROCESSING_GUARANTEES = ("at_least_once",)
 ROLES = ("all", "ledger", "sink")
 README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _ALL_INTERFACES = ("0.0.0.0", "::")
@@ -70,7 +70,7 @@ class Settings:
     processing_guarantee: str = _setting(
         "UBS_PROCESSING_GUARANTEE",
         "at_least_once",
-        'or `exactly_once` (see docs/design.md, "Processing guarantee")',
+        'the only one: the ledger checkpoints its own writes (docs/design.md, "Processing guarantee")',
         "guarantee",
     )
     standby_replicas: int = _setting(
@@ -209,6 +209,12 @@ def _number(raw: str, name: str) -> float:
 
 
 def _guarantee(raw: str, name: str) -> str:
+    if raw == "exactly_once":
+        # Faust's transactions cover only Faust's producer; the checkpoint writes through its own.
+        raise ConfigurationError(
+            f"{name}=exactly_once is not supported: the ledger orders and acknowledges its own writes "
+            '(docs/design.md, "Processing guarantee"); use at_least_once'
+        )
     if raw not in PROCESSING_GUARANTEES:
         raise ConfigurationError(f"{name} must be one of {', '.join(PROCESSING_GUARANTEES)}, got {raw!r}")
     return raw

@@ -22,8 +22,11 @@ Figures: messages per second from the first message produced to the last one out
 and each as a ratio to the baseline it is measured against (the machine is shared
 and noisy: compare ratios within one run, not absolute rates across runs).
 
-    make bench                      # defaults: 20000 operations, 1000 users
-    BENCH_OPS=50000 make bench
+    python -m bench.pipeline                 # defaults: 20000 operations, 1000 users
+    BENCH_OPS=50000 python -m bench.pipeline
+    BENCH_QUICK=1 python -m bench.pipeline   # 8000 operations
+
+``make bench`` runs it with the latency and recovery benchmarks (bench/run.py).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -43,9 +46,9 @@ from app.core.models import Event
 from app.partitioning import user_key
 from app.topic_reader import read_topic
 from bench.baselines import cql_inserts, pass_through, settlement_events, stateful
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, Worker, World, workload
+from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, REPLICATION, Worker, World, workload
 
-OPS = int(os.environ.get("BENCH_OPS", "20000"))
+OPS = int(os.environ.get("BENCH_OPS") or (8000 if os.environ.get("BENCH_QUICK") == "1" else 20000))
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
 
 
@@ -69,7 +72,7 @@ async def create_topics(names: List[str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+        await admin.create_topics([NewTopic(name, PARTITIONS, REPLICATION) for name in names])
     finally:
         await admin.close()
 
@@ -207,7 +210,8 @@ async def _events_total(world: World, minimum: int, transfers: int) -> int:
     return last
 
 
-async def main() -> None:
+async def run() -> Dict[str, Any]:
+    """Every pipeline and baseline over one workload, printed as a table; the rows as a dict for bench.run."""
     messages = workload(OPS, USERS)
     n = len(messages)
     print(f"workload: {n} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
@@ -215,25 +219,29 @@ async def main() -> None:
     stateful_s = await stateful_baseline(messages)
     events_s, _, _ = await ubscore(messages, ledgers=1, settle=False)
     events2_s, _, _ = await ubscore(messages, ledgers=2, settle=False)
-    _, db_s, rows = await ubscore(messages, ledgers=1, settle=True)
+    _, db_s, db_rows = await ubscore(messages, ledgers=1, settle=True)
     events = settlement_events(messages)
     cql_s = await asyncio.to_thread(cql_inserts, events)
     sink_s = await sink_alone(events)
     b1, b3 = n / base_s, len(events) / cql_s
     print()
     print(f"{'pipeline':<52}{'messages':>10}{'seconds':>10}{'msg/s':>10}{'ratio':>12}")
+    rows: List[Dict[str, Any]] = []
     for name, count, seconds, against in (
         ("B1 aiokafka consume->produce", n, base_s, ("B1", b1)),
         ("B2 B1 + rocksdict get/put + changelog per op", n, stateful_s, ("B1", b1)),
         ("ubscore ledger, 1 worker: operations -> events", n, events_s, ("B1", b1)),
         ("ubscore ledger, 2 workers: operations -> events", n, events2_s, ("B1", b1)),
-        ("ubscore 1 ledger + 1 sink: operations -> CQL rows", rows, db_s, ("B1", b1)),
+        ("ubscore 1 ledger + 1 sink: operations -> CQL rows", db_rows, db_s, ("B1", b1)),
         ("B3 cassandra-driver prepared inserts, 32 in flight", len(events), cql_s, ("B3", b3)),
         ("ubscore sink alone: balance.events -> CQL", len(events), sink_s, ("B3", b3)),
     ):
         rate = count / seconds
         print(f"{name:<52}{count:>10}{seconds:>10.2f}{rate:>10.0f}{rate / against[1]:>9.3f} {against[0]}")
+        figures = {"messages": count, "seconds": seconds, "per_s": rate, "ratio": rate / against[1]}
+        rows.append({"pipeline": name, "against": against[0], **figures})
+    return {"operations": n, "users": USERS, "rows": rows}
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run())

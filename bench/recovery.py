@@ -16,6 +16,7 @@ done. A sample of accounts is read back through the gateway to check the data.
 
     make bench-recovery                 # N = 100000 and 1000000
     BENCH_ACCOUNTS=20000 make bench-recovery
+    BENCH_QUICK=1 python -m bench.recovery    # N = 20000
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.partitioning import user_key
-from tests.integration.harness import BOOTSTRAP, PARTITIONS, Worker, World
+from tests.integration.harness import BOOTSTRAP, PARTITIONS, REPLICATION, Worker, World
 
-SIZES = [int(n) for n in os.environ.get("BENCH_ACCOUNTS", "100000,1000000").split(",")]
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+SIZES = [int(n) for n in (os.environ.get("BENCH_ACCOUNTS") or ("20000" if QUICK else "100000,1000000")).split(",")]
 
 
 async def fill_changelog(world: World, accounts: int) -> List[int]:
@@ -46,7 +48,9 @@ async def fill_changelog(world: World, accounts: int) -> List[int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})])
+        await admin.create_topics(
+            [NewTopic(topic, PARTITIONS, REPLICATION, topic_configs={"cleanup.policy": "compact"})]
+        )
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=20, max_batch_size=512 * 1024)
@@ -106,7 +110,8 @@ async def measure(accounts: int) -> Tuple[float, float, float, float]:
     return fill_s, rebuild_s, local_s, killed_s
 
 
-async def main() -> None:
+async def run() -> Dict[str, Any]:
+    """Each size in turn, printed as a table; the rows as a dict for bench.run."""
     columns = (
         ("fill changelog s", 18),
         ("ready, no local files s", 26),
@@ -114,10 +119,15 @@ async def main() -> None:
         ("after SIGKILL s", 17),
     )
     print(f"{'accounts':>10}" + "".join(f"{name:>{width}}" for name, width in columns))
+    rows = []
     for accounts in SIZES:
         fill_s, rebuild_s, local_s, killed_s = await measure(accounts)
         print(f"{accounts:>10}{fill_s:>18.1f}{rebuild_s:>26.1f}{local_s:>20.1f}{killed_s:>17.1f}", flush=True)
+        rows.append(
+            {"accounts": accounts, "fill_s": fill_s, "rebuild_s": rebuild_s, "reopen_s": local_s, "killed_s": killed_s}
+        )
+    return {"rows": rows}
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(run())

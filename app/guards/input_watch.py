@@ -24,10 +24,6 @@ broker), and the broker answered. Then the worker acts, one step at a time:
 
 The decision (app.guards.stalls) is plain code without I/O; the timer ``watch_input``
 below gathers the facts and carries the decision out.
-
-Under exactly_once the input topics carry transaction markers, which occupy
-offsets, so the end offset is not "cursor + 1" when all is applied; the watch
-is off there.
 """
 
 from __future__ import annotations
@@ -227,8 +223,6 @@ if _stall_point in INJECTED_STALLS:
 @app.timer(interval=settings.stall_check_s)
 async def watch_input() -> None:
     """Look for stalled input partitions and act on them (see the module docstring)."""
-    if settings.processing_guarantee != "at_least_once":
-        return
     now = time.monotonic()
     recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # TableManagerT omits it
     quiet = not app.rebalancing and recovered and activity.busy_for(now) < BUSY_S

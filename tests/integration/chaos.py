@@ -53,7 +53,7 @@ from aiokafka.errors import KafkaError
 from app.exit_codes import ExitCode
 from app.tools.supervisor import Supervisor
 
-from .harness import BOOTSTRAP, REPO, Worker, World, fresh_user_id, verify_eventually, workload
+from .harness import BOOTSTRAP, BROKERS, REPO, Worker, World, fresh_user_id, verify_eventually, workload
 
 KINDS = ("kill", "failpoint", "gateway", "zombie", "broker", "wipe")
 WEIGHTS = (3, 4, 1, 1, 1, 1)
@@ -79,7 +79,7 @@ class RunResult:
     """What one run did and found."""
 
     seed: int
-    guarantee: str
+    brokers: int
     operations: int = 0
     http_acked: int = 0
     faults: Counter = field(default_factory=Counter)
@@ -126,7 +126,9 @@ def schedule(rng: random.Random, count: int, span_s: float, database: bool) -> L
         elif kind == "zombie":
             fault.detail = f"stopped_s={SESSION_TIMEOUT_S + rng.uniform(2.0, 5.0):.1f}"
         elif kind == "broker":
-            fault.detail = f"down_s={rng.uniform(1.0, 6.0):.1f}"
+            # On three brokers one of them dies and the cluster carries on; on one, Kafka is gone.
+            node = f"kafka-{rng.randint(1, BROKERS)} " if BROKERS > 1 else ""
+            fault.detail = f"{node}down_s={rng.uniform(1.0, 6.0):.1f}"
         elif kind == "kill":
             fault.detail = "SIGKILL"
         faults.append(fault)
@@ -358,10 +360,12 @@ async def zombie(job: Injection) -> None:
 
 
 async def broker(job: Injection) -> None:
-    await asyncio.to_thread(stack, "kill", "kafka")
+    """SIGKILL a broker (``kafka-2 down_s=3``) or all of them (``down_s=3``), and start it again."""
+    service = job.fault.detail.split()[0] if " " in job.fault.detail else "kafka"
+    await asyncio.to_thread(stack, "kill", service)
     await asyncio.sleep(job.seconds)
-    await asyncio.to_thread(stack, "up", "kafka")
-    job.log.event("broker_back")
+    await asyncio.to_thread(stack, "up", service)
+    job.log.event("broker_back", service=service)
 
 
 async def wipe(job: Injection) -> None:
@@ -468,7 +472,6 @@ async def run_once(
     seed: int,
     ops: int,
     rate: float,
-    guarantee: str,
     base: Path,
     faults: Optional[List[Fault]] = None,
     fault_count: Optional[int] = None,
@@ -480,7 +483,7 @@ async def run_once(
     world = World(tag=f"chaos{seed}x{random.Random().randrange(16**6):06x}")
     prepare(base, seed)
     log = RunLog(base / f"seed-{seed}.jsonl", seed, quiet)
-    result = RunResult(seed=seed, guarantee=guarantee)
+    result = RunResult(seed=seed, brokers=BROKERS)
     started = time.monotonic()
     messages = workload(ops=ops, users=200, seed=seed, faults=True)
     span_s = len(messages) / rate
@@ -488,10 +491,8 @@ async def run_once(
         count = fault_count if fault_count is not None else rng.randint(4, 7)
         with_database = database if database is not None else rng.random() < 0.25
         faults = schedule(rng, count, span_s, with_database)
-    log.event(
-        "schedule", world=world.tag, guarantee=guarantee, ops=len(messages), faults=[f.describe() for f in faults]
-    )
-    workers = chaos_workers(world, base, seed, guarantee)
+    log.event("schedule", world=world.tag, brokers=BROKERS, ops=len(messages), faults=[f.describe() for f in faults])
+    workers = chaos_workers(world, base, seed)
     supervisor = supervise(workers, log)
     fired: List[str] = []
     watching: Optional[asyncio.Task] = None
@@ -521,11 +522,10 @@ async def run_once(
     return result
 
 
-def chaos_workers(world: World, base: Path, seed: int, guarantee: str) -> List[Worker]:
+def chaos_workers(world: World, base: Path, seed: int) -> List[Worker]:
     """The run's two workers (not started), with a short ``?wait=true`` timeout so a 504 is retried sooner."""
     env = {
         "UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
-        "UBS_PROCESSING_GUARANTEE": guarantee,
         "UBS_WAIT_TIMEOUT_S": "3",
     }
     return [
@@ -593,7 +593,7 @@ def from_log(path: Path) -> RunResult:
     """Rebuild a run's result from its JSON-lines log (to re-render tables of past runs)."""
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     first = events[0]
-    result = RunResult(seed=first["seed"], guarantee=first.get("guarantee", "?"))
+    result = RunResult(seed=first["seed"], brokers=int(first.get("brokers", 1)))
     for event in events:
         kind = event["event"]
         if kind == "fault":
@@ -622,7 +622,7 @@ def table(results: Sequence[RunResult], command: str) -> str:
     lines = [
         f"Command: `{command}`",
         "",
-        "| seed | guarantee | operations | HTTP acked | "
+        "| seed | brokers | operations | HTTP acked | "
         + " | ".join(kinds)
         + " | failpoints fired | zombies fenced | restarts | holes filled | stalls | violations | seconds |",
         "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|---:|---:|",
@@ -630,7 +630,7 @@ def table(results: Sequence[RunResult], command: str) -> str:
     for r in results:
         counts = " | ".join(str(r.faults.get(k, 0)) for k in kinds)
         lines.append(
-            f"| {r.seed} | {r.guarantee} | {r.operations} | {r.http_acked} | {counts} | {r.fired} | {r.fenced} "
+            f"| {r.seed} | {r.brokers} | {r.operations} | {r.http_acked} | {counts} | {r.fired} | {r.fenced} "
             f"| {r.restarts} | {r.holes} | {r.stalls} | {r.violations} | {r.seconds:.0f} |"
         )
     total = Counter()
@@ -655,7 +655,6 @@ async def main_async(args: argparse.Namespace) -> List[RunResult]:
             seed,
             args.ops,
             args.rate,
-            args.guarantee,
             Path(args.logs),
             faults=list(EVERY_FAULT_ONCE) if args.every_fault_once else None,
             fault_count=args.faults,
@@ -664,7 +663,7 @@ async def main_async(args: argparse.Namespace) -> List[RunResult]:
         )
         results.append(result)
         print(
-            f"run seed={seed} guarantee={args.guarantee} operations={result.operations} "
+            f"run seed={seed} brokers={BROKERS} operations={result.operations} "
             f"faults={dict(result.faults)} restarts={result.restarts} violations={result.violations} "
             f"seconds={result.seconds:.0f}",
             flush=True,
@@ -680,7 +679,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the first run; run i uses seed + i")
     parser.add_argument("--ops", type=int, default=20_000, help="operations produced to Kafka per run")
     parser.add_argument("--rate", type=float, default=400.0, help="operations per second produced")
-    parser.add_argument("--guarantee", default="at_least_once", choices=["at_least_once", "exactly_once"])
     parser.add_argument("--faults", type=int, help="faults per run (default: 4 to 7, drawn from the seed)")
     parser.add_argument("--every-fault-once", action="store_true", help="the fixed schedule of the CI run")
     parser.add_argument("--database", default="auto", choices=["auto", "yes", "no"], help="a 60 s database outage")

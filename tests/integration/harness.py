@@ -29,8 +29,21 @@ from app.partitioning import user_key
 
 Record = Tuple[Optional[bytes], bytes]
 REPO = Path(__file__).resolve().parents[2]
-KAFKA = os.environ.get("UBS_KAFKA", "kafka://127.0.0.1:9092")
-BOOTSTRAP = KAFKA.split("://", 1)[-1]
+
+
+def _stack_bootstrap() -> str:
+    """The brokers of this clone's stack (one, or three with STACK_KAFKA_BROKERS=3)."""
+    done = subprocess.run(
+        [str(REPO / "stack/bin/stack"), "bootstrap"], capture_output=True, text=True, timeout=30, check=False
+    )
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "127.0.0.1:9092"
+
+
+KAFKA = os.environ.get("UBS_KAFKA") or "kafka://" + _stack_bootstrap().replace(",", ";")
+BOOTSTRAP = ",".join(part.split("://", 1)[-1] for part in KAFKA.split(";"))
+#: Brokers in the cluster the tests run against; topics are replicated on up to three of them.
+BROKERS = len(BOOTSTRAP.split(","))
+REPLICATION = int(os.environ.get("UBS_TOPIC_REPLICATION_FACTOR") or min(BROKERS, 3))
 CQL_HOSTS = os.environ.get("UBS_CQL_HOSTS", "127.0.0.1").split(",")
 CQL_PORT = int(os.environ.get("UBS_CQL_PORT", "9042"))
 PARTITIONS = 8
@@ -99,6 +112,7 @@ class Worker:
         env.update(
             {
                 "UBS_KAFKA": KAFKA,
+                "UBS_TOPIC_REPLICATION_FACTOR": str(REPLICATION),
                 "UBS_APP_ID": self.world.app_id,
                 "UBS_TOPIC_PREFIX": self.world.prefix,
                 "UBS_KEYSPACE": self.world.keyspace,

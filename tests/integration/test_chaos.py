@@ -18,9 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.disruptive, pytest.mark.timeo
 
 
 async def test_every_fault_once_then_nothing_lost_or_doubled(tmp_path: Path) -> None:
-    result = await run_once(
-        seed=11, ops=6000, rate=80, guarantee="at_least_once", base=tmp_path, faults=EVERY_FAULT_ONCE
-    )
+    result = await run_once(seed=11, ops=6000, rate=80, base=tmp_path, faults=EVERY_FAULT_ONCE)
     log = (tmp_path / "seed-11.jsonl").read_text()
     assert result.violations == 0, "\n".join(result.problems) + "\n" + log
     assert sum(result.faults.values()) == len(EVERY_FAULT_ONCE), log

@@ -16,7 +16,7 @@ import pytest
 
 from app.tools.kafka_admin import ensure_topics
 
-from .harness import BOOTSTRAP, PARTITIONS, Worker, World, fresh_user_id, produce, workload
+from .harness import BOOTSTRAP, PARTITIONS, REPLICATION, Worker, World, fresh_user_id, produce, workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -39,7 +39,7 @@ async def test_a_wait_behind_a_long_backlog_is_refused_fast_and_applied_later(tm
     world = World()
     env = {"UBS_ROLE": "ledger", "UBS_WAIT_TIMEOUT_S": "4"}
     # The backlog is all there before the worker starts: produced alongside, it would be applied as it came.
-    await ensure_topics(BOOTSTRAP, {world.topic("balance.operations"): PARTITIONS}, replication=1)
+    await ensure_topics(BOOTSTRAP, {world.topic("balance.operations"): PARTITIONS}, replication=REPLICATION)
     await produce(world.topic("balance.operations"), workload(ops=40_000, users=2_000, seed=3))
     worker = Worker(world, tmp_path / "data", tmp_path / "worker.log", extra_env=env).start()
     try:

@@ -3,7 +3,7 @@
 They need the stack to be running (``stack/bin/stack up``, or ``make stack-up``) and use only
 fresh names (a new topic, consumer group and keyspace per run), so they can run against a stack
 that other tests or a worker are using. Addresses come from the app's settings variables:
-``UBS_KAFKA`` (default ``kafka://127.0.0.1:9092``), ``UBS_CQL_HOSTS`` (default ``127.0.0.1``)
+``UBS_KAFKA`` (default: the brokers of this clone's stack), ``UBS_CQL_HOSTS`` (default ``127.0.0.1``)
 and ``UBS_CQL_PORT`` (default ``9042``).
 """
 
@@ -17,23 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.sink.cql import new_cluster
 
+from .harness import BOOTSTRAP, REPLICATION
+
 KAFKA_TIMEOUT_S = 30
 pytestmark = pytest.mark.integration
 
 HINT = "is the local stack running? start it with: stack/bin/stack up"
-
-
-def kafka_bootstrap() -> str:
-    """Bootstrap servers from UBS_KAFKA, without Faust's ``kafka://`` scheme."""
-    url = os.environ.get("UBS_KAFKA", "kafka://127.0.0.1:9092")
-    servers = []
-    for part in url.split(";" if ";" in url else ","):
-        part = part.strip()
-        if part.startswith("kafka://"):
-            part = part[len("kafka://") :]
-        if part:
-            servers.append(part.rstrip("/"))
-    return ",".join(servers) or "127.0.0.1:9092"
 
 
 def cql_contact_points() -> tuple[list[str], int]:
@@ -45,7 +34,7 @@ def cql_contact_points() -> tuple[list[str], int]:
 @pytest.mark.asyncio
 async def test_kafka_round_trip_through_a_fresh_topic() -> None:
     """A message produced to a newly created topic is consumed back by a new consumer group."""
-    bootstrap = kafka_bootstrap()
+    bootstrap = BOOTSTRAP
     topic = f"stack-test-{uuid.uuid4().hex}"
     group = f"stack-test-{uuid.uuid4().hex}"
     key, value = b"1001", b'{"op_id": "smoke", "kind": "deposit"}'
@@ -57,7 +46,7 @@ async def test_kafka_round_trip_through_a_fresh_topic() -> None:
         await admin.close()
         raise AssertionError(f"cannot reach Kafka at {bootstrap}: {exc!r}; {HINT}") from exc
     try:
-        await admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=1)])
+        await admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=REPLICATION)])
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await producer.start()

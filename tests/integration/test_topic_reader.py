@@ -23,7 +23,7 @@ from faust.types import TP
 from app.guards.input_gaps import read_range
 from app.topic_reader import read_topic
 
-from .harness import BOOTSTRAP, World, produce
+from .harness import BOOTSTRAP, REPLICATION, World, produce
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ async def create_topic(topic: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name=topic, num_partitions=PARTITIONS, replication_factor=1)])
+        await admin.create_topics([NewTopic(name=topic, num_partitions=PARTITIONS, replication_factor=REPLICATION)])
     finally:
         await admin.close()
 

@@ -40,6 +40,13 @@ def test_stall_watch_looks_four_times_per_period_and_at_least_every_five_seconds
         load({"UBS_STALL_S": "0"})
 
 
+def test_exactly_once_is_refused_with_the_reason() -> None:
+    # Faust's transactions would cover none of the checkpoint's own writes.
+    with pytest.raises(ConfigurationError, match="exactly_once is not supported"):
+        load({"UBS_PROCESSING_GUARANTEE": "exactly_once"})
+    assert load({}).processing_guarantee == "at_least_once"
+
+
 def test_readme_settings_table_is_the_generated_one() -> None:
     """Defaults and help live in app/settings.py alone; `python -m app.settings --write README.md` updates it."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
