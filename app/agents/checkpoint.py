@@ -14,11 +14,18 @@ The rules, each resting on the one before:
    the other order could leave an account that applied an operation with no
    result to answer its redelivery with, and it would be applied twice.
 3. No output before the state it reports. Events, credit legs, moved operations
-   and dead letters are produced only after every row of the batch is
-   acknowledged, on any number of brokers; the input is acknowledged to Faust
-   (whose committer commits only acknowledged offsets) only after the outputs.
-   A crash before that redelivers the input, which finds its results and is
-   answered by resending (the redelivery rules of app.agents.ubscore).
+   and dead letters are produced only after every result and account row of
+   the batch is acknowledged, on any number of brokers; the input is
+   acknowledged to Faust (whose committer commits only acknowledged offsets)
+   only after the outputs. A crash before that redelivers the input, which
+   finds its results and is answered by resending (the redelivery rules of
+   app.agents.ubscore).
+4. An input partition's cursor moves only after the outputs. The hole reader
+   (app.guards.input_gaps) trusts every record up to the cursor to be fully
+   done and reads back only what lies beyond it. A cursor written with the
+   accounts would claim records whose outputs a crash then lost; when Faust
+   also skipped those records on the next assignment, nothing would read them
+   again and their events would never be sent.
 
 A checkpoint that cannot complete leaves RocksDB behind Kafka, never ahead, but
 this process's view of its tables is then unknown: the worker exits for its
@@ -49,8 +56,6 @@ from app.tables import accounts, cursors, results
 
 log = logging.getLogger(__name__)
 
-#: The tables in the order their rows must become durable (rule 2).
-STATE_PHASES: Tuple[Tuple[TableT, ...], ...] = ((results,), (accounts, cursors))
 
 #: Bytes per produce batch of one partition; a larger record goes alone.
 PRODUCE_BATCH_BYTES = 512 * 1024
@@ -195,11 +200,18 @@ class Checkpoints:
 
 
 async def checkpoint(batch: Batch) -> None:
-    """Make the batch durable and announce it (rules 1-3); exit the worker if Kafka refuses."""
+    """Make the batch durable and announce it (rules 1-4); exit the worker if Kafka refuses."""
     try:
-        await _publish_state(batch, batch.inputs)
+        await _write_rows(batch, results)
+        failpoints.hit("after_results", passes=batch.inputs)
+        await _write_rows(batch, accounts)
+        failpoints.hit("after_table_write", passes=batch.inputs)
+        # After the accounts, not after the results alone: a client answered must read its own balance.
+        waiters.wake(key for _, key, _ in batch.rows_of(results))
         if batch.outputs:
             await publisher.publish(batch.outputs)
+        failpoints.hit("after_send", passes=batch.inputs)
+        await _write_rows(batch, cursors)
     except Exception as exc:  # noqa: BLE001 - any failure leaves this process's table view unknown
         log.critical(
             "checkpoint_failed inputs=%s rows=%s outputs=%s error=%r",
@@ -209,28 +221,16 @@ async def checkpoint(batch: Batch) -> None:
             exc,
         )
         os._exit(ExitCode.CHECKPOINT_FAILED)
-    failpoints.hit("after_send", passes=batch.inputs)
     metrics.inc("ubscore_checkpoints_total")
     metrics.inc("ubscore_checkpoint_inputs_total", amount=batch.inputs)
 
 
-async def _publish_state(batch: Batch, inputs: int) -> None:
-    """Rules 1 and 2; then wake the requests waiting for these results, whose accounts are written too."""
-    for phase, tables in enumerate(STATE_PHASES):
-        changes = [_Change(table, *row) for table in tables for row in batch.rows_of(table)]
-        if changes:
-            offsets = await publisher.publish([change.record for change in changes])
-            for table in tables:
-                table.apply_changelog_batch(
-                    [
-                        change.event(offset)
-                        for change, offset in zip(changes, offsets, strict=True)
-                        if change.table is table
-                    ]
-                )
-        failpoints.hit("after_results" if phase == 0 else "after_table_write", passes=inputs)
-    # After every table, not after the results alone: a client answered must read its own balance.
-    waiters.wake(key for _, key, _ in batch.rows_of(results))
+async def _write_rows(batch: Batch, table: TableT) -> None:
+    """Rule 1 for one table: its rows to the changelog, and once acknowledged, to RocksDB."""
+    changes = [_Change(table, *row) for row in batch.rows_of(table)]
+    if changes:
+        offsets = await publisher.publish([change.record for change in changes])
+        table.apply_changelog_batch([change.event(offset) for change, offset in zip(changes, offsets, strict=True)])
 
 
 class _Change:

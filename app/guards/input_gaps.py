@@ -8,8 +8,10 @@ more than one offset past the last one applied on its partition means the
 records in between were skipped.
 
 The last applied offset per input partition lives in the changelog-backed
-``cursors`` table, written after each message, so a hole shows across restarts
-and rebalances too, including one at the very start of an assignment.
+``cursors`` table, so a hole shows across restarts and rebalances too, including
+one at the very start of an assignment. The checkpoint writes a cursor only after
+the outputs of the records it covers (app.agents.checkpoint, rule 4): everything
+up to it is done, and only what lies beyond it needs reading back.
 ``read_range`` fetches the missing records with the plain reader of
 app.topic_reader (no group, nothing committed), so the agent applies them, in
 order, before the record that revealed the hole. A record at or below the

@@ -53,13 +53,16 @@ def a_batch() -> Batch:
     return batch
 
 
-async def test_rows_reach_the_tables_after_their_changelog_and_outputs_come_last(test_app: Any, sent: Sent) -> None:
+async def test_rows_reach_the_tables_after_their_changelog_then_outputs_then_the_cursor(
+    test_app: Any, sent: Sent
+) -> None:
     await checkpoint.checkpoint(a_batch())
     topics = [[record.topic for record in call] for call in sent.publisher.calls]
     assert topics == [
         [changelog_of(results)],
-        [changelog_of(accounts), changelog_of(cursors)],
+        [changelog_of(accounts)],
         ["balance.events"],
+        [changelog_of(cursors)],
     ]
     assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
     assert accounts[b"11"] == {"seq": 1} and cursors[b"balance.operations:3"] == 7
@@ -84,7 +87,7 @@ async def test_refused_accounts_leave_results_only_and_nothing_is_sent(
     test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The state rule 2 allows: a result without its account, which the redelivery applies again."""
-    refuse_from_call(sent, monkeypatch, 1)  # results go through, accounts and cursors are refused
+    refuse_from_call(sent, monkeypatch, 1)  # results go through, the accounts are refused
     with pytest.raises(Exited):
         await checkpoint.checkpoint(a_batch())
     assert results[b"11/d1"] == {"event": {"op_id": "d1"}}
@@ -100,6 +103,20 @@ async def test_refused_outputs_leave_the_state_and_the_worker_exits(
         await checkpoint.checkpoint(a_batch())
     assert exits == [ExitCode.CHECKPOINT_FAILED]
     assert accounts[b"11"] == {"seq": 1}
+    # The cursor does not claim the input: the hole reader must read it back if Faust skips it.
+    assert cursors.get(b"balance.operations:3") is None
+
+
+async def test_a_refused_cursor_leaves_everything_else_done_and_the_worker_exits(
+    test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The input is then redelivered or read back as a hole, and answered by resending its result."""
+    refuse_from_call(sent, monkeypatch, 3)  # state and outputs go through, the cursor is refused
+    with pytest.raises(Exited):
+        await checkpoint.checkpoint(a_batch())
+    assert exits == [ExitCode.CHECKPOINT_FAILED]
+    assert accounts[b"11"] == {"seq": 1} and len(sent.records("events")) == 1
+    assert cursors.get(b"balance.operations:3") is None
 
 
 async def test_a_request_waiting_for_a_result_is_woken_once_the_row_is_written(test_app: Any, sent: Sent) -> None:
@@ -114,7 +131,7 @@ async def test_refused_accounts_wake_nobody_though_the_result_is_written(
     test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answered client must find its account: no wake-up before the accounts are written."""
-    refuse_from_call(sent, monkeypatch, 1)  # results go through, accounts and cursors are refused
+    refuse_from_call(sent, monkeypatch, 1)  # results go through, the accounts are refused
     with waiters.watching(b"11/d1") as written:
         with pytest.raises(Exited):
             await checkpoint.checkpoint(a_batch())

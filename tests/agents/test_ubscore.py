@@ -191,13 +191,15 @@ async def test_forged_credit_shape_on_public_topic_is_not_a_credit(ledger: Ledge
     assert sent.values("dlq")[0]["error"]["field"] == "user_id"
 
 
-async def test_checkpoint_publishes_results_then_accounts_then_outputs(ledger: Ledger, sent: Sent) -> None:
-    """The order a crash must preserve: a result before the account that records it, outputs after both."""
+async def test_checkpoint_publishes_results_then_accounts_then_outputs_then_cursors(ledger: Ledger, sent: Sent) -> None:
+    """The order a crash must preserve: a result before the account that records it, outputs after both,
+    and the input's cursor last, so that it never claims a record whose outputs a crash lost."""
     await ledger.submit(**op("d1", "deposit", amount=100))
     await ledger.submit(**op("t1", "transfer", amount=40, to_user_id=12))
     topics = [sorted({record.topic for record in call}) for call in sent.publisher.calls]
-    state = [changelog_of(results)], sorted([changelog_of(accounts), changelog_of(cursors)])
-    assert topics == [*state, [EVENTS], *state, sorted([CREDITS, EVENTS])]
+    state = [changelog_of(results)], [changelog_of(accounts)]
+    cursor = [changelog_of(cursors)]
+    assert topics == [*state, [EVENTS], cursor, *state, sorted([CREDITS, EVENTS]), cursor]
 
 
 async def test_message_delivered_out_of_order_is_applied_once(ledger: Ledger, sent: Sent) -> None:

@@ -104,7 +104,7 @@ EVERY_FAULT_ONCE = [
     Fault(3, "gateway", 1, "after_produce:1"),
     Fault(25, "zombie", 0, "stopped_s=13"),
     Fault(38, "kill", 1, "SIGKILL"),
-    Fault(40, "broker", 0, "down_s=3"),
+    Fault(40, "broker", 0, "kafka-2 down_s=3" if BROKERS > 1 else "down_s=3"),
     Fault(55, "wipe", 0),
     Fault(56, "failpoint", 1, "before_commit:2"),
     Fault(57, "failpoint", 0, "after_send:100"),
