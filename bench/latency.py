@@ -196,6 +196,19 @@ async def settle(events: EventWatch, commits: CommitWatch, sent: List[Sent], tim
     raise TimeoutError("results were not all read and settled")
 
 
+async def drained(events: EventWatch, commits: CommitWatch, timeout: float = 180.0) -> None:
+    """Until the sink has committed everything on balance.events."""
+    tps = [TopicPartition(events.topic, p) for p in range(PARTITIONS)]
+    ends = await events.consumer.end_offsets(tps)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        settled = {partition: seen[-1][1] for partition, seen in commits.history.items() if seen}
+        if all(end == 0 or settled.get(tp.partition, -1) >= end for tp, end in ends.items()):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError("the sink did not catch up with balance.events")
+
+
 def measure(step: Step, sent: List[Sent], events: EventWatch, commits: CommitWatch) -> None:
     ok = [s for s in sent if s.status == 200 and s.answered is not None]
     span = max(s.answered or s.due for s in sent) - sent[0].due
@@ -228,13 +241,13 @@ async def run() -> Dict[str, Any]:
     commits = CommitWatch(world.topic("balance.events"), f"{world.app_id}-settlement")
     watchers: List[asyncio.Task] = []
     try:
-        await asyncio.to_thread(ledger.wait_ready, PARTITIONS, 180)
-        await asyncio.to_thread(sink.wait_ready, None, 180)
+        await asyncio.to_thread(ledger.wait_ready, PARTITIONS, 180)  # the sink process serves no HTTP
         await events.start()
         watchers = [asyncio.create_task(events.run()), asyncio.create_task(commits.run())]
         url = f"{ledger.url}/operations"
         maximum = await asyncio.to_thread(wrk_maximum, ledger.url)
         print(f"maximum (wrk, 128 connections, ?wait=true): {maximum:.0f} results/s", flush=True)
+        await drained(events, commits)  # the first rate must not inherit the sink's backlog
         steps = []
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:

@@ -24,10 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 import aiohttp
-from faust.exceptions import SameNode
 from faust.web import Request, Response, View
-from faust.web.exceptions import ServiceUnavailable
-from yarl import URL
 
 from app import metrics
 from app.agents.waiters import waiters
@@ -44,7 +41,7 @@ from app.settings import settings
 from app.sink.service import store
 from app.tables import accounts, cursors, results
 from app.topics import operations_topic
-from app.web import admission
+from app.web import admission, routing
 
 log = logging.getLogger(__name__)
 
@@ -121,21 +118,14 @@ def routed(handler: Handler) -> Handler:
                 check_op_id(kwargs["op_id"])
         except InvalidOperation as error:
             return _error(view, 400, error.reason, error.field, error.message)
-        try:
-            return await app.router.route_req(accounts.name, user_key(int(user_id)), view.web, request)
-        except SameNode:
-            return await handler(view, request, user_id, *args, **kwargs)
-        except (KeyError, TypeError, ServiceUnavailable):
-            # While the assignment is unknown (starting, rebalancing) Faust raises ServiceUnavailable,
-            # or TypeError when the producer has no metadata for the table's topic yet.
+        owner = routing.owner_of(int(user_id))
+        if owner is None:  # starting, or a rebalance without a verdict yet
             return _error(view, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
+        if routing.is_local(owner):
+            return await handler(view, request, user_id, *args, **kwargs)
+        return await routing.forward(view, request, owner)
 
     return wrapper
-
-
-def _is_local(owner: URL) -> bool:
-    canonical = URL(settings.canonical_url)
-    return (owner.host, owner.port) == (canonical.host, canonical.port)
 
 
 @dataclass(frozen=True)
@@ -205,12 +195,12 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
 
 
 async def _result_at_owner(user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None) -> Lookup:
-    try:
-        owner: Optional[URL] = app.router.key_store(accounts.name, user_key(user_id))
-    except (KeyError, TypeError):
-        # Unknown while the assignment or the producer's topic metadata is not there yet.
-        owner = None
-    if owner is None or _is_local(owner):
+    owner = routing.owner_of(user_id)
+    if owner is None:
+        # No assignment names an owner yet: this worker's table may hold the result, but its
+        # counts would describe partitions it does not own, so no estimate comes from them.
+        return await _local_result(user_id, op_id, wait_s)
+    if routing.is_local(owner):
         return await _local_result(user_id, op_id, wait_s, offset)
     query = {"wait_s": f"{wait_s:.3f}", **({} if offset is None else {"offset": str(offset)})}
     url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query(query)
