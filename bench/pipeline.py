@@ -24,7 +24,6 @@ and noisy: compare ratios within one run, not absolute rates across runs).
 
     python -m bench.pipeline                 # defaults: 20000 operations, 1000 users
     BENCH_OPS=50000 python -m bench.pipeline
-    BENCH_QUICK=1 python -m bench.pipeline   # 8000 operations
 
 ``make bench`` runs it with the latency and recovery benchmarks (bench/run.py).
 """
@@ -48,7 +47,7 @@ from app.topic_reader import read_topic
 from bench.baselines import cql_inserts, pass_through, settlement_events, stateful
 from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, REPLICATION, Worker, World, workload
 
-OPS = int(os.environ.get("BENCH_OPS") or (8000 if os.environ.get("BENCH_QUICK") == "1" else 20000))
+OPS = int(os.environ.get("BENCH_OPS", "20000"))  # fewer make B1 a measure of start-up, not of rate
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
 
 

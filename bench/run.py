@@ -7,7 +7,7 @@ running stack, prints their tables, then writes ``bench/results/<UTC time>-<comm
 quick run) from that run.
 
     make bench          # the full run (about 20 minutes)
-    make bench-quick    # BENCH_QUICK=1: fewer operations, two rates, 20k accounts (under 5 minutes)
+    make bench-quick    # BENCH_QUICK=1: two rates of 8 s, 20k accounts (under 5 minutes)
 """
 
 from __future__ import annotations
