@@ -33,7 +33,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
@@ -86,9 +86,14 @@ class AgentActivity(Sensor):
         return 0.0 if self.busy_since is None else now - self.busy_since
 
 
+def owned_inputs() -> List[TP]:
+    """The ledger's input partitions assigned to this worker, in order."""
+    return sorted(tp for tp in app.consumer.assignment() if tp.topic in INPUT_TOPICS)
+
+
 async def observe_positions() -> Dict[TP, Position]:
     """Cursor and Kafka offsets of every input partition this worker owns."""
-    owned = sorted(tp for tp in app.consumer.assignment() if tp.topic in INPUT_TOPICS)
+    owned = owned_inputs()
     if not owned:
         return {}
     ends = await asyncio.wait_for(app.consumer.highwaters(*owned), QUERY_TIMEOUT_S)
@@ -156,7 +161,7 @@ def fetcher_state(tp: TP) -> str:
 
 def pause_input() -> None:
     """Fault injection (failpoint ``stall_input``): pause every input partition inside Faust."""
-    app.consumer.pause_partitions({tp for tp in app.consumer.assignment() if tp.topic in INPUT_TOPICS})
+    app.consumer.pause_partitions(set(owned_inputs()))
 
 
 def pause_input_for_good() -> None:

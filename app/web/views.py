@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 import aiohttp
+from faust.types import TP
 from faust.web import Request, Response, View
 
 from app import metrics
@@ -35,7 +36,7 @@ from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
 from app.guards import failpoints
 from app.guards.input_gaps import cursor_key
-from app.guards.input_watch import INPUT_TOPICS
+from app.guards.input_watch import owned_inputs
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.sink.service import store
@@ -250,10 +251,9 @@ def _or_none_yet(applied: Optional[int]) -> int:
 def _records_before(partition: int, ahead: int) -> int:
     """What this worker applies before the record ``ahead`` past its cursor on its operations partition."""
     lags = []
-    for tp in app.consumer.assignment():
-        if tp.topic not in INPUT_TOPICS or (
-            tp.topic == operations_topic.get_topic_name() and tp.partition == partition
-        ):
+    own = TP(operations_topic.get_topic_name(), partition)
+    for tp in owned_inputs():
+        if tp == own:
             continue
         end = app.consumer.highwater(tp)  # from the last fetch; None before the first
         if end is not None:

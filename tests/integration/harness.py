@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from app import topic_reader
 from app.partitioning import user_key
+from app.settings import load
 
 Record = Tuple[Optional[bytes], bytes]
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +41,7 @@ def _stack_bootstrap() -> str:
 
 
 KAFKA = os.environ.get("UBS_KAFKA") or "kafka://" + _stack_bootstrap().replace(",", ";")
-BOOTSTRAP = ",".join(part.split("://", 1)[-1] for part in KAFKA.split(";"))
+BOOTSTRAP = load({"UBS_KAFKA": KAFKA}).kafka_bootstrap  # the app's own reading of the broker list
 #: Brokers in the cluster the tests run against; topics are replicated on up to three of them.
 BROKERS = len(BOOTSTRAP.split(","))
 REPLICATION = int(os.environ.get("UBS_TOPIC_REPLICATION_FACTOR") or min(BROKERS, 3))
