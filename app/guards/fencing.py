@@ -14,7 +14,8 @@ the group and rebuilds from the changelog like any restarted worker.
 A heartbeat thread stamps the time every ``tick_s``. Whoever notices a gap
 first acts: the SIGCONT handler (runs in the main thread before any other
 Python code there, when the freeze was a SIGSTOP) or the thread itself (any
-other freeze). A worker cut off by the network but not frozen is not caught
+other freeze); the other one waits for that exit, so the reason line is always
+written whole. A worker cut off by the network but not frozen is not caught
 here; see "Known limits" in the README.
 """
 
@@ -63,8 +64,8 @@ class FreezeWatch:
         frozen = time.monotonic() - self._last
         if frozen <= self.limit_s:
             return
-        if not self._exiting.acquire(blocking=False):
-            os._exit(ExitCode.FROZEN)  # the other path is already saying why; do not run on meanwhile
+        if not self._exiting.acquire(timeout=1.0):
+            os._exit(ExitCode.FROZEN)  # the other path is saying why and exits; never run on meanwhile
         # Straight to fd 2: a signal handler may interrupt a thread holding the logging lock,
         # and mode replaces sys.stderr with a proxy that has no file descriptor.
         line = (
