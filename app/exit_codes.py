@@ -8,7 +8,7 @@ from enum import IntEnum
 class ExitCode(IntEnum):
     """Statuses from sysexits.h; each means "start me again", for a different reason."""
 
-    #: The input stayed stalled after a resume (app.guards.input_watch): EX_SOFTWARE.
+    #: The input or a table recovery stayed stalled after a resume (app.guards.resume): EX_SOFTWARE.
     STALLED = 70
     #: A checkpoint could not reach Kafka (app.agents.checkpoint): EX_IOERR.
     CHECKPOINT_FAILED = 74
@@ -18,7 +18,7 @@ class ExitCode(IntEnum):
 
 #: Why a supervisor restarts a worker that exited with each status.
 RESTART_REASONS = {
-    ExitCode.STALLED: "its input stalled",
+    ExitCode.STALLED: "its input or a table recovery stalled",
     ExitCode.FROZEN: "it fenced itself after a freeze",
     ExitCode.CHECKPOINT_FAILED: "a checkpoint could not reach Kafka",
 }

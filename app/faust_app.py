@@ -8,7 +8,7 @@ and the ``ubscore`` console script see the same complete app.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Awaitable, Callable, Dict, List
 
 import faust
 from faust.types import ProducerT, TopicT
@@ -42,6 +42,7 @@ class UBSCoreApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owned_topics: List[TopicT] = []
+        self.startup_tasks: List[Callable[[], Awaitable[None]]] = []
 
     def _new_producer(self) -> ProducerT:
         """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""
@@ -52,18 +53,26 @@ class UBSCoreApp(faust.App):
         self.owned_topics.append(topic)
         return topic
 
+    def startup_task(self, fun: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Register a task that runs from start-up on (Faust's own tasks wait for the first table recovery)."""
+        self.startup_tasks.append(fun)
+        return fun
+
     async def on_first_start(self) -> None:
         """Create the topics first: any component may start before any topic exists.
 
         The tables' changelog topics are created here too: Faust would create
         them itself, but on a cold broker its consumer can still miss them in
         the first metadata and the agent then crashes on a partition mismatch.
-        The freeze watch starts here too: only a running worker owns partitions.
+        The freeze watch and the startup tasks start here too: only a running worker owns partitions,
+        and a first recovery can be what needs watching.
         Then local stores that do not match the cluster are set aside, still before any store opens
         (app.guards.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()
+        for task in self.startup_tasks:
+            self.add_future(task())
         wanted: Dict[str, int] = {}
         configs: Dict[str, Dict[str, str]] = {}
         for topic in self.owned_topics:

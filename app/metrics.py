@@ -22,6 +22,10 @@ _HELP: Dict[str, Tuple[str, str]] = {
         "counter",
         "Input partitions with pending records that did not reach the agent, by the action taken (resume, exit).",
     ),
+    "ubscore_recovery_stalls_total": (
+        "counter",
+        "Changelog partitions a table recovery waited for without receiving records, by the action taken.",
+    ),
     "ubscore_applied_late_total": (
         "counter",
         "Messages applied after a later message of the same user (delivered out of order).",

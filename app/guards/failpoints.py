@@ -14,6 +14,11 @@ found in (docs/fault-injection.md, finding 11), for the progress watch to notice
 (app.guards.input_watch). ``stall_input_hard`` also makes Faust's resume do nothing,
 so only the watch's last step, a restart, gets the input moving again.
 
+``stall_recovery`` does not kill: Faust's Nth resume of the ``cursors``
+changelog is swallowed, so that table recovery waits for records it never
+receives (finding 15), for the recovery watch (app.guards.recovery_watch).
+``stall_recovery_hard`` swallows every resume from the Nth on.
+
 ``raise_in_decision`` does not kill either: the ledger's decision for its Nth
 message raises an exception of a class no code expects, as a bug would, for the
 agent's firewall to catch (the message is dead-lettered, the partition goes on).
@@ -41,6 +46,8 @@ POINTS = (
     "after_produce",
     "stall_input",
     "stall_input_hard",
+    "stall_recovery",
+    "stall_recovery_hard",
     "raise_in_decision",
 )
 
@@ -86,6 +93,11 @@ class CommitFailpoint(Sensor):
 def armed_point() -> Optional[str]:
     """The name of the armed point, None when none is."""
     return _armed[0] if _armed is not None else None
+
+
+def armed_pass() -> int:
+    """The pass at which the armed point acts (0 when none is armed)."""
+    return _armed[1] if _armed is not None else 0
 
 
 def armed() -> bool:

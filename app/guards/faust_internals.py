@@ -13,7 +13,7 @@ hooks are overridden by subclasses: ``faust.App._new_producer``
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from aiokafka import AIOKafkaConsumer
 from faust import streams as faust_streams
@@ -57,6 +57,24 @@ def aiokafka_partition_state(consumer: Any, tp: TP) -> Dict[str, Any]:
         "awaiting_reset": state.awaiting_reset,
         "prefetched": tp in kafka._fetcher._records,
     }
+
+
+def recovery_progress(recovery: Any) -> Tuple[int, Dict[TP, Tuple[int, int]]]:
+    """The generation of Faust's table recovery, and while one runs, where it stands on each active changelog partition.
+
+    For each partition: the offset it has applied (-1 before the first record)
+    and the highwater it waits for (the last offset there, -1 when empty). A
+    partition whose offsets are not built yet is left out.
+    """
+    generation = int(recovery._generation_id)
+    if not recovery.in_recovery:
+        return generation, {}
+    progress: Dict[TP, Tuple[int, int]] = {}
+    for tp in list(recovery.active_tps):
+        offset, highwater = recovery.active_offsets.get(tp), recovery.active_highwaters.get(tp)
+        if offset is not None and highwater is not None:
+            progress[tp] = (int(offset), int(highwater))
+    return generation, progress
 
 
 def set_current_event(event: Any) -> None:

@@ -30,20 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Optional, Set
 
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
 
 from app import metrics
-from app.exit_codes import ExitCode
 from app.faust_app import app
 from app.guards import failpoints
-from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust
 from app.guards.input_gaps import cursor_key
+from app.guards.resume import exit_for_restart, resume_partition
 from app.guards.stalls import Position, ProgressWatch, Stall, StallAction
 from app.settings import settings
 from app.tables import cursors
@@ -56,7 +53,7 @@ INPUT_TOPICS = {OPERATIONS, CREDITS}
 #: A message in the agent's hands longer than this holds all input back legitimately.
 BUSY_S = 1.0
 
-#: Longest wait for the broker's offsets or a seek; past it the watch gives no verdict this time.
+#: Longest wait for the broker's offsets; past it the watch gives no verdict this time.
 QUERY_TIMEOUT_S = 5.0
 
 
@@ -106,57 +103,10 @@ async def observe_positions() -> Dict[TP, Position]:
 
 
 async def resume(stall: Stall) -> None:
-    """Lift whatever Faust holds on the partition, then point its fetcher at the record after the cursor.
-
-    Only what is actually held is lifted: resuming Faust's flow control also
-    empties the stream buffers, so it is called only when the flow is stopped.
-    The seek goes through the consumer's own thread (``seek_wait``). The state
-    found is logged, so that a stall seen in the wild says what held it.
-    """
-    tp = stall.tp
-    consumer = app.consumer
-    held = {
-        **held_by_faust(consumer, tp),
-        "flow_stopped": not consumer.flow_active,  # type: ignore[attr-defined]  # ConsumerT omits it
-        "flow_control_off": not app.flow_control.is_active(),
-    }
-    before = fetcher_state(tp)  # read before anything is lifted or sought
-    if held["paused"] or held["inactive"]:
-        consumer.resume_partitions({tp})
-    if held["flow_stopped"]:
-        consumer.resume_flow()
-    if held["flow_control_off"]:
-        app.flow_control.resume()
+    """Step 1 for an input partition: lift it and re-read from the record after its cursor."""
     position = stall.position
     offset = position.cursor + 1 if position.cursor is not None else position.first
-    try:
-        await asyncio.wait_for(consumer.seek_wait({tp: offset}), QUERY_TIMEOUT_S)
-        sought = "ok"
-    except Exception as exc:  # noqa: BLE001 - a fetcher that cannot seek is left to the next step, the exit
-        sought = type(exc).__name__
-    log.warning(
-        "input_resumed topic=%s partition=%s offset=%s seek=%s %s %s",
-        tp.topic,
-        tp.partition,
-        offset,
-        sought,
-        " ".join(f"{name}={str(value).lower()}" for name, value in held.items()),
-        before,
-    )
-
-
-def fetcher_state(tp: TP) -> str:
-    """What Faust and aiokafka believe about the partition, read-only, for the log line of a stall.
-
-    These are private attributes of both libraries, read best-effort: the line
-    is for finding the cause of a stall (docs/fault-injection.md, finding 11), not for control.
-    """
-    facts: Dict[str, Any] = faust_offsets(app.consumer, tp)
-    try:
-        facts.update(aiokafka_partition_state(app.consumer, tp))
-    except Exception as exc:  # noqa: BLE001 - best-effort diagnostics only
-        facts["kafka_state"] = type(exc).__name__
-    return " ".join(f"{name}={value}" for name, value in facts.items())
+    await resume_partition("input_resumed", stall.tp, offset)
 
 
 def pause_input() -> None:
@@ -188,14 +138,6 @@ class StallFailpoint(Sensor):
         """The agent is done with a message."""
         if tp.topic in INPUT_TOPICS:
             failpoints.hit(self.point, self.action)
-
-
-def exit_for_restart() -> None:
-    """Leave without cleanup, like a crash: the local tables are rebuilt from the changelogs."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    sys.stderr.flush()
-    os._exit(ExitCode.STALLED)
 
 
 def report(stall: Stall) -> None:

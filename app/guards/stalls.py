@@ -1,8 +1,9 @@
-"""Deciding when an input partition is stalled, and what to do about it: plain code, no I/O.
+"""Deciding when a partition is stalled, and what to do about it: plain code, no I/O.
 
-app.guards.input_watch gathers the facts every few seconds (cursor, Kafka's offsets,
-whether anything legitimate holds the input back) and carries out the steps
-decided here; the reasons are in its docstring.
+app.guards.input_watch gathers the facts of the input every few seconds (cursor,
+Kafka's offsets, whether anything legitimate holds the input back) and
+app.guards.recovery_watch those of a table recovery; both carry out the steps
+decided here, and their docstrings say why.
 """
 
 from __future__ import annotations
@@ -95,3 +96,29 @@ class ProgressWatch:
         self._resumed &= set(positions)
         self._since = since
         return stalls
+
+
+def recovery_positions(progress: Mapping[TP, Tuple[int, int]]) -> Dict[TP, Position]:
+    """A recovery's (offset applied, highwater) per changelog partition, as positions: the offset is the cursor."""
+    return {
+        tp: Position(cursor=offset if offset >= 0 else None, first=offset + 1, end=highwater + 1)
+        for tp, (offset, highwater) in progress.items()
+    }
+
+
+class RecoveryWatch:
+    """Observations of the table recovery under way, turned into stalls.
+
+    A new recovery generation is not quiet: its offsets and highwaters are
+    being rebuilt, and every clock starts again.
+    """
+
+    def __init__(self, limit_s: float) -> None:
+        self.watch = ProgressWatch(limit_s)
+        self.generation: Optional[int] = None
+
+    def observe(self, now: float, generation: int, progress: Mapping[TP, Tuple[int, int]]) -> List[Stall]:
+        """The changelog partitions stalled at ``now``, with the step to take for each."""
+        quiet = bool(progress) and generation == self.generation
+        self.generation = generation
+        return self.watch.observe(now, recovery_positions(progress), quiet)

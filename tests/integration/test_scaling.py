@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import aiohttp
 import pytest
 
+from app.exit_codes import RESTART_REASONS
+from app.tools.supervisor import Supervisor
 from app.tools.verifier import read_tables
 
 from .harness import PARTITIONS, Worker, World, fresh_user_id, produce_paced, verify_eventually, workload
@@ -19,11 +21,18 @@ pytestmark = pytest.mark.integration
 FAST_FAILOVER = {"UBS_SESSION_TIMEOUT_S": "6"}
 
 
-async def wait_spread(workers: Sequence[Worker], timeout: float = 90.0) -> List[List[int]]:
-    """Until the live workers own every partition exactly once, each owns some, none is rebalancing."""
+async def wait_spread(
+    workers: Sequence[Worker], timeout: float = 90.0, keeper: Optional[Supervisor] = None
+) -> List[List[int]]:
+    """Until the live workers own every partition exactly once, each owns some, none is rebalancing.
+
+    With a ``keeper``, a worker that exits asking to be started again is, as under ``ubscore workers``.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
+        if keeper is not None:
+            keeper.poll()
         healths = [await asyncio.to_thread(w.health) for w in workers]
         parts = [sorted(h.get("partitions", [])) if h else [] for h in healths]
         flat = sorted(p for ps in parts for p in ps)
@@ -103,27 +112,34 @@ async def owners_count_what_is_before_an_offset(http: aiohttp.ClientSession, a: 
 
 @pytest.mark.timeout(900)  # five spreads of up to 90 s, stops of up to 60 s, a 150 s verification
 async def test_rebalances_under_load_keep_every_invariant(tmp_path: Path) -> None:
-    """Join, clean leave and SIGKILL while operations flow; then the verifier must find nothing."""
+    """Join, clean leave and SIGKILL while operations flow; then the verifier must find nothing.
+
+    The workers run under a supervisor, as in production: one that exits for a
+    restart (a stalled input or recovery, app.exit_codes) is started again.
+    """
     world = World()
     messages = workload(ops=3000, users=150, seed=11, faults=True)
     a = start(world, tmp_path, "a")
     workers: Dict[str, Worker] = {"a": a}
+    children: List[Worker] = [a]
+    keeper = Supervisor(children, restart=lambda status: status in RESTART_REASONS)
     try:
         await asyncio.to_thread(a.wait_ready, PARTITIONS)
         load = asyncio.create_task(produce_paced(world.topic("balance.operations"), messages, per_second=150))
 
         await asyncio.sleep(3)
-        workers["b"] = start(world, tmp_path, "b")  # a worker joins
-        await wait_spread([a, workers["b"]])
-        workers["c"] = start(world, tmp_path, "c")  # and another
-        await wait_spread([a, workers["b"], workers["c"]])
+        children.append(workers.setdefault("b", start(world, tmp_path, "b")))  # a worker joins
+        await wait_spread([a, workers["b"]], keeper=keeper)
+        children.append(workers.setdefault("c", start(world, tmp_path, "c")))  # and another
+        await wait_spread([a, workers["b"], workers["c"]], keeper=keeper)
         await asyncio.to_thread(workers["b"].stop, signal.SIGTERM)  # one leaves cleanly
-        await wait_spread([a, workers["c"]])
+        await wait_spread([a, workers["c"]], keeper=keeper)
         await asyncio.sleep(1)
         await asyncio.to_thread(workers["c"].stop, signal.SIGKILL)  # one dies
-        await wait_spread([a])
-        workers["c2"] = Worker(world, tmp_path / "c" / "data", tmp_path / "c2.log", extra_env=FAST_FAILOVER).start()
-        await wait_spread([a, workers["c2"]])  # it comes back on its old files
+        await wait_spread([a], keeper=keeper)
+        c2 = Worker(world, tmp_path / "c" / "data", tmp_path / "c2.log", extra_env=FAST_FAILOVER).start()
+        children.append(workers.setdefault("c2", c2))
+        await wait_spread([a, c2], keeper=keeper)  # it comes back on its old files
         await load
 
         report = await verify_eventually(a, timeout=150)
@@ -131,9 +147,10 @@ async def test_rebalances_under_load_keep_every_invariant(tmp_path: Path) -> Non
         assert report.counts["transfers_accepted"] > 100
         assert report.counts["events_distinct"] >= 3000 - 100
         users = sorted(report.accounts)
-        assert await read_tables(a.url, users) == await read_tables(workers["c2"].url, users)
+        assert await read_tables(a.url, users) == await read_tables(c2.url, users)
     finally:
         for worker in workers.values():
             worker.stop()
+        print(f"--- supervisor: exits {keeper.exits}, restarts {keeper.restarts} ---")
         for name, worker in workers.items():
             print(f"--- {name} log tail ---\n{worker.tail(15)}")

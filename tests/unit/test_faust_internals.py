@@ -26,7 +26,13 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
-from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust, set_current_event
+from app.guards.faust_internals import (
+    aiokafka_partition_state,
+    faust_offsets,
+    held_by_faust,
+    recovery_progress,
+    set_current_event,
+)
 
 TOPIC = TP("canary.topic", 3)
 # ruff: noqa: SLF001 - reading the private attributes is what a canary is for
@@ -123,6 +129,21 @@ async def test_aiokafka_partition_state_reads_through_faust_to_aiokafka(
     state = aiokafka_partition_state(faust_consumer, TOPIC)
     assert (state["position"], state["kafka_paused"], state["prefetched"]) == (5, True, True)
     del kafka_consumer._fetcher._records[TOPIC]
+
+
+def test_recovery_progress_reads_the_generation_and_the_active_offsets() -> None:
+    recovery = faust.App("canary", broker="kafka://localhost:1", store="memory://").tables.recovery
+    assert recovery_progress(recovery) == (0, {})  # no recovery under way
+    other = TP("canary.other", 0)
+    recovery.active_tps.update({TOPIC, other})
+    recovery.active_offsets[TOPIC] = -1
+    recovery.active_highwaters[TOPIC] = 204
+    recovery.active_offsets[other] = None  # added, offsets not built yet
+    recovery._generation_id = 7
+    assert recovery_progress(recovery) == (7, {})
+    recovery._set_recovery_started()
+    assert recovery.in_recovery
+    assert recovery_progress(recovery) == (7, {TOPIC: (-1, 204)})
 
 
 def test_fetcher_keeps_prefetched_records_in_records() -> None:

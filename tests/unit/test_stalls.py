@@ -6,7 +6,7 @@ from typing import Dict, List, Optional
 
 from faust.types import TP
 
-from app.guards.stalls import Position, ProgressWatch, Stall, StallAction
+from app.guards.stalls import Position, ProgressWatch, RecoveryWatch, Stall, StallAction, recovery_positions
 
 A = TP("balance.operations", 0)
 B = TP("balance.credits", 0)
@@ -99,3 +99,37 @@ def test_a_partition_that_moved_away_starts_afresh_when_it_comes_back() -> None:
     assert watch.observe(LIMIT + 1, {B: at(0, 10)}, quiet=True) == []  # A went to another worker
     assert watch.observe(LIMIT + 2, {A: at(5, 50)}, quiet=True) == []  # and came back
     assert actions(watch.observe(2 * LIMIT + 2, {A: at(5, 50)}, quiet=True)) == {A: StallAction.RESUME}
+
+
+C = TP("ubscore-cursors-changelog", 2)
+D = TP("ubscore-accounts-changelog", 2)
+
+
+def test_a_recovery_position_is_pending_until_the_offset_applied_reaches_the_highwater() -> None:
+    positions = recovery_positions({C: (-1, 204), D: (170, 171), TP("t", 0): (-1, -1)})
+    assert positions[C] == Position(cursor=None, first=0, end=205) and positions[C].pending
+    assert positions[D].pending
+    assert not positions[TP("t", 0)].pending  # an empty changelog: nothing to wait for
+    assert not recovery_positions({D: (171, 171)})[D].pending
+
+
+def test_a_changelog_partition_that_receives_nothing_is_resumed_then_the_worker_exits() -> None:
+    watch = RecoveryWatch(LIMIT)
+    progress = {C: (-1, 204), D: (0, 171)}
+    assert watch.observe(0.0, 3, progress) == []  # a new generation is never quiet
+    assert watch.observe(1.0, 3, {C: (-1, 204), D: (171, 171)}) == []  # D recovers fully
+    stalls = watch.observe(1.0 + LIMIT, 3, {C: (-1, 204), D: (171, 171)})
+    assert actions(stalls) == {C: StallAction.RESUME}
+    assert stalls[0].position.cursor is None and stalls[0].position.first == 0  # re-read from offset 0
+    assert actions(watch.observe(1.0 + 2 * LIMIT, 3, {C: (-1, 204), D: (171, 171)})) == {C: StallAction.EXIT}
+
+
+def test_a_new_recovery_generation_or_none_at_all_restarts_every_clock() -> None:
+    watch = RecoveryWatch(LIMIT)
+    watch.observe(0.0, 3, {C: (-1, 204)})
+    watch.observe(1.0, 3, {C: (-1, 204)})
+    assert watch.observe(LIMIT + 0.5, 4, {C: (-1, 204)}) == []  # rebalanced meanwhile: offsets rebuilt
+    assert watch.observe(2 * LIMIT, 4, {C: (-1, 204)}) == []
+    assert actions(watch.observe(2 * LIMIT + 0.5, 4, {C: (-1, 204)})) == {C: StallAction.RESUME}
+    watch.observe(2 * LIMIT + 1, 4, {})  # the recovery completed
+    assert watch.observe(3 * LIMIT + 2, 4, {C: (-1, 204)}) == []
