@@ -14,6 +14,7 @@ import faust
 from faust.types import ProducerT, TopicT
 
 from app.guards import failpoints
+from app.guards.bulk_recovery import UBSCoreTableManager
 from app.guards.fencing import FreezeWatch
 from app.guards.local_state import set_aside_mismatched
 from app.guards.producer_buffer import install as install_draining_buffer
@@ -121,6 +122,8 @@ app = UBSCoreApp(
     # Declared topics are created at start-up, so any component may start first.
     topic_allow_declare=True,
     Worker=UBSCoreWorker,
+    # Partitions far behind their changelog are rebuilt in bulk before Faust's recovery reads the tail.
+    TableManager=UBSCoreTableManager,
 )
 
 if failpoints.armed():

@@ -118,6 +118,14 @@ class Settings:
         "integer",
         1024,
     )
+    bulk_recovery_min_records: int = _setting(
+        "UBS_BULK_RECOVERY_MIN_RECORDS",
+        10_000,
+        "a table partition at least this many changelog records behind when its recovery starts is loaded in bulk "
+        'first, and Faust reads only the rest (see docs/design.md, "Local state and recovery")',
+        "integer",
+        1,
+    )
     max_poll_records: int = _setting(
         "UBS_MAX_POLL_RECORDS",
         500,

@@ -1,12 +1,17 @@
 """How long a worker takes to become ready for N accounts, with and without its local RocksDB files.
 
 For each N it writes N account rows straight into the accounts changelog of a
-fresh world (what N users' deposits would have left there), then:
+fresh world (what N users' deposits would have left there), then, side by side:
 
-1. starts a worker on an empty data directory: it rebuilds every partition from
-   the changelog (a new machine, a lost disk, a partition moving to a worker
-   that never had it);
-2. stops it cleanly and starts it again on the same directory: it opens its
+0. the raw baseline: a plain aiokafka consumer reads the whole changelog, bytes
+   as they are, and writes nothing;
+1. starts a worker on an empty data directory, first with the bulk load off
+   (Faust's recovery reads every record), then with the product's default (the
+   partitions are loaded in bulk, app.guards.bulk_recovery): it rebuilds every
+   partition from the changelog (a new machine, a lost disk, a partition moving
+   to a worker that never had it). "records/s" is N over the time to ready,
+   start-up included;
+2. stops the second one cleanly and starts it again on the same directory: it opens its
    RocksDB files and reads only the changelog tail;
 3. kills that one (SIGKILL) and starts it again on the same directory: the files
    are reopened as after a clean stop (docs/design.md, "Local state and recovery").
@@ -29,16 +34,20 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.partitioning import user_key
+from app.settings import load
 from tests.integration.harness import BOOTSTRAP, PARTITIONS, REPLICATION, Worker, World
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+#: The bulk load off, and the product's default threshold.
+FAUST_ONLY = {"UBS_BULK_RECOVERY_MIN_RECORDS": str(10**12)}
+BULK = {"UBS_BULK_RECOVERY_MIN_RECORDS": str(load({}).bulk_recovery_min_records)}
 SIZES = [int(n) for n in (os.environ.get("BENCH_ACCOUNTS") or ("20000" if QUICK else "100000,1000000")).split(",")]
 
 
@@ -74,6 +83,26 @@ async def fill_changelog(world: World, accounts: int) -> List[int]:
     return users
 
 
+async def raw_read(world: World, accounts: int) -> float:
+    """Seconds a plain consumer takes to read every record of the accounts changelog."""
+    topic = f"{world.app_id}-accounts-changelog"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        start, seen = time.monotonic(), 0
+        while seen < accounts:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                seen += len(records)
+        return time.monotonic() - start
+    finally:
+        await consumer.stop()
+
+
 async def time_to_ready(worker: Worker) -> float:
     start = time.monotonic()
     worker.start()
@@ -89,43 +118,61 @@ async def check_sample(worker: Worker, users: List[int]) -> None:
                 assert body["balances"]["1"]["available"] == user % 100_000 + 1, body
 
 
-async def measure(accounts: int) -> Tuple[float, float, float, float]:
+async def measure(accounts: int) -> Dict[str, float]:
     world = World()
     base = Path(tempfile.mkdtemp(prefix="ubscore-recovery-"))
     start = time.monotonic()
     users = await fill_changelog(world, accounts)
-    fill_s = time.monotonic() - start
-    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn")
-    rebuild_s = await time_to_ready(worker)
+    times = {"fill_s": time.monotonic() - start, "raw_read_s": await raw_read(world, accounts)}
+    worker = Worker(world, base / "faust", base / "faust.log", loglevel="warn", extra_env=FAUST_ONLY)
+    times["rebuild_faust_s"] = await time_to_ready(worker)
     await check_sample(worker, users)
     worker.stop()
-    worker = Worker(world, base / "data", base / "worker2.log", loglevel="warn")
-    local_s = await time_to_ready(worker)
+    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn", extra_env=BULK)
+    times["rebuild_s"] = await time_to_ready(worker)
+    await check_sample(worker, users)
+    worker.stop()
+    worker = Worker(world, base / "data", base / "worker2.log", loglevel="warn", extra_env=BULK)
+    times["reopen_s"] = await time_to_ready(worker)
     await check_sample(worker, users)
     worker.stop(signal.SIGKILL)
-    worker = Worker(world, base / "data", base / "worker3.log", loglevel="warn")
-    killed_s = await time_to_ready(worker)
+    worker = Worker(world, base / "data", base / "worker3.log", loglevel="warn", extra_env=BULK)
+    times["killed_s"] = await time_to_ready(worker)
     await check_sample(worker, users)
     worker.stop()
-    return fill_s, rebuild_s, local_s, killed_s
+    return times
+
+
+#: Printed columns: (key of measure's dict, heading, width); records/s are derived from the times.
+COLUMNS = (
+    ("fill_s", "fill changelog s", 18),
+    ("raw_read_s", "raw read s", 12),
+    ("rebuild_faust_s", "ready, no files, Faust's recovery s", 37),
+    ("rebuild_s", "ready, no files, bulk s", 25),
+    ("reopen_s", "after clean stop s", 20),
+    ("killed_s", "after SIGKILL s", 17),
+)
+RATES = (("raw_read_s", "raw rec/s"), ("rebuild_faust_s", "Faust rec/s"), ("rebuild_s", "bulk rec/s"))
 
 
 async def run() -> Dict[str, Any]:
     """Each size in turn, printed as a table; the rows as a dict for bench.run."""
-    columns = (
-        ("fill changelog s", 18),
-        ("ready, no local files s", 26),
-        ("after clean stop s", 20),
-        ("after SIGKILL s", 17),
+    print(
+        f"{'accounts':>10}"
+        + "".join(f"{name:>{width}}" for _, name, width in COLUMNS)
+        + "".join(f"{name:>13}" for _, name in RATES)
     )
-    print(f"{'accounts':>10}" + "".join(f"{name:>{width}}" for name, width in columns))
     rows = []
     for accounts in SIZES:
-        fill_s, rebuild_s, local_s, killed_s = await measure(accounts)
-        print(f"{accounts:>10}{fill_s:>18.1f}{rebuild_s:>26.1f}{local_s:>20.1f}{killed_s:>17.1f}", flush=True)
-        rows.append(
-            {"accounts": accounts, "fill_s": fill_s, "rebuild_s": rebuild_s, "reopen_s": local_s, "killed_s": killed_s}
+        times = await measure(accounts)
+        rates = {f"{key[:-2]}_records_per_s": accounts / times[key] for key, _ in RATES}
+        print(
+            f"{accounts:>10}"
+            + "".join(f"{times[key]:>{width}.1f}" for key, _, width in COLUMNS)
+            + "".join(f"{rates[f'{key[:-2]}_records_per_s']:>13,.0f}" for key, _ in RATES),
+            flush=True,
         )
+        rows.append({"accounts": accounts, **times, **rates})
     return {"rows": rows}
 
 

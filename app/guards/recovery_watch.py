@@ -31,7 +31,7 @@ from faust.types import TP
 
 from app import metrics
 from app.faust_app import app
-from app.guards import failpoints
+from app.guards import bulk_recovery, failpoints
 from app.guards.faust_internals import recovery_progress
 from app.guards.resume import exit_for_restart, resume_partition
 from app.guards.stalls import RecoveryWatch, Stall, StallAction
@@ -68,6 +68,8 @@ watch = RecoveryWatch(settings.stall_s)
 async def check_recovery() -> None:
     """Look for stalled changelog partitions of the recovery under way and act on them."""
     generation, progress = recovery_progress(app.tables.recovery)  # type: ignore[attr-defined]  # TableManagerT omits it
+    if bulk_recovery.loading:
+        progress = {}  # one reader per partition: a resume now would start Faust's beside the bulk load
     stalls = watch.observe(time.monotonic(), generation, progress)
     for stall in stalls:
         report(stall)

@@ -577,7 +577,7 @@ async def judge(workers: List[Worker], acks: List[Ack], result: RunResult, log: 
 
 
 def count_repairs(log_paths: Iterable[Path]) -> Tuple[int, int]:
-    """Input holes the agent filled (app.guards.input_gaps) and stalls the watch acted on (app.guards.input_watch)."""
+    """Input holes the agent filled (app.guards.input_gaps) and stalls the watches acted on (input and recovery)."""
     holes = stalls = 0
     for path in log_paths:
         try:
@@ -585,7 +585,7 @@ def count_repairs(log_paths: Iterable[Path]) -> Tuple[int, int]:
         except OSError:
             continue
         holes += text.count("input_gap topic=")
-        stalls += text.count("input_stalled topic=")
+        stalls += text.count("input_stalled topic=") + text.count("recovery_stalled topic=")
     return holes, stalls
 
 

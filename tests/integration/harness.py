@@ -124,6 +124,8 @@ class Worker:
                 "PYTHONUNBUFFERED": "1",
                 # Tests wait two minutes at most: a stalled input must be noticed well before that.
                 "UBS_STALL_S": str(STALL_S),
+                # Rebuilds in the tests are small: most partitions take the bulk load, the smallest Faust's path.
+                "UBS_BULK_RECOVERY_MIN_RECORDS": "50",
             }
         )
         env.update(self.extra_env)
