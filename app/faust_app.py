@@ -102,6 +102,8 @@ app = UBSCoreApp(
     # How long a silent (killed, frozen) worker keeps its partitions before the group moves them.
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+    # A static member restarted at the same URL takes its partitions back without a rebalance.
+    consumer_group_instance_id=settings.group_instance_id("ledger"),
     # Faust binds 0.0.0.0 unless told otherwise; the gateway listens where UBS_WEB_HOST says.
     web_bind=settings.web_host,
     web_host=settings.advertised_host,

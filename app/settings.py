@@ -13,6 +13,7 @@ README.md``), so the three cannot disagree (tests/unit/test_settings.py checks t
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
@@ -21,6 +22,7 @@ from app.errors import ConfigurationError
 
 PROCESSING_GUARANTEES = ("at_least_once",)
 ROLES = ("all", "ledger", "sink")
+MEMBERSHIPS = ("static", "dynamic")
 README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _ALL_INTERFACES = ("0.0.0.0", "::")
 
@@ -118,6 +120,15 @@ class Settings:
         "integer",
         1024,
     )
+    group_membership: str = _setting(
+        "UBS_GROUP_MEMBERSHIP",
+        "static",
+        "`static`: the worker is a static member of its consumer groups, named by its advertised URL, so one "
+        "restarted at the same URL (after a crash too) gets its partitions back at once instead of after "
+        "`UBS_SESSION_TIMEOUT_S`, while one stopped for good keeps them until that timeout; `dynamic`: every stop "
+        'and start moves partitions (see "Operating it")',
+        "membership",
+    )
     bulk_recovery_min_records: int = _setting(
         "UBS_BULK_RECOVERY_MIN_RECORDS",
         10_000,
@@ -189,6 +200,19 @@ class Settings:
         """The URL other workers use to reach this one (for routed reads)."""
         return f"http://{self.advertised_host}:{self.web_port}"
 
+    def group_instance_id(self, group: str) -> Optional[str]:
+        """This worker's static member name in a consumer group (Kafka's group.instance.id), None if dynamic.
+
+        The advertised URL is unique per worker (reads are routed by it) and
+        Faust's assignor refuses an assignment made for another URL, so a worker
+        whose URL changed must join as a new member. A sink-only process serves
+        no URL, so it stays a dynamic member.
+        """
+        if self.group_membership != "static" or self.role == "sink":
+            return None
+        # Kafka allows letters, digits, '.', '_' and '-' in the name.
+        return re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.advertised_host}-{self.web_port}-{group}")
+
     def topic_name(self, base: str) -> str:
         """A topic's full name: ``UBS_TOPIC_PREFIX`` + the contract name (balance.events...)."""
         return f"{self.topic_prefix}{base}"
@@ -234,6 +258,12 @@ def _role(raw: str, name: str) -> str:
     return raw
 
 
+def _membership(raw: str, name: str) -> str:
+    if raw not in MEMBERSHIPS:
+        raise ConfigurationError(f"{name} must be one of {', '.join(MEMBERSHIPS)}, got {raw!r}")
+    return raw
+
+
 def _hosts(raw: str, name: str) -> Tuple[str, ...]:
     hosts = tuple(host.strip() for host in raw.split(",") if host.strip())
     if not hosts:
@@ -248,6 +278,7 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "number": _number,
     "guarantee": _guarantee,
     "role": _role,
+    "membership": _membership,
     "hosts": _hosts,
 }
 

@@ -80,6 +80,7 @@ class SettlementSink(Service):
             metadata_max_age_ms=5_000,
             session_timeout_ms=int(settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(min(3.0, settings.session_timeout_s / 3) * 1000),
+            group_instance_id=settings.group_instance_id("sink"),
         )
         self.consumer.subscribe([events_topic.get_topic_name()])
         await self.consumer.start()

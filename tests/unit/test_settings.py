@@ -47,6 +47,17 @@ def test_exactly_once_is_refused_with_the_reason() -> None:
     assert load({}).processing_guarantee == "at_least_once"
 
 
+def test_a_static_member_is_named_by_its_advertised_address_in_kafka_s_characters() -> None:
+    worker = load({"UBS_ADVERTISED_HOST": "ledger-3.example", "UBS_WEB_PORT": "7001"})
+    assert worker.group_membership == "static"
+    assert worker.group_instance_id("ledger") == "ledger-3.example-7001-ledger"
+    assert load({"UBS_ADVERTISED_HOST": "::1"}).group_instance_id("sink") == "__1-6066-sink"
+    assert load({"UBS_GROUP_MEMBERSHIP": "dynamic"}).group_instance_id("ledger") is None
+    assert load({"UBS_ROLE": "sink"}).group_instance_id("sink") is None  # serves no URL to be named by
+    with pytest.raises(ConfigurationError, match="UBS_GROUP_MEMBERSHIP"):
+        load({"UBS_GROUP_MEMBERSHIP": "sticky"})
+
+
 def test_readme_settings_table_is_the_generated_one() -> None:
     """Defaults and help live in app/settings.py alone; `python -m app.settings --write README.md` updates it."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
