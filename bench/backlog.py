@@ -42,7 +42,8 @@ async def main() -> None:
     await asyncio.to_thread(creator.wait_ready, PARTITIONS, 180)
     creator.stop()
     await produce_all(world.topic("balance.operations"), messages)
-    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn", extra_env=LEDGER).start()
+    worker = Worker(world, base / "data", base / "worker.log", loglevel="warn", extra_env=LEDGER, port=creator.port)
+    worker.start()
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
         start = time.monotonic()

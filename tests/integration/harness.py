@@ -95,10 +95,13 @@ class Worker:
         log_path: Path,
         extra_env: Optional[Dict[str, str]] = None,
         loglevel: str = "info",
+        port: Optional[int] = None,
     ) -> None:
+        """``port``: a worker started where another one stopped is that worker restarted (same address,
+        so the same static group member, app.settings.group_instance_id); a new port is a new worker."""
         self.world = world
         self.loglevel = loglevel
-        self.port = free_port()
+        self.port = port or free_port()
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_env = extra_env or {}

@@ -38,19 +38,20 @@ async def test_a_bulk_rebuild_equals_faust_s_and_deduplicates_every_redelivery(t
     finally:
         first.stop()
 
-    faust_only = Worker(world, tmp_path / "faust", tmp_path / "faust.log", extra_env=FAUST_ONLY).start()
+    faust_only = Worker(world, tmp_path / "faust", tmp_path / "faust.log", extra_env=FAUST_ONLY, port=first.port)
+    faust_only.start()
     try:
         await asyncio.to_thread(faust_only.wait_ready, PARTITIONS)
         by_faust = await read_tables(faust_only.url, users)
-        assert "bulk_recovery partitions=" not in faust_only.log_path.read_text()
+        assert "bulk_recovery topics=" not in faust_only.log_path.read_text()
     finally:
         faust_only.stop()
 
-    bulk = Worker(world, tmp_path / "bulk", tmp_path / "bulk.log", extra_env=BULK_ALWAYS).start()
+    bulk = Worker(world, tmp_path / "bulk", tmp_path / "bulk.log", extra_env=BULK_ALWAYS, port=first.port).start()
     try:
         await asyncio.to_thread(bulk.wait_ready, PARTITIONS)
         log = bulk.log_path.read_text()
-        assert "bulk_recovery partitions=" in log and "bulk_recovery_failed" not in log, bulk.tail()
+        assert "bulk_recovery topics=" in log and "bulk_recovery_failed" not in log, bulk.tail()
         assert await read_tables(bulk.url, users) == by_faust
         assert all(by_faust[user] is not None for user in users)
         await produce(world.topic("balance.operations"), messages)  # every operation again: all duplicates

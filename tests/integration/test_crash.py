@@ -46,7 +46,7 @@ async def test_kill_at_failpoint_then_rebuild_from_changelog(failpoint: str, tmp
     await produce(world.topic("balance.operations"), messages)
     assert await wait_exit(crashing) == -9
 
-    restarted = Worker(world, tmp_path / "local", tmp_path / "restart.log").start()
+    restarted = Worker(world, tmp_path / "local", tmp_path / "restart.log", port=crashing.port).start()
     try:
         await asyncio.to_thread(restarted.wait_ready, PARTITIONS)
         assert "local_table_set_aside" not in restarted.log_path.read_text()
@@ -55,7 +55,7 @@ async def test_kill_at_failpoint_then_rebuild_from_changelog(failpoint: str, tmp
     finally:
         restarted.stop()
 
-    rebuilt = Worker(world, tmp_path / "fresh", tmp_path / "rebuild.log").start()
+    rebuilt = Worker(world, tmp_path / "fresh", tmp_path / "rebuild.log", port=restarted.port).start()
     try:
         await asyncio.to_thread(rebuilt.wait_ready, PARTITIONS)
         report = await verify_eventually(rebuilt, timeout=30)
@@ -88,7 +88,7 @@ async def test_local_tables_are_reopened_after_a_kill_and_set_aside_on_another_c
     kept = stores(data)
     assert len(kept) == 3 * PARTITIONS and all(name.endswith(".db") for name in kept)
 
-    second = Worker(world, data, tmp_path / "second.log").start()
+    second = Worker(world, data, tmp_path / "second.log", port=first.port).start()
     try:
         await asyncio.to_thread(second.wait_ready, PARTITIONS)
         assert "local_table_set_aside" not in second.log_path.read_text(), second.tail()

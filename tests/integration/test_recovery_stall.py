@@ -43,7 +43,7 @@ async def test_a_recovery_that_receives_nothing_is_resumed_or_restarted(tmp_path
         first.stop()
 
     soft = {"UBS_FAILPOINT": "stall_recovery:1", **WATCHED}
-    resumed = Worker(world, tmp_path / "resumed", tmp_path / "resumed.log", extra_env=soft).start()
+    resumed = Worker(world, tmp_path / "resumed", tmp_path / "resumed.log", extra_env=soft, port=first.port).start()
     try:
         await asyncio.to_thread(resumed.wait_ready, PARTITIONS, STALL_S * 6)
         log = resumed.log_path.read_text()
@@ -57,7 +57,7 @@ async def test_a_recovery_that_receives_nothing_is_resumed_or_restarted(tmp_path
 
     hard = {"UBS_FAILPOINT": "stall_recovery_hard:1", **WATCHED}
     data = tmp_path / "stuck"
-    stuck = Worker(world, data, tmp_path / "stuck.log", extra_env=hard).start()
+    stuck = Worker(world, data, tmp_path / "stuck.log", extra_env=hard, port=first.port).start()
     try:
         assert stuck.process is not None
         status = await asyncio.to_thread(stuck.process.wait, STALL_S * 8)
@@ -68,7 +68,7 @@ async def test_a_recovery_that_receives_nothing_is_resumed_or_restarted(tmp_path
         stuck.stop()
 
     # What a supervisor does: start it again. It reopens what it rebuilt and reads the rest.
-    restarted = Worker(world, data, tmp_path / "restarted.log").start()
+    restarted = Worker(world, data, tmp_path / "restarted.log", port=first.port).start()
     try:
         await asyncio.to_thread(restarted.wait_ready, PARTITIONS)
         applied_them_all(await verify_eventually(restarted))

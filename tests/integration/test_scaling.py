@@ -76,6 +76,26 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
         b.stop()
 
 
+async def test_a_worker_killed_and_restarted_at_its_address_keeps_its_partitions_without_a_rebalance(
+    tmp_path: Path,
+) -> None:
+    """Static membership: the restarted worker rejoins under its old name, and nobody else rebalances."""
+    world = World()
+    a = Worker(world, tmp_path / "a", tmp_path / "a.log").start()
+    b = Worker(world, tmp_path / "b", tmp_path / "b.log").start()
+    try:
+        before = await wait_spread([a, b])
+        seen = len(a.log_path.read_text())
+        await asyncio.to_thread(b.stop, signal.SIGKILL)
+        b.start()  # the same address: the same static member of both groups
+        await asyncio.to_thread(b.wait_ready)
+        assert await wait_spread([a, b]) == before
+        assert "Revoking previously assigned partitions" not in a.log_path.read_text()[seen:], a.tail()
+    finally:
+        a.stop()
+        b.stop()
+
+
 async def long_polls_answer_at_the_owner(http: aiohttp.ClientSession, a: Worker, b: Worker, user: int) -> None:
     """GET /operations/{user}/{op_id}?wait_s= waits for a result, on either worker, and refuses bad waits."""
     result = f"{a.url}/operations/{user}/later"

@@ -77,7 +77,7 @@ async def test_a_stall_that_a_resume_cannot_lift_ends_in_an_exit_for_the_supervi
         stuck.stop()
 
     # What a supervisor does: start it again. It rebuilds from the changelogs and catches up.
-    restarted = Worker(world, data, tmp_path / "restarted.log").start()
+    restarted = Worker(world, data, tmp_path / "restarted.log", port=stuck.port).start()
     try:
         await asyncio.to_thread(restarted.wait_ready, PARTITIONS)
         applied_them_all(await verify_eventually(restarted))
