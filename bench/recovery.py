@@ -16,6 +16,9 @@ fresh world (what N users' deposits would have left there), then, side by side:
 3. kills that one (SIGKILL) and starts it again on the same directory: the files
    are reopened as after a clean stop (docs/design.md, "Local state and recovery").
 
+Steps 1 (bulk) to 3 run at one address, as one worker restarted: a static group
+member gets its partitions back at once (docs/design.md, "Static membership").
+
 "Ready" is GET /health answering 200 with all partitions assigned and recovery
 done. A sample of accounts is read back through the gateway to check the data.
 

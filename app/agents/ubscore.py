@@ -137,7 +137,9 @@ async def take(checkpoints: Checkpoints, event: EventT) -> None:
     position = cursor_key(message.topic, message.partition)
     last = checkpoints.open.get(cursors, message.partition, position)
     missed: List[Message] = []
-    if last is not None and message.offset > last + 1:
+    if last is None and message.offset > 0:
+        missed = await read_hole(message, None, message.offset)  # nothing applied here: all before it is due
+    elif last is not None and message.offset > last + 1:
         missed = await read_hole(message, last + 1, message.offset)
     batch = checkpoints.open  # no await from here to the end of this function
     for skipped in missed:
@@ -157,11 +159,19 @@ def handle(batch: Batch, message: Message) -> None:
         handle_operation(batch, message)
 
 
-async def read_hole(current: Message, start: int, end: int) -> List[Message]:
-    """The records Faust skipped before ``current``, read straight from Kafka, in order."""
-    metrics.inc("ubscore_input_gaps_total")
-    log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, start, end - 1)
+async def read_hole(current: Message, start: Optional[int], end: int) -> List[Message]:
+    """The records Faust skipped before ``current``, read straight from Kafka, in order.
+
+    With ``start`` None nothing was ever applied on the partition, so every record
+    Kafka still holds before ``current`` is due; none there (a partition whose
+    first records retention removed) is no hole.
+    """
     missed = await read_range(current.topic, current.partition, start, end)
+    if start is None and not missed:
+        return missed
+    first = start if start is not None else missed[0].offset
+    metrics.inc("ubscore_input_gaps_total")
+    log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, first, end - 1)
     log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
     return missed
 

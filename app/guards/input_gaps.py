@@ -9,7 +9,9 @@ records in between were skipped.
 
 The last applied offset per input partition lives in the changelog-backed
 ``cursors`` table, so a hole shows across restarts and rebalances too, including
-one at the very start of an assignment. The checkpoint writes a cursor only after
+one at the very start of an assignment. A partition without a cursor has had
+nothing applied, so a first record past the partition's first offset is the end
+of a hole too. The checkpoint writes a cursor only after
 the outputs of the records it covers (app.agents.checkpoint, rule 4): everything
 up to it is done, and only what lies beyond it needs reading back.
 ``read_range`` fetches the missing records with the plain reader of
@@ -20,7 +22,7 @@ cursor is a redelivery and goes through the usual deduplication.
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from faust.types import TP
 from faust.types.tuples import Message
@@ -36,13 +38,13 @@ def cursor_key(topic: str, partition: int) -> bytes:
     return f"{topic}:{partition}".encode()
 
 
-async def read_range(topic: str, partition: int, start: int, end: int) -> List[Message]:
-    """The records of one partition at offsets [start, end), as Faust messages, in order."""
+async def read_range(topic: str, partition: int, start: Optional[int], end: int) -> List[Message]:
+    """The records of one partition at offsets [start, end), as Faust messages, in order; no start: its first."""
     records = await read_topic(
         settings.kafka_bootstrap,
         topic,
         partitions=[partition],
-        start={partition: start},
+        start={partition: start} if start is not None else None,
         end={partition: end},
         timeout_s=READ_TIMEOUT_S,
     )

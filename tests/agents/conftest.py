@@ -113,9 +113,10 @@ class Ledger:
             tp=TP(OPERATIONS, partition),
         )
 
-    async def read_range(self, topic: str, partition: int, start: int, end: int) -> List[Message]:
-        """Stands in for app.guards.input_gaps.read_range: the skipped records in [start, end)."""
-        return [self.skipped[k] for k in sorted(self.skipped) if k[:2] == (topic, partition) and start <= k[2] < end]
+    async def read_range(self, topic: str, partition: int, start: Optional[int], end: int) -> List[Message]:
+        """Stands in for app.guards.input_gaps.read_range: the skipped records in [start, end), start None: 0."""
+        first = start or 0
+        return [self.skipped[k] for k in sorted(self.skipped) if k[:2] == (topic, partition) and first <= k[2] < end]
 
     async def put_raw(
         self,

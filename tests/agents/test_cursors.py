@@ -45,3 +45,22 @@ async def test_a_redelivered_older_message_does_not_move_the_cursor_back(ledger:
     await ledger.submit(offset=21, **deposit("d21"))  # Kafka redelivers it
     assert cursor() == 22
     assert [e["op_id"] for e in sent.values("events")] == ["d20", "d21", "d22", "d21"]
+
+
+async def test_records_skipped_before_the_first_cursor_of_a_partition_are_read_back(ledger: Ledger, sent: Sent) -> None:
+    """No cursor means nothing applied there: a first record past offset 0 ends a hole from the start."""
+    gaps = metrics.value("ubscore_input_gaps_total")
+    ledger.skip(deposit("first"), offset=0)
+    ledger.skip(deposit("second"), offset=1)
+    await ledger.submit(offset=2, **deposit("third"))
+    assert [e["op_id"] for e in sent.values("events")] == ["first", "second", "third"]
+    assert [e["seq"] for e in sent.values("events")] == [1, 2, 3]
+    assert metrics.value("ubscore_input_gaps_total") == gaps + 1
+    assert cursor() == 2
+
+
+async def test_a_first_record_with_nothing_before_it_in_kafka_is_no_hole(ledger: Ledger, sent: Sent) -> None:
+    gaps = metrics.value("ubscore_input_gaps_total")
+    await ledger.submit(offset=40, **deposit("after_retention"))  # offsets 0-39 removed by retention
+    assert [e["op_id"] for e in sent.values("events")] == ["after_retention"]
+    assert metrics.value("ubscore_input_gaps_total") == gaps

@@ -281,7 +281,7 @@ async def test_a_checkpoint_taking_the_batch_during_a_hole_read_loses_nothing(
         await gate.wait()
         return await original(records)
 
-    async def slow_read(topic: str, partition: int, start: int, end: int) -> Any:
+    async def slow_read(topic: str, partition: int, start: Optional[int], end: int) -> Any:
         gate.set()  # the first checkpoint completes and the second takes the open batch meanwhile
         await asyncio.sleep(0.1)
         return await ledger.read_range(topic, partition, start, end)
