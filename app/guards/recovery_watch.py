@@ -18,6 +18,8 @@ supervisor. The decision is app.guards.stalls, the same as the input's.
 
 Faust starts its own timers only after the first recovery, so this one is a
 startup task (app.faust_app.UBSCoreApp.startup_task) and watches that one too.
+It holds still while a bulk load (app.guards.bulk_recovery) reads the changelogs:
+a resume then would start a second reader of the same partitions.
 """
 
 from __future__ import annotations
