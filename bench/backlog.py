@@ -8,20 +8,32 @@ machine; ``bench.pipeline`` measures it side by side with the raw baselines.
 
     python -m bench.backlog                         # 30,000 operations, 1,000 users
     BENCH_OPS=50000 UBS_MAX_FETCH_BYTES=16384 python -m bench.backlog
+    BENCH_PROFILE=/tmp/ledger.txt python -m bench.backlog   # py-spy samples the worker while it drains
+
+With ``BENCH_PROFILE`` the worker is sampled by py-spy from its first ready
+answer to its last event, and the collapsed stacks are written there; it prints
+where the samples fall, by the library that runs them (their own time, and time
+under each of UBSCore's functions).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 from bench.pipeline import count_until, produce_all
 from tests.integration.harness import PARTITIONS, Worker, World, workload
 
+PROFILE = os.environ.get("BENCH_PROFILE")
 OPS = int(os.environ.get("BENCH_OPS", "30000"))
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
 LEDGER = {"UBS_ROLE": "ledger"}
@@ -46,8 +58,10 @@ async def main() -> None:
     worker.start()
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
+        sampler = start_sampling(worker) if PROFILE else None
         start = time.monotonic()
         done = await count_until(world.topic("balance.events"), len(messages), timeout=900)
+        stop_sampling(sampler)
         metrics = await asyncio.to_thread(checkpoint_metrics, worker.url)
     finally:
         worker.stop()
@@ -56,6 +70,53 @@ async def main() -> None:
     print(f"backlog of {len(messages)} operations, {USERS} users, {PARTITIONS} partitions, one ledger worker")
     rate, batch = len(messages) / (done - start), inputs / max(checkpoints, 1)
     print(f"ops/s {rate:.0f}  checkpoints {checkpoints:.0f}  mean batch {batch:.1f}")
+    if PROFILE:
+        summarize(Path(PROFILE))
+
+
+def start_sampling(worker: Worker) -> subprocess.Popen:
+    """py-spy on the worker, its threads included, until stopped."""
+    assert worker.process is not None and PROFILE is not None
+    py_spy = str(Path(sys.executable).with_name("py-spy"))
+    command = [py_spy, "record", "-p", str(worker.process.pid), "-o", PROFILE, "--format", "raw", "-r", "200"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_sampling(sampler: Optional[subprocess.Popen]) -> None:
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        sampler.wait(timeout=60)
+
+
+def library(frame: str) -> str:
+    """Who runs a collapsed-stack frame, ``fn (path/to/file.py:12)``: a package, UBSCore, or the standard library."""
+    path = frame.rsplit("(", 1)[-1]
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1].split("/", 1)[0].split(".", 1)[0]
+    if "/app/" in path:
+        return "app"
+    return "stdlib" if "python3" in path else "other"
+
+
+def summarize(path: Path) -> None:
+    """Own time by library, and inclusive time under the top UBSCore functions, as shares of all samples."""
+    own: Counter = Counter()
+    under: Counter = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        frames = stack.split(";")
+        total += samples
+        own[library(frames[-1])] += samples
+        for frame in {f for f in frames if "/app/" in f}:
+            under[frame.split(" (", 1)[0] + " " + frame.rsplit("/app/", 1)[1].split(":", 1)[0]] += samples
+    print(f"\n{total} samples; own time by library:")
+    for name, samples in own.most_common(12):
+        print(f"  {samples / total:6.1%}  {name}")
+    print("time under UBSCore's functions (inclusive):")
+    for name, samples in under.most_common(15):
+        print(f"  {samples / total:6.1%}  {name}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,31 @@ def test_our_subclasses_override_those_very_hooks() -> None:
     assert inspect.iscoroutinefunction(vars(DrainingProducerBuffer)["_send_pending"])
 
 
+def test_the_recovery_hooks_of_the_bulk_load_exist_and_are_called() -> None:
+    """app.guards.bulk_recovery overrides Recovery._build_offsets and TableManager.recovery."""
+    from faust.tables import TableManager
+    from faust.tables.recovery import Recovery
+
+    build_offsets = Recovery._build_offsets
+    assert inspect.iscoroutinefunction(build_offsets)
+    assert list(inspect.signature(build_offsets).parameters) == ["self", "consumer", "tps", "destination", "title"]
+    source = inspect.getsource(Recovery)  # _restart_recovery is a mode ServiceTask, not a plain function
+    restart = source[source.index("async def _restart_recovery") : source.index("def _set_recovery_started")]
+    # Called for the actives with their offsets, after their highwaters, before the seek.
+    assert restart.index("_build_highwaters") < restart.index("_build_offsets") < restart.index("_seek_offsets")
+    assert '"active"' in restart and "active_offsets" in restart
+    assert isinstance(inspect.getattr_static(TableManager, "recovery"), property)
+    assert "self._recovery" in inspect.getsource(TableManager)
+
+
+def test_our_table_manager_hands_out_the_bulk_first_recovery() -> None:
+    from app.guards.bulk_recovery import BulkFirstRecovery, UBSCoreTableManager
+
+    assert "_build_offsets" in vars(BulkFirstRecovery)
+    app = faust.App("canary", broker="kafka://localhost:1", store="memory://", TableManager=UBSCoreTableManager)
+    assert isinstance(app.tables.recovery, BulkFirstRecovery)
+
+
 def loaded_after(statement: str) -> Tuple[Dict[str, Any], str]:
     """Run ``statement`` in a fresh interpreter; the heavy libraries it loaded, and what it printed."""
     code = (
