@@ -252,16 +252,13 @@ def _guarantee(raw: str, name: str) -> str:
     return raw
 
 
-def _role(raw: str, name: str) -> str:
-    if raw not in ROLES:
-        raise ConfigurationError(f"{name} must be one of {', '.join(ROLES)}, got {raw!r}")
-    return raw
+def _one_of(choices: Tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(raw: str, name: str) -> str:
+        if raw not in choices:
+            raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
 
-
-def _membership(raw: str, name: str) -> str:
-    if raw not in MEMBERSHIPS:
-        raise ConfigurationError(f"{name} must be one of {', '.join(MEMBERSHIPS)}, got {raw!r}")
-    return raw
+    return parse
 
 
 def _hosts(raw: str, name: str) -> Tuple[str, ...]:
@@ -277,8 +274,8 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "integer": _integer,
     "number": _number,
     "guarantee": _guarantee,
-    "role": _role,
-    "membership": _membership,
+    "role": _one_of(ROLES),
+    "membership": _one_of(MEMBERSHIPS),
     "hosts": _hosts,
 }
 
