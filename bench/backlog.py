@@ -88,14 +88,14 @@ def stop_sampling(sampler: Optional[subprocess.Popen]) -> None:
         sampler.wait(timeout=60)
 
 
+def where(frame: str) -> str:
+    """The file of a collapsed-stack frame, ``fn (faust/streams.py:12)`` -> ``faust/streams.py``."""
+    return frame.rsplit(" (", 1)[-1].rsplit(":", 1)[0]
+
+
 def library(frame: str) -> str:
-    """Who runs a collapsed-stack frame, ``fn (path/to/file.py:12)``: a package, UBSCore, or the standard library."""
-    path = frame.rsplit("(", 1)[-1]
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0].split(".", 1)[0]
-    if "/app/" in path:
-        return "app"
-    return "stdlib" if "python3" in path else "other"
+    """Who runs a frame: its top package (faust, aiokafka, app, asyncio, ...) or standard-library module."""
+    return where(frame).split("/", 1)[0].removesuffix(".py")
 
 
 def summarize(path: Path) -> None:
@@ -109,8 +109,8 @@ def summarize(path: Path) -> None:
         frames = stack.split(";")
         total += samples
         own[library(frames[-1])] += samples
-        for frame in {f for f in frames if "/app/" in f}:
-            under[frame.split(" (", 1)[0] + " " + frame.rsplit("/app/", 1)[1].split(":", 1)[0]] += samples
+        for frame in {f for f in frames if where(f).startswith("app/")}:
+            under[f"{frame.split(' (', 1)[0]} {where(frame)}"] += samples
     print(f"\n{total} samples; own time by library:")
     for name, samples in own.most_common(12):
         print(f"  {samples / total:6.1%}  {name}")
