@@ -104,9 +104,7 @@ async def observe_positions() -> Dict[TP, Position]:
 
 async def resume(stall: Stall) -> None:
     """Step 1 for an input partition: lift it and re-read from the record after its cursor."""
-    position = stall.position
-    offset = position.cursor + 1 if position.cursor is not None else position.first
-    await resume_partition("input_resumed", stall.tp, offset)
+    await resume_partition("input_resumed", stall.tp, stall.position.next_offset)
 
 
 def pause_input() -> None:

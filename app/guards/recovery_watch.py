@@ -59,9 +59,7 @@ def report(stall: Stall) -> None:
 
 async def resume(stall: Stall) -> None:
     """Step 1 for a changelog partition: lift it and re-read from the record after the one applied."""
-    position = stall.position
-    offset = position.cursor + 1 if position.cursor is not None else position.first
-    await resume_partition("recovery_resumed", stall.tp, offset)
+    await resume_partition("recovery_resumed", stall.tp, stall.position.next_offset)
 
 
 watch = RecoveryWatch(settings.stall_s)

@@ -31,6 +31,11 @@ class Position:
     end: int  # offset the next record will get
 
     @property
+    def next_offset(self) -> int:
+        """The record to read from on a resume: the one after the cursor, or the first one."""
+        return self.cursor + 1 if self.cursor is not None else self.first
+
+    @property
     def pending(self) -> bool:
         """Records wait in Kafka beyond what the agent applied."""
         return self.end > (self.cursor + 1 if self.cursor is not None else self.first)

@@ -289,6 +289,15 @@ def world_settings(worker: "Worker") -> Any:
     return load(worker.env())
 
 
+async def exits_for_restart(worker: "Worker", timeout: float) -> None:
+    """The worker's watch resumed a stalled partition first, then exited 70 for its supervisor."""
+    assert worker.process is not None
+    status = await asyncio.to_thread(worker.process.wait, timeout)
+    assert status == 70, worker.tail()
+    log = worker.log_path.read_text()
+    assert log.index("action=resume") < log.index("action=exit"), worker.tail()
+
+
 async def verify_eventually(worker: "Worker", timeout: float = 120.0, worker_url: Optional[str] = None) -> Any:
     """Run the verifier until every invariant holds or the time is up; return the last report."""
     from app.tools.verifier import verify

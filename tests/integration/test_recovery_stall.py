@@ -18,7 +18,7 @@ import pytest
 
 from app.core.verification import Report
 
-from .harness import PARTITIONS, Worker, World, produce, verify_eventually, workload
+from .harness import PARTITIONS, Worker, World, exits_for_restart, produce, verify_eventually, workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -59,11 +59,7 @@ async def test_a_recovery_that_receives_nothing_is_resumed_or_restarted(tmp_path
     data = tmp_path / "stuck"
     stuck = Worker(world, data, tmp_path / "stuck.log", extra_env=hard, port=first.port).start()
     try:
-        assert stuck.process is not None
-        status = await asyncio.to_thread(stuck.process.wait, STALL_S * 8)
-        assert status == 70, stuck.tail()
-        log = stuck.log_path.read_text()
-        assert log.index("action=resume") < log.index("action=exit"), stuck.tail()
+        await exits_for_restart(stuck, STALL_S * 8)
     finally:
         stuck.stop()
 

@@ -18,7 +18,7 @@ import pytest
 
 from app.core.verification import Report
 
-from .harness import PARTITIONS, STALL_S, Worker, World, produce, verify_eventually, workload
+from .harness import PARTITIONS, STALL_S, Worker, World, exits_for_restart, produce, verify_eventually, workload
 
 # Above the sum of the bounded waits inside, so those fail first with their own message (pytest-timeout).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -68,11 +68,7 @@ async def test_a_stall_that_a_resume_cannot_lift_ends_in_an_exit_for_the_supervi
     try:
         await asyncio.to_thread(stuck.wait_ready, PARTITIONS)
         await produce_across_the_stall(world, stuck)
-        assert stuck.process is not None
-        status = await asyncio.to_thread(stuck.process.wait, STALL_S * 4)
-        assert status == 70, stuck.tail()
-        log = stuck.log_path.read_text()
-        assert log.index("action=resume") < log.index("action=exit"), stuck.tail()
+        await exits_for_restart(stuck, STALL_S * 4)
     finally:
         stuck.stop()
 
