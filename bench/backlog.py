@@ -5,6 +5,9 @@ stopped once creates the topics); then one worker of role ledger starts, and the
 figure is operations per second from its first ready answer to the last event.
 Without a producer or a sink beside it, this is the ledger's own rate on this
 machine; ``bench.pipeline`` measures it side by side with the raw baselines.
+It also prints the worker's CPU time per operation, which moves much less than
+the rate when other work shares the machine: the figure to compare before and
+after a change to the per-message path.
 
     python -m bench.backlog                         # 30,000 operations, 1,000 users
     BENCH_OPS=50000 UBS_MAX_FETCH_BYTES=16384 python -m bench.backlog
@@ -59,8 +62,9 @@ async def main() -> None:
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
         sampler = start_sampling(worker) if PROFILE else None
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), cpu_seconds(worker)
         done = await count_until(world.topic("balance.events"), len(messages), timeout=900)
+        cpu = cpu_seconds(worker) - cpu_start
         stop_sampling(sampler)
         metrics = await asyncio.to_thread(checkpoint_metrics, worker.url)
     finally:
@@ -69,9 +73,16 @@ async def main() -> None:
     inputs = float(metrics.get("ubscore_checkpoint_inputs_total", "0"))
     print(f"backlog of {len(messages)} operations, {USERS} users, {PARTITIONS} partitions, one ledger worker")
     rate, batch = len(messages) / (done - start), inputs / max(checkpoints, 1)
-    print(f"ops/s {rate:.0f}  checkpoints {checkpoints:.0f}  mean batch {batch:.1f}")
+    print(f"ops/s {rate:.0f}  checkpoints {checkpoints:.0f}  mean batch {batch:.1f}  cpu us/op {cpu / OPS * 1e6:.0f}")
     if PROFILE:
         summarize(Path(PROFILE))
+
+
+def cpu_seconds(worker: Worker) -> float:
+    """CPU time the worker process has used, all threads: steadier than its rate on a shared machine."""
+    assert worker.process is not None
+    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def start_sampling(worker: Worker) -> subprocess.Popen:
