@@ -11,10 +11,11 @@ import logging
 from typing import Any, Awaitable, Callable, Dict, List
 
 import faust
-from faust.types import ProducerT, TopicT
+from faust.types import ConsumerT, ProducerT, TopicT
 
 from app.guards import failpoints
 from app.guards.bulk_recovery import UBSCoreTableManager
+from app.guards.consume_loop import UBSCoreConsumer
 from app.guards.fencing import FreezeWatch
 from app.guards.local_state import set_aside_mismatched
 from app.guards.producer_buffer import install as install_draining_buffer
@@ -44,6 +45,17 @@ class UBSCoreApp(faust.App):
         super().__init__(*args, **kwargs)
         self.owned_topics: List[TopicT] = []
         self.startup_tasks: List[Callable[[], Awaitable[None]]] = []
+
+    def _new_consumer(self) -> ConsumerT:
+        """Faust's consumer, delivering inline what cannot block (app.guards.consume_loop)."""
+        return UBSCoreConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.transport.loop,
+        )
 
     def _new_producer(self) -> ProducerT:
         """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""

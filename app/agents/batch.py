@@ -20,6 +20,7 @@ from faust.types.tuples import Message
 
 from app.partitioning import partition_for
 from app.settings import settings
+from app.tables import read
 
 RowKey = Tuple[str, int, bytes]
 
@@ -53,17 +54,13 @@ class Batch:
         return len(self.events) + len(self.filled)
 
     def get(self, table: TableT, partition: int, key: bytes) -> Any:
-        """The row as this batch left it, else as the batch in flight left it, else as the table holds it.
-
-        The table read needs Faust's current event to be one of ``partition``'s
-        (the agent sets it per message), so that it reads that partition's store.
-        """
+        """The row as this batch left it, else as the batch in flight left it, else as the table holds it."""
         row = (table.name, partition, key)
         if row in self.rows:
             return self.rows[row]
         if self.previous is not None and row in self.previous.rows:
             return self.previous.rows[row]
-        return table.get(key)
+        return read(table, partition, key)
 
     def put(self, table: TableT, partition: int, key: bytes, value: Any) -> None:
         """Change a row; only the last value per key reaches the changelog."""

@@ -8,14 +8,15 @@ canary test instead of a guard in production. Besides these reads, private
 hooks are overridden by subclasses: ``faust.App._new_producer``
 (app.faust_app.UBSCoreApp), ``ProducerBuffer._send_pending``
 (app.guards.producer_buffer), and ``Recovery._build_offsets`` with the
-``TableManager.recovery`` that hands it out (app.guards.bulk_recovery); the
+``TableManager.recovery`` that hands it out (app.guards.bulk_recovery), and
+``Consumer.wait_first`` as the fetcher uses it (app.guards.consume_loop); the
 canaries cover them too.
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer
 from faust import streams as faust_streams
@@ -77,6 +78,35 @@ def recovery_progress(recovery: Any) -> Tuple[int, Dict[TP, Tuple[int, int]]]:
         if offset is not None and highwater is not None:
             progress[tp] = (int(offset), int(highwater))
     return generation, progress
+
+
+def open_partition_db(table: Any, partition: int) -> Optional[Any]:
+    """The RocksDB database (rocksdict, raw bytes) of one partition of a table, if this worker has it open.
+
+    None for a partition not open here and for a store that keeps no
+    database per partition (``memory://``, the agent tests' store).
+    """
+    dbs = getattr(table.data, "_dbs", None)
+    return None if dbs is None else dbs.get(partition)
+
+
+def delivery_can_wait(app: Any, consumer: Any, tp: TP) -> bool:
+    """Whether Faust's delivery of a fetched record of ``tp`` to its channels could suspend.
+
+    It waits on the conductor's index lock, on flow control, on a producer
+    buffer over its limit, and on a full channel queue; and a delivery while
+    the flow is being suspended must take Faust's race.
+    """
+    if consumer.suspend_flow.is_set() or not app.flow_control.is_active():
+        return True
+    conductor = app.topics
+    if conductor._tp_to_callback_lock.locked():
+        return True
+    buffer = app.producer.buffer
+    if buffer.size > buffer.max_messages:
+        return True
+    channels = conductor._tp_index.get(tp)
+    return not channels or any(channel.queue.full() for channel in channels)
 
 
 def set_current_event(event: Any) -> None:

@@ -43,7 +43,7 @@ from app.guards.input_gaps import cursor_key
 from app.guards.resume import exit_for_restart, resume_partition
 from app.guards.stalls import Position, ProgressWatch, Stall, StallAction
 from app.settings import settings
-from app.tables import cursors
+from app.tables import cursors, read
 from app.topics import CREDITS, OPERATIONS
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ async def observe_positions() -> Dict[TP, Position]:
     firsts = await asyncio.wait_for(app.consumer.earliest_offsets(*owned), QUERY_TIMEOUT_S)
     positions: Dict[TP, Position] = {}
     for tp in owned:
-        cursor = cursors.get(cursor_key(tp.topic, tp.partition))
+        cursor = read(cursors, tp.partition, cursor_key(tp.topic, tp.partition))
         positions[tp] = Position(cursor=cursor, first=int(firsts[tp]), end=int(ends[tp]))
     return positions
 

@@ -18,11 +18,13 @@ applied at most once; one after it is a new operation.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, Optional
 
 from faust.types import TableT
 
 from app.faust_app import app
+from app.guards.faust_internals import open_partition_db
 from app.settings import settings
 
 
@@ -36,6 +38,22 @@ def _table(name: str, help: str, options: Optional[Dict[str, Any]] = None, **kwa
         help=help,
         **kwargs,
     )
+
+
+def read(table: TableT, partition: int, key: bytes) -> Any:
+    """One row of a table, read from the partition it lives on; None when absent.
+
+    A Faust table read looks the key up in every partition's database unless
+    the task's current event names one, and makes two lookups (contains, then
+    get): a hot path reads the one database that can hold the row, once. The
+    values are the JSON Faust's "json" serializer writes. A partition not open
+    here goes through Faust, which opens it.
+    """
+    db = open_partition_db(table, partition)
+    if db is None:
+        return table.get(key)
+    raw = db.get(key)
+    return None if raw is None else json.loads(raw)
 
 
 accounts = _table("accounts", help="Balances and last seq of every user.")

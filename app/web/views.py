@@ -40,7 +40,7 @@ from app.guards.input_watch import owned_inputs
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.sink.service import store
-from app.tables import accounts, cursors, results
+from app.tables import accounts, cursors, read, results
 from app.topics import operations_topic
 from app.web import admission, routing
 
@@ -220,17 +220,17 @@ async def _result_at_owner(user_id: int, op_id: str, wait_s: float, offset: Opti
 async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None) -> Lookup:
     """The result in this worker's table, waiting up to ``wait_s`` for the checkpoint that writes it."""
     key = operation_key(user_id, op_id).encode()
+    partition = partition_for(user_key(user_id), settings.partitions)
     with waiters.watching(key) as written:
-        stored = StoredResult.from_json(results.get(key))
+        stored = StoredResult.from_json(read(results, partition, key))
         if stored is None and wait_s > 0:
             try:
                 await asyncio.wait_for(written.wait(), wait_s)
             except asyncio.TimeoutError:
                 pass
-            stored = StoredResult.from_json(results.get(key))
+            stored = StoredResult.from_json(read(results, partition, key))
     if stored is not None:
         return Lookup(stored.event.to_json())
-    partition = partition_for(user_key(user_id), settings.partitions)
     applied = _cursor(operations_topic.get_topic_name(), partition)
     behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
     applied_total = int(metrics.value("ubscore_checkpoint_inputs_total"))
@@ -239,7 +239,7 @@ async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optiona
 
 def _cursor(topic: str, partition: int) -> Optional[int]:
     """The offset of the last input this worker applied on the partition, if it applied any."""
-    applied = cursors.get(cursor_key(topic, partition))
+    applied = read(cursors, partition, cursor_key(topic, partition))
     return applied if isinstance(applied, int) else None
 
 
@@ -432,7 +432,8 @@ class AccountView(View):
     @routed
     async def get(self, request: Request, user_id: str) -> Response:
         """200 with seq and balances per asset, or 404 for a user never seen."""
-        stored = accounts.get(user_key(int(user_id)))
+        key = user_key(int(user_id))
+        stored = read(accounts, partition_for(key, settings.partitions), key)
         if not stored:
             return _error(self, 404, "unknown_user", "user_id", "no account for this user")
         account = Account.from_json(stored)

@@ -28,8 +28,10 @@ from faust.types import TP
 
 from app.guards.faust_internals import (
     aiokafka_partition_state,
+    delivery_can_wait,
     faust_offsets,
     held_by_faust,
+    open_partition_db,
     recovery_progress,
     set_current_event,
 )
@@ -215,6 +217,74 @@ def test_our_table_manager_hands_out_the_bulk_first_recovery() -> None:
     assert "_build_offsets" in vars(BulkFirstRecovery)
     app = faust.App("canary", broker="kafka://localhost:1", store="memory://", TableManager=UBSCoreTableManager)
     assert isinstance(app.tables.recovery, BulkFirstRecovery)
+
+
+def test_the_fetcher_races_each_delivery_through_wait_first() -> None:
+    """app.guards.consume_loop overrides Consumer.wait_first for the fetcher's call with the consumer's callback."""
+    from faust.transport.consumer import Consumer as BaseConsumer
+
+    drain = inspect.getsource(BaseConsumer._drain_messages)
+    assert "callback = self.callback" in drain
+    assert "self.wait_first(" in drain and "callback(message), self.suspend_flow.wait()" in drain
+    assert "self._new_consumer()" in inspect.getsource(faust.App)
+    new_consumer = inspect.getsource(faust.App._new_consumer)
+    for keyword in ("callback=", "on_partitions_revoked=", "on_partitions_assigned=", "beacon="):
+        assert keyword in new_consumer, keyword
+
+
+def test_our_app_builds_the_inline_delivering_consumer() -> None:
+    from app.faust_app import UBSCoreApp
+    from app.guards.consume_loop import UBSCoreConsumer
+
+    app = UBSCoreApp("canary", broker="kafka://localhost:1", store="memory://")
+    assert isinstance(app.consumer, UBSCoreConsumer)
+
+
+async def test_delivery_can_wait_reads_flow_control_the_index_lock_the_buffer_and_the_queues() -> None:
+    app = faust.App("canary", broker="kafka://localhost:1", store="memory://")
+    topic = app.topic("canary.topic")
+    channel = topic.clone(is_iterator=True)
+    app.topics._tp_index[TOPIC] = {channel}
+    consumer = app.consumer
+    assert delivery_can_wait(app, consumer, TOPIC)  # flow control starts suspended
+    app.flow_control.resume()
+    assert not delivery_can_wait(app, consumer, TOPIC)
+    assert delivery_can_wait(app, consumer, TP("canary.unsubscribed", 0))
+    consumer.suspend_flow.set()
+    assert delivery_can_wait(app, consumer, TOPIC)
+    consumer.suspend_flow.clear()
+    async with app.topics._tp_to_callback_lock:
+        assert delivery_can_wait(app, consumer, TOPIC)
+    buffer = app.producer.buffer
+    for _ in range(buffer.max_messages + 1):
+        buffer.pending.put_nowait(None)  # type: ignore[arg-type]
+    assert delivery_can_wait(app, consumer, TOPIC)
+    while not buffer.pending.empty():
+        buffer.pending.get_nowait()
+    while not channel.queue.full():
+        channel.queue.put_nowait(None)
+    assert delivery_can_wait(app, consumer, TOPIC)
+
+
+def test_open_partition_db_is_none_without_databases_per_partition() -> None:
+    app = faust.App("canary", broker="kafka://localhost:1", store="memory://")
+    table = app.Table("canary-table", partitions=4)
+    assert open_partition_db(table, 0) is None
+
+
+def test_open_partition_db_is_the_database_faust_opened_for_the_partition(tmp_path: Any) -> None:
+    """The RocksDB store keeps one raw-bytes database per partition, opened on first use; read() reads it."""
+    from app.tables import read
+
+    app = faust.App("canary", broker="kafka://localhost:1", store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("canary-table", partitions=4, key_type=bytes, options={"driver": "rocksdict"})
+    assert open_partition_db(table, 2) is None  # not opened yet: read() goes through Faust
+    db = table.data._db_for_partition(2)
+    assert open_partition_db(table, 2) is db
+    db[b"user"] = json.dumps({"seq": 3}).encode()
+    assert read(table, 2, b"user") == {"seq": 3}
+    assert read(table, 2, b"nobody") is None
+    assert open_partition_db(table, 1) is None
 
 
 def loaded_after(statement: str) -> Tuple[Dict[str, Any], str]:
