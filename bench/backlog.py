@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from bench.cpu import process_seconds
 from bench.pipeline import count_until, produce_all
 from tests.integration.harness import PARTITIONS, Worker, World, workload
 
@@ -62,9 +63,11 @@ async def main() -> None:
     try:
         await asyncio.to_thread(worker.wait_ready, PARTITIONS, 180)
         sampler = start_sampling(worker) if PROFILE else None
-        start, cpu_start = time.monotonic(), cpu_seconds(worker)
+        assert worker.process is not None
+        pid = worker.process.pid
+        start, cpu_start = time.monotonic(), process_seconds(pid)
         done = await count_until(world.topic("balance.events"), len(messages), timeout=900)
-        cpu = cpu_seconds(worker) - cpu_start
+        cpu = process_seconds(pid) - cpu_start
         stop_sampling(sampler)
         metrics = await asyncio.to_thread(checkpoint_metrics, worker.url)
     finally:
@@ -76,13 +79,6 @@ async def main() -> None:
     print(f"ops/s {rate:.0f}  checkpoints {checkpoints:.0f}  mean batch {batch:.1f}  cpu us/op {cpu / OPS * 1e6:.0f}")
     if PROFILE:
         summarize(Path(PROFILE))
-
-
-def cpu_seconds(worker: Worker) -> float:
-    """CPU time the worker process has used, all threads: steadier than its rate on a shared machine."""
-    assert worker.process is not None
-    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def start_sampling(worker: Worker) -> subprocess.Popen:

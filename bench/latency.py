@@ -16,7 +16,10 @@ One ledger worker (with its gateway) and one sink process on a fresh world:
    - row: the sink's committed offset on ``balance.events`` passing that event (the sink
      commits only after the database acknowledged the rows), polled every 20 ms.
    Percentiles come from HdrHistogram. The generator shares the machine: its own lag
-   (how late it started requests) is reported beside the figures.
+   (how late it started requests) is reported beside the figures, and so is the CPU
+   each process kept busy during the step (the ledger, the sink, Kafka, Cassandra,
+   the generator) against the whole machine's, so a rate the machine cannot carry
+   shows as such.
 
     python -m bench.latency                     # fractions 0.1 .. 0.9, 20 s each
     BENCH_QUICK=1 python -m bench.latency       # 0.5 and 0.9, 8 s each
@@ -41,6 +44,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from hdrh.histogram import HdrHistogram
 
+from bench.cpu import CpuWindow, stack_pids
 from tests.integration.harness import BOOTSTRAP, PARTITIONS, REPO, Worker, World
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -75,6 +79,8 @@ class Step:
     event_ms: Dict[str, float] = field(default_factory=dict)
     row_ms: Dict[str, float] = field(default_factory=dict)
     generator_lag_ms: Dict[str, float] = field(default_factory=dict)
+    #: Cores kept busy during the step: by the ledger, the sink, the brokers, the database, this generator, all.
+    cpu_cores: Dict[str, float] = field(default_factory=dict)
 
 
 def percentiles(values_s: List[float]) -> Dict[str, float]:
@@ -245,6 +251,8 @@ async def run() -> Dict[str, Any]:
         await events.start()
         watchers = [asyncio.create_task(events.run()), asyncio.create_task(commits.run())]
         url = f"{ledger.url}/operations"
+        assert ledger.process is not None and sink.process is not None
+        processes = {"ledger": ledger.process.pid, "sink": sink.process.pid, "generator": os.getpid(), **stack_pids()}
         maximum = await asyncio.to_thread(wrk_maximum, ledger.url)
         print(f"maximum (wrk, 128 connections, ?wait=true): {maximum:.0f} results/s", flush=True)
         await drained(events, commits)  # the first rate must not inherit the sink's backlog
@@ -253,7 +261,9 @@ async def run() -> Dict[str, Any]:
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
             for fraction in FRACTIONS:
                 step = Step(fraction, maximum * fraction)
+                window = CpuWindow(processes).start()
                 sent = await open_loop(http, url, step.offered, STEP_S, f"{world.tag}-{fraction}")
+                step.cpu_cores = window.shares()
                 await settle(events, commits, sent)
                 measure(step, sent, events, commits)
                 print_step(step)
@@ -281,6 +291,10 @@ def print_step(step: Step) -> None:
     print(f"    event  ms: {cut(step.event_ms)}", flush=True)
     print(f"    row    ms: {cut(step.row_ms)}", flush=True)
     print(f"    generator lag ms: {cut(step.generator_lag_ms)}", flush=True)
+    cores = step.cpu_cores
+    if cores:
+        named = " ".join(f"{name} {cores[name]:.2f}" for name in cores if name not in ("machine", "cores"))
+        print(f"    cores busy: {named}, machine {cores['machine']:.2f} of {cores['cores']:.1f}", flush=True)
 
 
 if __name__ == "__main__":
