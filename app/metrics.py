@@ -26,6 +26,10 @@ _HELP: Dict[str, Tuple[str, str]] = {
         "counter",
         "Changelog partitions a table recovery waited for without receiving records, by the action taken.",
     ),
+    "ubscore_group_errors_collected_total": (
+        "counter",
+        "Consumer-group errors aiokafka parked for a poll that never came, collected so that the worker rejoins.",
+    ),
     "ubscore_applied_late_total": (
         "counter",
         "Messages applied after a later message of the same user (delivered out of order).",

@@ -10,13 +10,14 @@ hooks are overridden by subclasses: ``faust.App._new_producer``
 (app.guards.producer_buffer), and ``Recovery._build_offsets`` with the
 ``TableManager.recovery`` that hands it out (app.guards.bulk_recovery), and
 ``Consumer.wait_first`` as the fetcher uses it (app.guards.consume_loop); the
-canaries cover them too.
+canaries cover them too. One more is called: aiokafka's coordinator's
+``check_errors``, to collect an error nobody polls for (app.guards.group_watch).
 """
 
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
 from aiokafka import AIOKafkaConsumer
 from faust import streams as faust_streams
@@ -51,7 +52,7 @@ def faust_offsets(consumer: Any, tp: TP) -> Dict[str, Any]:
 
 def aiokafka_partition_state(consumer: Any, tp: TP) -> Dict[str, Any]:
     """aiokafka's view of one partition, under Faust's consumer thread."""
-    kafka = consumer._thread._ensure_consumer()
+    kafka = aiokafka_consumer(consumer)
     state = kafka._subscription.subscription.assignment.state_value(tp)
     return {
         "position": state.position if state.has_valid_position else None,
@@ -60,6 +61,36 @@ def aiokafka_partition_state(consumer: Any, tp: TP) -> Dict[str, Any]:
         "awaiting_reset": state.awaiting_reset,
         "prefetched": tp in kafka._fetcher._records,
     }
+
+
+def aiokafka_consumer(consumer: Any) -> AIOKafkaConsumer:
+    """The aiokafka consumer under Faust's, which lives in Faust's consumer thread."""
+    return consumer._thread._ensure_consumer()
+
+
+async def in_consumer_thread(consumer: Any, fun: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run ``fun(*args)`` in the event loop of Faust's consumer thread, where aiokafka's futures live."""
+    return await consumer._thread.call_thread(fun, *args)
+
+
+def parked_group_error(kafka: AIOKafkaConsumer) -> Optional[BaseException]:
+    """The error aiokafka's group coordination has parked for the application, if any.
+
+    The coordination task hands some errors (a JoinGroup answered
+    REBALANCE_IN_PROGRESS, for one) to the application: it parks the error and
+    waits until the next poll of the consumer raises it, and only then joins again.
+    """
+    coordinator = kafka._coordinator
+    return None if coordinator is None else coordinator._pending_exception
+
+
+async def collect_group_error(kafka: AIOKafkaConsumer) -> Optional[BaseException]:
+    """Raise the parked error as a poll would, and return it; the coordination task then goes on."""
+    try:
+        kafka._coordinator.check_errors()
+    except Exception as exc:  # noqa: BLE001 - the error is what is collected
+        return exc
+    return None
 
 
 def recovery_progress(recovery: Any) -> Tuple[int, Dict[TP, Tuple[int, int]]]:

@@ -28,10 +28,12 @@ from faust.types import TP
 
 from app.guards.faust_internals import (
     aiokafka_partition_state,
+    collect_group_error,
     delivery_can_wait,
     faust_offsets,
     held_by_faust,
     open_partition_db,
+    parked_group_error,
     recovery_progress,
     set_current_event,
 )
@@ -217,6 +219,35 @@ def test_our_table_manager_hands_out_the_bulk_first_recovery() -> None:
     assert "_build_offsets" in vars(BulkFirstRecovery)
     app = faust.App("canary", broker="kafka://localhost:1", store="memory://", TableManager=UBSCoreTableManager)
     assert isinstance(app.tables.recovery, BulkFirstRecovery)
+
+
+async def test_a_parked_group_error_waits_for_a_poll_and_collecting_it_lets_the_coordination_go_on() -> None:
+    """aiokafka's coordination parks errors for the application (app.guards.group_watch collects them)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(bootstrap_servers="localhost:1", group_id="canary")
+    assert parked_group_error(consumer) is None  # no coordinator before start
+    consumer._subscription.register_fetch_waiters(set())  # the fetcher does this at start
+    coordinator = GroupCoordinator(consumer._client, consumer._subscription, group_id="canary")
+    consumer._coordinator = coordinator
+    try:
+        assert parked_group_error(consumer) is None
+        # What the coordination routine does with an error it does not retry on its own: park it and wait.
+        waiting = asyncio.ensure_future(coordinator._push_error_to_user(KafkaError("join refused")))
+        await asyncio.sleep(0.01)
+        assert isinstance(parked_group_error(consumer), KafkaError)
+        assert not waiting.done()  # nobody polled: the coordination waits
+        collected = await collect_group_error(consumer)
+        assert isinstance(collected, KafkaError) and "join refused" in str(collected)
+        await asyncio.wait_for(waiting, 1)  # and now it goes on
+        assert parked_group_error(consumer) is None
+        assert await collect_group_error(consumer) is None
+        assert "await self._push_error_to_user(exc)" in inspect.getsource(GroupCoordinator)
+    finally:
+        coordinator._coordination_task.cancel()
+        await asyncio.gather(coordinator._coordination_task, return_exceptions=True)
+        await consumer._client.close()
 
 
 def test_the_fetcher_races_each_delivery_through_wait_first() -> None:
