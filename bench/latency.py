@@ -23,6 +23,7 @@ One ledger worker (with its gateway) and one sink process on a fresh world:
 
     python -m bench.latency                     # fractions 0.1 .. 0.9, 20 s each
     BENCH_QUICK=1 python -m bench.latency       # 0.5 and 0.9, 8 s each
+    BENCH_RATES=100,200,300 python -m bench.latency   # these rates, no wrk
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from tests.integration.harness import BOOTSTRAP, PARTITIONS, REPO, Worker, World
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 FRACTIONS = [0.5, 0.9] if QUICK else [0.1, 0.3, 0.5, 0.7, 0.9]
 STEP_S = 8.0 if QUICK else 20.0
+#: Fixed offered rates instead of fractions of wrk's maximum: the same rates before and after a change.
+RATES = [float(rate) for rate in os.environ.get("BENCH_RATES", "").split(",") if rate.strip()]
 WRK_S = 6 if QUICK else 12
 USERS = 10_000
 COMMIT_POLL_S = 0.02
@@ -253,13 +256,16 @@ async def run() -> Dict[str, Any]:
         url = f"{ledger.url}/operations"
         assert ledger.process is not None and sink.process is not None
         processes = {"ledger": ledger.process.pid, "sink": sink.process.pid, "generator": os.getpid(), **stack_pids()}
-        maximum = await asyncio.to_thread(wrk_maximum, ledger.url)
-        print(f"maximum (wrk, 128 connections, ?wait=true): {maximum:.0f} results/s", flush=True)
-        await drained(events, commits)  # the first rate must not inherit the sink's backlog
+        if RATES:
+            maximum, fractions = max(RATES), [rate / max(RATES) for rate in RATES]
+        else:
+            maximum, fractions = await asyncio.to_thread(wrk_maximum, ledger.url), FRACTIONS
+            print(f"maximum (wrk, 128 connections, ?wait=true): {maximum:.0f} results/s", flush=True)
+            await drained(events, commits)  # the first rate must not inherit the sink's backlog
         steps = []
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
-            for fraction in FRACTIONS:
+            for fraction in fractions:
                 step = Step(fraction, maximum * fraction)
                 window = CpuWindow(processes).start()
                 sent = await open_loop(http, url, step.offered, STEP_S, f"{world.tag}-{fraction}")
