@@ -47,7 +47,7 @@ def read(table: TableT, partition: int, key: bytes) -> Any:
     the task's current event names one, and makes two lookups (contains, then
     get): a hot path reads the one database that can hold the row, once. The
     values are the JSON Faust's "json" serializer writes. A partition not open
-    here goes through Faust, which opens it.
+    here is read through Faust's own path.
     """
     db = open_partition_db(table, partition)
     if db is None:
