@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 store = CqlStore(settings)
 
+_running: List["SettlementSink"] = []
+
 
 class Record(Protocol):
     """What the sink reads of a consumer record."""
@@ -84,9 +86,12 @@ class SettlementSink(Service):
         )
         self.consumer.subscribe([events_topic.get_topic_name()])
         await self.consumer.start()
+        _running.append(self)
 
     async def on_stop(self) -> None:
         """Leave the group; whatever was polled but not committed is read again by the next owner."""
+        if self in _running:
+            _running.remove(self)
         if self.consumer is not None:
             await self.consumer.stop()
 
@@ -101,6 +106,16 @@ class SettlementSink(Service):
             except KafkaError as exc:
                 log.warning("sink_kafka_error error=%r", exc)
                 await self.sleep(1.0)
+
+
+def sink_partitions() -> Optional[List[int]]:
+    """The events partitions this process's sink holds now; None when it runs no sink.
+
+    Empty while its group rebalances: aiokafka revokes the assignment before the join.
+    """
+    if not _running:
+        return None
+    return sorted({tp.partition for sink in _running if sink.consumer for tp in sink.consumer.assignment()})
 
 
 def run_alone(loglevel: str) -> None:

@@ -39,7 +39,7 @@ from app.guards.input_gaps import cursor_key
 from app.guards.input_watch import owned_inputs
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.sink.service import store
+from app.sink.service import sink_partitions, store
 from app.tables import accounts, cursors, read, results
 from app.topics import operations_topic
 from app.web import admission, routing
@@ -488,6 +488,7 @@ class HealthView(View):
             "worker": settings.canonical_url,
             "partitions": partitions,
             "rebalancing": bool(app.rebalancing),
+            "sink_partitions": sink_partitions(),
             "database": "connected" if store.connected else "disconnected",
             "sink_paused": bool(metrics.value("ubscore_sink_paused")),
             "processing_guarantee": settings.processing_guarantee,

@@ -26,6 +26,8 @@ async def wait_spread(
 ) -> List[List[int]]:
     """Until the live workers own every partition exactly once, each owns some, none is rebalancing.
 
+    The same holds for the sinks' group where the workers run sinks: the two groups settle apart.
+
     With a ``keeper``, a worker that exits asking to be started again is, as under ``ubscore workers``.
     """
     loop = asyncio.get_running_loop()
@@ -35,12 +37,18 @@ async def wait_spread(
             keeper.poll()
         healths = [await asyncio.to_thread(w.health) for w in workers]
         parts = [sorted(h.get("partitions", [])) if h else [] for h in healths]
-        flat = sorted(p for ps in parts for p in ps)
-        if flat == list(range(PARTITIONS)) and all(parts) and all(h and not h["rebalancing"] for h in healths):
-            return parts
+        if spread(parts) and all(h and not h["rebalancing"] for h in healths):
+            sinks = [h["sink_partitions"] for h in healths if h and h.get("sink_partitions") is not None]
+            if not sinks or spread(sinks):
+                return parts
         if loop.time() > deadline:
             raise TimeoutError(f"partitions not spread over {len(workers)} workers: {parts}")
         await asyncio.sleep(0.5)
+
+
+def spread(parts: Sequence[Sequence[int]]) -> bool:
+    """Every partition owned exactly once, and every member owns some."""
+    return sorted(p for ps in parts for p in ps) == list(range(PARTITIONS)) and all(parts)
 
 
 def start(world: World, base: Path, name: str) -> Worker:
