@@ -42,6 +42,10 @@ _HELP: Dict[str, Tuple[str, str]] = {
         "counter",
         "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",
     ),
+    "ubscore_hold_expiries_sent_total": (
+        "counter",
+        "Expiry legs the expiry timer put on the internal topic for holds past their expires_at_ms.",
+    ),
     "ubscore_checkpoints_total": ("counter", "Ledger batches made durable and announced."),
     "ubscore_checkpoint_inputs_total": ("counter", "Input messages in those batches."),
     "ubscore_dead_letters_total": ("counter", "Messages sent to balance.operations.dlq, by reason."),

@@ -165,6 +165,12 @@ class Settings:
         "integer",
         1,
     )
+    expiry_check_s: float = _setting(
+        "UBS_EXPIRY_CHECK_S",
+        1.0,
+        "how often the ledger looks for holds past their expires_at_ms; a hold is released at most this much late",
+        "number",
+    )
     sink_batch_size: int = _setting("UBS_SINK_BATCH_SIZE", 500, "events per settlement batch, at most", "integer", 1)
     sink_batch_within_s: float = _setting(
         "UBS_SINK_BATCH_WITHIN_S", 0.05, "how long the sink waits to fill a batch", "number"

@@ -11,7 +11,7 @@ from app.settings import settings
 from app.web import views  # noqa: F401  (the HTTP gateway)
 
 if settings.role in ("all", "ledger"):
-    from app.agents import ubscore  # noqa: F401  (the ledger agent)
+    from app.agents import expiry, ubscore  # noqa: F401  (the ledger agent, its expiry timer)
     from app.guards import group_watch, input_watch, recovery_watch  # noqa: F401  (group membership, progress watches)
 if settings.role == "all":
     from app.sink.service import SettlementSink

@@ -98,6 +98,7 @@ def settlement_events(messages: List[Tuple[Optional[bytes], bytes]]) -> List[Eve
         operation = parse_operation(json.loads(raw))
         outcome = apply_operation(accounts.get(operation.user_id, Account()), operation, 1_700_000_000_000)
         accounts[operation.user_id] = outcome.account
+        assert outcome.event is not None  # a client operation always has its result
         events.append(outcome.event)
     return events
 

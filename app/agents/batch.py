@@ -32,7 +32,7 @@ class Record:
     topic: str
     partition: int
     key: Optional[bytes]
-    value: bytes
+    value: Optional[bytes]
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Batch:
         return read(table, partition, key)
 
     def put(self, table: TableT, partition: int, key: bytes, value: Any) -> None:
-        """Change a row; only the last value per key reaches the changelog."""
+        """Change a row (None deletes it); only the last value per key reaches the changelog."""
         self.rows[(table.name, partition, key)] = value
 
     def send(self, topic: str, key: Optional[bytes], value: bytes, partition: Optional[int] = None) -> None:

@@ -8,7 +8,8 @@ The rules, each resting on the one before:
    together with the changelog offset (Faust's own recovery path). A worker
    killed at any moment reopens its files and reads only the changelog tail.
 2. A result row is durable before the account row that records its offset.
-   The result rows are acknowledged first, then the accounts and cursors. A
+   The result rows are acknowledged first, then the accounts (with the
+   expiries of the holds they open) and the cursors. A
    crash between the two leaves results beyond their accounts' offsets, which
    ``ledger.decide`` applies again from the same account, to the same result;
    the other order could leave an account that applied an operation with no
@@ -52,7 +53,7 @@ from app.agents.waiters import waiters
 from app.exit_codes import ExitCode
 from app.guards import failpoints
 from app.settings import settings
-from app.tables import accounts, cursors, results
+from app.tables import accounts, cursors, expiries, results
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ async def checkpoint(batch: Batch) -> None:
     try:
         await _write_rows(batch, results)
         failpoints.hit("after_results", passes=batch.inputs)
-        await _write_rows(batch, accounts)
+        await _write_rows(batch, accounts, expiries)
         failpoints.hit("after_table_write", passes=batch.inputs)
         # After the accounts, not after the results alone: a client answered must read its own balance.
         waiters.wake(key for _, key, _ in batch.rows_of(results))
@@ -225,12 +226,18 @@ async def checkpoint(batch: Batch) -> None:
     metrics.inc("ubscore_checkpoint_inputs_total", amount=batch.inputs)
 
 
-async def _write_rows(batch: Batch, table: TableT) -> None:
-    """Rule 1 for one table: its rows to the changelog, and once acknowledged, to RocksDB."""
-    changes = [_Change(table, *row) for row in batch.rows_of(table)]
-    if changes:
-        offsets = await publisher.publish([change.record for change in changes])
-        table.apply_changelog_batch([change.event(offset) for change, offset in zip(changes, offsets, strict=True)])
+async def _write_rows(batch: Batch, *tables: TableT) -> None:
+    """Rule 1 for some tables: their rows to the changelogs, and once all are acknowledged, to RocksDB."""
+    changes = [_Change(table, *row) for table in tables for row in batch.rows_of(table)]
+    if not changes:
+        return
+    offsets = await publisher.publish([change.record for change in changes])
+    for table in tables:
+        applied = [
+            change.event(offset) for change, offset in zip(changes, offsets, strict=True) if change.table is table
+        ]
+        if applied:
+            table.apply_changelog_batch(applied)
 
 
 class _Change:
@@ -239,7 +246,8 @@ class _Change:
     def __init__(self, table: TableT, partition: int, key: bytes, value: Any) -> None:
         self.table = table
         self.value = value
-        self.record = Record(_changelog(table), partition, key, _encode(value))
+        # A row set to None is deleted: a tombstone on the changelog, a delete in RocksDB.
+        self.record = Record(_changelog(table), partition, key, None if value is None else _encode(value))
 
     def event(self, offset: int) -> EventT:
         record = self.record

@@ -3,8 +3,9 @@
 The flow, top to bottom in this file:
 
 1. Messages arrive on ``balance.operations`` (from clients) and
-   ``balance.credits`` (the credit legs of transfers, sent by this agent from the
-   payer's partition), each partition's in offset order, and are handled in that
+   ``balance.credits`` (legs: the credit legs of transfers, sent by this agent
+   from the payer's partition, and hold expiries, sent by the expiry timer of
+   app.agents.expiry), each partition's in offset order, and are handled in that
    order into the open batch. A batch is what arrives while the previous one is
    being checkpointed, up to ``UBS_BATCH_MAX`` messages (app.agents.checkpoint).
 2. Per message: if it is more than one offset past the highest one applied on
@@ -23,8 +24,10 @@ The flow, top to bottom in this file:
 5. Otherwise the pure core (``app.core.ledger``) computes the new account and the
    one result event; invalid fields give a rejected event (and a dead letter).
    The result row, the account (which records the message's offset), the event
-   and any credit leg go into the batch (app.agents.batch), an overlay in front of
-   the tables: the next message of the same user sees this one's account.
+   and any legs go into the batch (app.agents.batch), an overlay in front of
+   the tables: the next message of the same user sees this one's account. A
+   hold opened marks its id as used (``hold_key``) and, if it expires, enters
+   the ``expiries`` table the timer reads.
 6. The checkpoint (app.agents.checkpoint) makes the batch durable, rows first,
    outputs after, and only then is the input acknowledged to Faust, whose
    committer commits only acknowledged offsets.
@@ -61,7 +64,7 @@ import json
 import logging
 import traceback
 from functools import partial
-from typing import Any, Callable, List, Optional, cast
+from typing import Any, Callable, List, Optional, Sequence, cast
 
 from faust import Stream
 from faust.types import EventT, StreamT
@@ -78,14 +81,16 @@ from app.core.ledger import (
     Outcome,
     StoredResult,
     apply_credit,
+    apply_expiry,
     apply_operation,
     credit_key,
     decide,
+    expiry_key,
+    hold_key,
     operation_key,
     reject_invalid,
 )
-from app.core.models import Credit, Event, read_operation
-from app.core.wire import decode_json
+from app.core.models import Credit, Event, Expiry, Leg, Operation, read_leg, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
 from app.guards import failpoints
@@ -93,7 +98,7 @@ from app.guards.faust_internals import set_current_event
 from app.guards.input_gaps import cursor_key, read_range
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, cursors, results
+from app.tables import accounts, cursors, expiries, expiry_row, results
 from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS, ledger_input
 
 log = logging.getLogger(__name__)
@@ -154,7 +159,7 @@ async def take(checkpoints: Checkpoints, event: EventT) -> None:
 def handle(batch: Batch, message: Message) -> None:
     """One input record, whichever of the two topics it came from."""
     if message.topic == CREDITS:
-        handle_credit(batch, message)
+        handle_leg(batch, message)
     else:
         handle_operation(batch, message)
 
@@ -193,35 +198,54 @@ def handle_operation(batch: Batch, message: Message) -> None:
 
     ts = _timestamp_ms(message)
 
+    origin = Origin("operations", message.offset)
+    used = intake.operation is not None and hold_used(batch, message.partition, intake.operation, origin)
+
     def outcome_for(account: Account) -> Outcome:
         if intake.operation is not None:
-            return apply_operation(account, intake.operation, ts)
+            return apply_operation(account, intake.operation, ts, hold_used=used)
         assert intake.error is not None
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, intake.error.reason, ts)
 
     def failure_for(account: Account) -> Outcome:
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, PROCESSING_FAILED, ts)
 
-    origin = Origin("operations", message.offset)
     key = operation_key(intake.user_id, intake.op_id).encode()
     applied = apply_once(batch, message, key, intake.user_id, origin, outcome_for, failure_for)
     if applied and intake.error is not None:
         dead_letter(batch, message, intake.error)
 
 
-def handle_credit(batch: Batch, message: Message) -> None:
-    """Apply the credit leg of a transfer on the payee's partition, once."""
+def hold_used(batch: Batch, partition: int, operation: Operation, origin: Origin) -> bool:
+    """Whether a lock's hold id was used before, by another message than this one.
+
+    The mark is a result row, durable before the account that opens the hold:
+    found with this message's own origin, it was left by this very lock, whose
+    account a crash lost, and the lock applies again.
+    """
+    if operation.kind != "lock" or operation.hold_id is None:
+        return False
+    mark = batch.get(results, partition, hold_key(operation.user_id, operation.hold_id).encode())
+    return mark is not None and Origin(*mark["hold"]) != origin
+
+
+def handle_leg(batch: Batch, message: Message) -> None:
+    """Apply a leg sent to this partition once: a transfer's credit, or a hold's expiry."""
     try:
-        credit = Credit.from_json(decode_json(message.value))
+        leg = read_leg(message.value)
     except InvalidOperation as error:
-        # Only this agent writes credits; a malformed one is a bug or a forgery.
+        # Only this agent and its timer write legs; a malformed one is a bug or a forgery.
         dead_letter(batch, message, error)
         return
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
         dead_letter(batch, message, processing_failed(message, exc))
         return
     origin = Origin("credits", message.offset)
-    apply_once(batch, message, credit_key(credit).encode(), credit.payee, origin, partial(apply_credit, credit=credit))
+    if isinstance(leg, Credit):
+        apply_once(batch, message, credit_key(leg).encode(), leg.payee, origin, partial(apply_credit, credit=leg))
+        return
+    apply_once(batch, message, expiry_key(leg).encode(), leg.user_id, origin, partial(apply_expiry, expiry=leg))
+    batch.put(expiries, message.partition, expiry_row(leg), None)  # due no more, whatever it released
 
 
 def apply_once(
@@ -255,21 +279,26 @@ def apply_once(
         dead_letter(batch, message, processing_failed(message, exc))
         # A stored result is this operation's one result: it is never replaced by a failure.
         if stored is None and failure_for is not None:
-            answer_failure(batch, message, result_key, origin, lambda: failure_for(account))
+            answer_failure(batch, message, result_key, user_id, origin, lambda: failure_for(account))
         return False
     if outcome is None:
         assert stored is not None  # decide() resends only what is stored
-        resend(batch, partition, result_key, account, stored, origin)
+        resend(batch, partition, result_key, user_id, account, stored, origin)
         return False
     if decision == Decision.APPLY_LATE:
         metrics.inc("ubscore_applied_late_total")
         log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
-    record(batch, partition, result_key, outcome, origin)
+    record(batch, partition, result_key, user_id, outcome, origin)
     return True
 
 
 def answer_failure(
-    batch: Batch, message: Message, result_key: bytes, origin: Origin, rejection: Callable[[], Outcome]
+    batch: Batch,
+    message: Message,
+    result_key: bytes,
+    user_id: int,
+    origin: Origin,
+    rejection: Callable[[], Outcome],
 ) -> None:
     """Record the ``processing_failed`` rejection of a message whose decision raised, if it can be built."""
     try:
@@ -283,20 +312,22 @@ def answer_failure(
             exc,
         )
         return
-    record(batch, message.partition, result_key, outcome, origin)
+    record(batch, message.partition, result_key, user_id, outcome, origin)
 
 
-def record(batch: Batch, partition: int, result_key: bytes, outcome: Outcome, origin: Origin) -> None:
-    """Put the result row and the account, then queue the event (and any credit leg)."""
+def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcome: Outcome, origin: Origin) -> None:
+    """Put the result row and the account, then queue the event and the legs."""
     event = outcome.event
-    batch.put(results, partition, result_key, StoredResult(event, origin).to_json())
-    batch.put(accounts, partition, user_key(event.user_id), outcome.account.mark(origin).to_json())
-    send_event(batch, event)
-    if outcome.credit is not None:
-        send_credit(batch, outcome.credit)
+    batch.put(results, partition, result_key, StoredResult(event, origin, outcome.legs).to_json())
+    batch.put(accounts, partition, user_key(user_id), outcome.account.mark(origin).to_json())
+    send_all(batch, event, outcome.legs)
+    if event is None:
+        return
+    put_hold_rows(batch, partition, event, outcome.account, origin)
     metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
     log.info(
-        "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s",
+        "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s"
+        " hold_id=%s",
         event.user_id,
         event.op_id,
         event.kind,
@@ -307,41 +338,59 @@ def record(batch: Batch, partition: int, result_key: bytes, outcome: Outcome, or
         event.amount,
         event.available,
         event.locked,
+        event.hold_id,
     )
 
 
 def resend(
-    batch: Batch, partition: int, result_key: bytes, account: Account, stored: StoredResult, origin: Origin
+    batch: Batch,
+    partition: int,
+    result_key: bytes,
+    user_id: int,
+    account: Account,
+    stored: StoredResult,
+    origin: Origin,
 ) -> None:
-    """Answer a redelivered or retried operation with its first result, and re-send all it caused."""
+    """Answer a redelivered or retried message with its first result, and re-send all it caused."""
     stored_event = stored.event
     batch.put(results, partition, result_key, stored.to_json())
-    batch.put(accounts, partition, user_key(stored_event.user_id), account.mark(origin).to_json())
-    send_event(batch, stored_event)
-    if stored_event.kind == "transfer_out" and stored_event.accepted:
-        assert stored_event.counterparty is not None
-        assert stored_event.asset is not None and stored_event.amount is not None
-        send_credit(
-            batch,
-            Credit(
-                payer=stored_event.user_id,
-                payee=stored_event.counterparty,
-                op_id=stored_event.op_id,
-                asset=stored_event.asset,
-                amount=stored_event.amount,
-                ts=stored_event.ts,
-            ),
-        )
+    batch.put(accounts, partition, user_key(user_id), account.mark(origin).to_json())
+    send_all(batch, stored_event, stored.legs)
+    if stored_event is not None:
+        put_hold_rows(batch, partition, stored_event, account, stored.origin)
     metrics.inc("ubscore_duplicates_total")
     log.info(
-        "duplicate user_id=%s op_id=%s kind=%s seq=%s stream=%s offset=%s resent=true",
-        stored_event.user_id,
-        stored_event.op_id,
-        stored_event.kind,
-        stored_event.seq,
+        "duplicate result_key=%s kind=%s seq=%s stream=%s offset=%s resent=true",
+        result_key.decode(errors="replace"),
+        None if stored_event is None else stored_event.kind,
+        None if stored_event is None else stored_event.seq,
         origin.stream,
         origin.offset,
     )
+
+
+def put_hold_rows(batch: Batch, partition: int, event: Event, account: Account, origin: Origin) -> None:
+    """For a lock that opened a hold: mark its id used, and list it as due while it is open and expires.
+
+    Written again with every resend, so that rows a failed checkpoint lost come back
+    with the redelivery that finds the lock applied.
+    """
+    if event.kind != "lock" or event.hold_id is None or not event.accepted:
+        return
+    mark = {"hold": [origin.stream, origin.offset]}
+    batch.put(results, partition, hold_key(event.user_id, event.hold_id).encode(), mark)
+    hold = account.holds.get(event.hold_id)
+    if hold is not None and hold.expires_at_ms is not None:
+        due = Expiry(event.user_id, event.hold_id, hold.expires_at_ms)
+        batch.put(expiries, partition, expiry_row(due), due.to_json())
+
+
+def send_all(batch: Batch, event: Optional[Event], legs: Sequence[Leg]) -> None:
+    """Queue a message's event (if any) and its legs."""
+    if event is not None:
+        send_event(batch, event)
+    for leg in legs:
+        send_leg(batch, leg)
 
 
 def send_event(batch: Batch, event: Event) -> None:
@@ -349,9 +398,10 @@ def send_event(batch: Batch, event: Event) -> None:
     batch.send(EVENTS, user_key(event.user_id), _encode(event.to_json()))
 
 
-def send_credit(batch: Batch, credit: Credit) -> None:
-    """Send a transfer's credit leg to the payee's partition."""
-    batch.send(CREDITS, user_key(credit.payee), _encode(credit.to_json()))
+def send_leg(batch: Batch, leg: Leg) -> None:
+    """Send a leg to the partition of the user it is for."""
+    recipient = leg.payee if isinstance(leg, Credit) else leg.user_id
+    batch.send(CREDITS, user_key(recipient), _encode(leg.to_json()))
 
 
 def move(batch: Batch, message: Message, user_id: int, op_id: str, home: int) -> None:

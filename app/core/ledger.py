@@ -7,6 +7,11 @@ tested with plain asserts and replayed as a reference model by the verifier.
 Rules, per (user, asset): ``available`` and ``locked`` never go below zero; an
 operation that would make one negative is rejected with ``insufficient_funds`` and
 changes nothing. Every result, accepted or rejected, takes the user's next ``seq``.
+
+Holds: a ``lock`` with a ``hold_id`` puts its amount under that hold, and only
+an operation naming the hold can release or capture it; ``locked`` is always at
+least what the user's holds of that asset hold, and an anonymous ``unlock`` or
+transfer from ``locked`` reaches only the rest. A hold id is used once per user.
 Balances are Python integers: one amount fits 64 bits, a sum of many may not, and
 the database stores balances as ``varint`` for that reason.
 """
@@ -15,10 +20,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
-from typing import Any, Dict, Mapping, NamedTuple, Optional
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-from app.core.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Credit, Event, Operation
+from app.core.models import (
+    KINDS,
+    MAX_AMOUNT,
+    MAX_ASSET,
+    MAX_ID,
+    Credit,
+    Event,
+    Expiry,
+    Leg,
+    Operation,
+    check_hold_id,
+    leg_from_json,
+)
 from app.core.wire import whole_number
+from app.errors import InvalidOperation
 
 
 class Status(StrEnum):
@@ -44,6 +62,40 @@ ZERO = Balance()
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Funds of one asset locked for one purpose (an order), released or captured only by name.
+
+    ``remaining`` is what the hold still locks; a hold is closed (removed) when
+    that reaches zero, by release, capture or expiry.
+    """
+
+    asset: int
+    remaining: int
+    expires_at_ms: Optional[int] = None
+
+    def expired_at(self, ts: int) -> bool:
+        """True once ``ts`` has reached the expiry: the hold can no longer be captured."""
+        return self.expires_at_ms is not None and ts >= self.expires_at_ms
+
+    def to_json(self) -> Dict[str, Any]:
+        """Table form."""
+        body: Dict[str, Any] = {"asset": self.asset, "remaining": self.remaining}
+        if self.expires_at_ms is not None:
+            body["expires_at_ms"] = self.expires_at_ms
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "Hold":
+        """Inverse of to_json."""
+        expires = body.get("expires_at_ms")
+        return cls(
+            asset=int(body["asset"]),
+            remaining=int(body["remaining"]),
+            expires_at_ms=None if expires is None else int(expires),
+        )
+
+
+@dataclass(frozen=True)
 class Origin:
     """Where an input message sits, its stream (``operations`` or ``credits``) and offset: the origin of its result.
 
@@ -62,6 +114,7 @@ class Account:
 
     seq: int = 0
     balances: Mapping[int, Balance] = field(default_factory=dict)
+    holds: Mapping[str, Hold] = field(default_factory=dict)
     # Last applied offset per input stream: bookkeeping of the agent, not money,
     # so two accounts with equal balances and seq compare equal without it.
     applied: Mapping[str, int] = field(default_factory=dict, compare=False)
@@ -70,15 +123,26 @@ class Account:
         """The balance of one asset; zero for an asset never touched."""
         return self.balances.get(asset, ZERO)
 
+    def held(self, asset: int) -> int:
+        """What the holds of one asset lock; the rest of ``locked`` is anonymous."""
+        return sum(hold.remaining for hold in self.holds.values() if hold.asset == asset)
+
     def balances_json(self) -> Dict[str, Dict[str, int]]:
         """Balances as JSON: asset ids become object keys (strings)."""
         return {
             str(asset): {"available": b.available, "locked": b.locked} for asset, b in sorted(self.balances.items())
         }
 
+    def holds_json(self) -> Dict[str, Dict[str, Any]]:
+        """Open holds as JSON, by hold id."""
+        return {hold_id: hold.to_json() for hold_id, hold in sorted(self.holds.items())}
+
     def to_json(self) -> Dict[str, Any]:
-        """Table form."""
-        return {"seq": self.seq, "balances": self.balances_json(), "applied": dict(self.applied)}
+        """Table form; ``holds`` only when there are any, as rows written before holds existed."""
+        body: Dict[str, Any] = {"seq": self.seq, "balances": self.balances_json(), "applied": dict(self.applied)}
+        if self.holds:
+            body["holds"] = self.holds_json()
+        return body
 
     @classmethod
     def from_json(cls, body: Optional[Mapping[str, Any]]) -> "Account":
@@ -90,6 +154,7 @@ class Account:
             balances={
                 int(asset): Balance(int(b["available"]), int(b["locked"])) for asset, b in body["balances"].items()
             },
+            holds={str(hold_id): Hold.from_json(hold) for hold_id, hold in body.get("holds", {}).items()},
             applied={str(k): int(v) for k, v in body.get("applied", {}).items()},
         )
 
@@ -102,15 +167,26 @@ class Account:
 
 @dataclass(frozen=True)
 class StoredResult:
-    """A results-table row: the first event of an operation and the message that produced it."""
+    """A results-table row: what a message decided the first time, and the message itself.
 
-    event: Event
+    ``event`` is its result (None for a leg that changed no one's balances), and
+    ``legs`` what it sent to other partitions: a redelivery re-sends both.
+    """
+
+    event: Optional[Event]
     origin: Origin
+    legs: Tuple[Leg, ...] = ()
 
     def to_json(self) -> Dict[str, Any]:
         """Table form."""
         # "source" is the stored name of the origin, kept so that existing tables still read.
-        return {"event": self.event.to_json(), "source": [self.origin.stream, self.origin.offset]}
+        body: Dict[str, Any] = {
+            "event": None if self.event is None else self.event.to_json(),
+            "source": [self.origin.stream, self.origin.offset],
+        }
+        if self.legs:
+            body["legs"] = [leg.to_json() for leg in self.legs]
+        return body
 
     @classmethod
     def from_json(cls, body: Optional[Mapping[str, Any]]) -> Optional["StoredResult"]:
@@ -118,15 +194,28 @@ class StoredResult:
         if not body:
             return None
         stream, offset = body["source"]
-        return cls(event=Event.from_json(body["event"]), origin=Origin(str(stream), int(offset)))
+        event = None if body["event"] is None else Event.from_json(body["event"])
+        if "legs" in body:
+            legs = tuple(leg_from_json(leg) for leg in body["legs"])
+        else:
+            legs = _legs_of_first_rows(event)
+        return cls(event=event, origin=Origin(str(stream), int(offset)), legs=legs)
+
+
+def _legs_of_first_rows(event: Optional[Event]) -> Tuple[Leg, ...]:
+    """Rows written before results stored their legs: an accepted transfer_out implies its credit."""
+    if event is None or event.kind != "transfer_out" or not event.accepted:
+        return ()
+    assert event.counterparty is not None and event.asset is not None and event.amount is not None
+    return (Credit(event.user_id, event.counterparty, event.op_id, event.asset, event.amount, event.ts),)
 
 
 class Outcome(NamedTuple):
-    """What applying one operation produced: the new account, its event, a credit leg to send."""
+    """What applying one message produced: the new account, its event (if any), the legs to send."""
 
     account: Account
-    event: Event
-    credit: Optional[Credit] = None
+    event: Optional[Event]
+    legs: Tuple[Leg, ...] = ()
 
 
 def operation_key(user_id: int, op_id: str) -> str:
@@ -141,6 +230,16 @@ def credit_key(credit: Credit) -> str:
     client's op_id can never collide with a credit's key.
     """
     return f"{credit.payee}|in|{credit.payer}|{credit.op_id}"
+
+
+def hold_key(user_id: int, hold_id: str) -> str:
+    """Results-table key that marks a hold id as used by a user, for as long as results are kept."""
+    return f"{user_id}|hold|{hold_id}"
+
+
+def expiry_key(expiry: Expiry) -> str:
+    """Results-table key of an expiry leg: one hold expires once."""
+    return f"{expiry.user_id}|exp|{expiry.hold_id}"
 
 
 class Decision(Enum):
@@ -178,33 +277,34 @@ def _event_kind(kind: str) -> str:
     return "transfer_out" if kind == "transfer" else kind
 
 
-def _moved(current: Balance, operation: Operation) -> Balance:
-    """The balance after the operation, negative where funds do not suffice."""
-    amount = operation.amount
-    if operation.kind == "deposit":
+def _moved(current: Balance, kind: str, source: str, amount: int) -> Balance:
+    """The balance after an operation of ``kind`` moved ``amount``, negative where funds do not suffice."""
+    if kind == "deposit":
         return Balance(current.available + amount, current.locked)
-    if operation.kind == "withdraw":
+    if kind == "withdraw":
         return Balance(current.available - amount, current.locked)
-    if operation.kind == "lock":
+    if kind == "lock":
         return Balance(current.available - amount, current.locked + amount)
-    if operation.kind == "unlock":
+    if kind == "unlock":
         return Balance(current.available + amount, current.locked - amount)
-    if operation.kind == "transfer" and operation.source == "locked":
+    if kind == "transfer" and source == "locked":
         return Balance(current.available, current.locked - amount)
-    if operation.kind == "transfer":
+    if kind == "transfer":
         return Balance(current.available - amount, current.locked)
     # parse_operation admits only KINDS; this guards a future kind added there alone.
-    raise ValueError(f"no rule for kind {operation.kind!r}")
+    raise ValueError(f"no rule for kind {kind!r}")
 
 
-def _result(operation: Operation, balance: Balance, seq: int, ts: int, reason: Optional[str]) -> Event:
+def _result(
+    operation: Operation, balance: Balance, seq: int, ts: int, reason: Optional[str], amount: Optional[int] = None
+) -> Event:
     """The event of a client operation: accepted without a reason, rejected with one."""
     return Event(
         op_id=operation.op_id,
         kind=_event_kind(operation.kind),
         user_id=operation.user_id,
         asset=operation.asset,
-        amount=operation.amount,
+        amount=operation.amount if amount is None else amount,
         status=Status.ACCEPTED if reason is None else Status.REJECTED,
         reason=reason,
         available=balance.available,
@@ -212,22 +312,125 @@ def _result(operation: Operation, balance: Balance, seq: int, ts: int, reason: O
         seq=seq,
         ts=ts,
         counterparty=operation.to_user_id if operation.kind == "transfer" else None,
+        hold_id=operation.hold_id,
     )
 
 
-def apply_operation(account: Account, operation: Operation, ts: int) -> Outcome:
-    """Apply one validated client operation; reject it, changing nothing but the seq, if a balance would go negative."""
+def apply_operation(account: Account, operation: Operation, ts: int, hold_used: bool = False) -> Outcome:
+    """Apply one validated client operation; reject it, changing nothing but the seq, if it cannot apply.
+
+    ``hold_used`` says that the user's results still mark the operation's hold id
+    as used (the agent looks it up): a hold id never opens a second hold.
+    """
+    if operation.hold_id is not None:
+        return _apply_to_hold(account, operation, ts, hold_used)
+    assert operation.amount is not None  # parse_operation requires it without a hold
     current = account.balance(operation.asset)
-    new = _moved(current, operation)
+    new = _moved(current, operation.kind, operation.source, operation.amount)
     seq = account.seq + 1
-    if new.available < 0 or new.locked < 0:
+    if new.available < 0 or new.locked < account.held(operation.asset):
         return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, "insufficient_funds"))
     balances = {**account.balances, operation.asset: new}
-    credit = None
-    if operation.kind == "transfer":
-        assert operation.to_user_id is not None  # parse_operation guarantees it
-        credit = Credit(operation.user_id, operation.to_user_id, operation.op_id, operation.asset, operation.amount, ts)
-    return Outcome(replace(account, seq=seq, balances=balances), _result(operation, new, seq, ts, None), credit)
+    return Outcome(
+        replace(account, seq=seq, balances=balances), _result(operation, new, seq, ts, None), _credit(operation, ts)
+    )
+
+
+def _apply_to_hold(account: Account, operation: Operation, ts: int, hold_used: bool) -> Outcome:
+    """A lock that opens a hold, or an unlock or transfer that releases or captures from one."""
+    assert operation.hold_id is not None
+    seq = account.seq + 1
+    current = account.balance(operation.asset)
+    hold = account.holds.get(operation.hold_id)
+    reason = _hold_refusal(account, operation, ts, hold, hold_used)
+    if reason is not None:
+        return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, reason))
+    if operation.kind == "lock":
+        assert operation.amount is not None
+        amount = operation.amount
+        opened = Hold(operation.asset, amount, operation.expires_at_ms)
+        holds = {**account.holds, operation.hold_id: opened}
+    else:
+        assert hold is not None
+        amount = hold.remaining if operation.amount is None else operation.amount
+        holds = _with_hold(account.holds, operation.hold_id, replace(hold, remaining=hold.remaining - amount))
+    new = _moved(current, operation.kind, operation.source, amount)
+    updated = replace(account, seq=seq, balances={**account.balances, operation.asset: new}, holds=holds)
+    return Outcome(
+        updated, _result(operation, new, seq, ts, None, amount), _credit(replace(operation, amount=amount), ts)
+    )
+
+
+def _hold_refusal(
+    account: Account, operation: Operation, ts: int, hold: Optional[Hold], hold_used: bool
+) -> Optional[str]:
+    """Why an operation on a hold cannot apply, or None."""
+    if operation.kind == "lock":
+        assert operation.amount is not None
+        if hold is not None or hold_used:
+            return "hold_exists"
+        if operation.expires_at_ms is not None and operation.expires_at_ms <= ts:
+            return "hold_expired"
+        if account.balance(operation.asset).available < operation.amount:
+            return "insufficient_funds"
+        return None
+    if hold is None:
+        return "unknown_hold"
+    if hold.asset != operation.asset:
+        return "hold_asset_mismatch"
+    if operation.kind == "transfer" and hold.expired_at(ts):
+        return "hold_expired"
+    if operation.amount is not None and operation.amount > hold.remaining:
+        return "insufficient_hold"
+    return None
+
+
+def _with_hold(holds: Mapping[str, Hold], hold_id: str, hold: Hold) -> Dict[str, Hold]:
+    """The holds with one replaced; a hold that locks nothing more is closed."""
+    updated = dict(holds)
+    if hold.remaining == 0:
+        updated.pop(hold_id, None)
+    else:
+        updated[hold_id] = hold
+    return updated
+
+
+def _credit(operation: Operation, ts: int) -> Tuple[Leg, ...]:
+    """The credit leg an accepted transfer sends to its payee; nothing for other kinds."""
+    if operation.kind != "transfer":
+        return ()
+    assert operation.to_user_id is not None and operation.amount is not None  # parse_operation guarantees it
+    return (Credit(operation.user_id, operation.to_user_id, operation.op_id, operation.asset, operation.amount, ts),)
+
+
+def apply_expiry(account: Account, expiry: Expiry) -> Outcome:
+    """Release what remains of a hold at its expiry; nothing when the hold is gone or was replaced.
+
+    The event's time is the expiry itself, so the release is the same whenever
+    the timer's leg is applied, and on every replay.
+    """
+    hold = account.holds.get(expiry.hold_id)
+    if hold is None or hold.expires_at_ms != expiry.expires_at_ms:
+        return Outcome(account, None)
+    current = account.balance(hold.asset)
+    new = Balance(current.available + hold.remaining, current.locked - hold.remaining)
+    seq = account.seq + 1
+    event = Event(
+        op_id=expiry.hold_id,
+        kind="hold_expired",
+        user_id=expiry.user_id,
+        asset=hold.asset,
+        amount=hold.remaining,
+        status=Status.ACCEPTED,
+        reason=None,
+        available=new.available,
+        locked=new.locked,
+        seq=seq,
+        ts=expiry.expires_at_ms,
+        hold_id=expiry.hold_id,
+    )
+    holds = _with_hold(account.holds, expiry.hold_id, replace(hold, remaining=0))
+    return Outcome(replace(account, seq=seq, balances={**account.balances, hold.asset: new}, holds=holds), event)
 
 
 def apply_credit(account: Account, credit: Credit) -> Outcome:
@@ -281,5 +484,13 @@ def reject_invalid(
         seq=seq,
         ts=ts,
         counterparty=whole_number(to_user_id, MAX_ID),
+        hold_id=_valid_hold_id(body.get("hold_id")),
     )
     return Outcome(replace(account, seq=seq), event)
+
+
+def _valid_hold_id(value: Any) -> Optional[str]:
+    try:
+        return check_hold_id(value) if value is not None else None
+    except InvalidOperation:
+        return None

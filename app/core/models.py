@@ -1,4 +1,4 @@
-"""What travels on the topics: operations in, events out, credit legs between partitions.
+"""What travels on the topics: operations in, events out, legs between partitions.
 
 Everything here is pure: JSON-compatible dicts in, frozen dataclasses out, and an
 ``InvalidOperation`` naming the field when input cannot be an operation. Money is
@@ -9,7 +9,7 @@ when it happens to be whole, because its digits past 2**53 are not the client's.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from app.core.wire import REPEATED, decode_json, show, whole_number
 from app.errors import InvalidOperation
@@ -20,36 +20,51 @@ MAX_ID = 2**63 - 1  # user ids: positive, below 2**63
 MAX_ASSET = 2**31 - 1  # asset ids fit a CQL int
 MAX_AMOUNT = 2**63 - 1  # one operation's amount fits a CQL bigint (signed 64-bit)
 MAX_OP_ID_CHARS = 64
+#: The last millisecond a CQL timestamp (and Python's datetime) can hold: 9999-12-31T23:59:59.999Z.
+MAX_TS = 253_402_300_799_999
 
 _COMMON_FIELDS = ("op_id", "kind", "user_id", "asset", "amount")
 _CREDIT_FIELDS = frozenset(("payer", "payee", "op_id", "asset", "amount", "ts"))
-_TRANSFER_FIELDS = ("to_user_id", "source")
+_EXPIRY_FIELDS = frozenset(("leg", "user_id", "hold_id", "expires_at_ms"))
+_EXTRA_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "lock": ("hold_id", "expires_at_ms"),
+    "unlock": ("hold_id",),
+    "transfer": ("to_user_id", "source", "hold_id"),
+}
 
 
 @dataclass(frozen=True)
 class Operation:
-    """A validated client operation; ``to_user_id`` and ``source`` matter only for transfers."""
+    """A validated client operation; ``to_user_id`` and ``source`` matter only for transfers.
+
+    ``hold_id`` names a hold: the one a ``lock`` opens (with an optional
+    ``expires_at_ms``), the one an ``unlock`` releases or a ``transfer`` from
+    ``locked`` captures. ``amount`` is None only for an ``unlock`` of a hold,
+    which then releases all that remains of it.
+    """
 
     op_id: str
     kind: str
     user_id: int
     asset: int
-    amount: int
+    amount: Optional[int]
     to_user_id: Optional[int] = None
     source: str = "available"
+    hold_id: Optional[str] = None
+    expires_at_ms: Optional[int] = None
 
     def to_json(self) -> Dict[str, Any]:
         """The wire form, as a client would send it."""
-        body: Dict[str, Any] = {
-            "op_id": self.op_id,
-            "kind": self.kind,
-            "user_id": self.user_id,
-            "asset": self.asset,
-            "amount": self.amount,
-        }
+        body: Dict[str, Any] = {"op_id": self.op_id, "kind": self.kind, "user_id": self.user_id, "asset": self.asset}
+        if self.amount is not None:
+            body["amount"] = self.amount
         if self.kind == "transfer":
             body["to_user_id"] = self.to_user_id
             body["source"] = self.source
+        if self.hold_id is not None:
+            body["hold_id"] = self.hold_id
+        if self.expires_at_ms is not None:
+            body["expires_at_ms"] = self.expires_at_ms
         return body
 
 
@@ -99,6 +114,54 @@ class Credit:
 
 
 @dataclass(frozen=True)
+class Expiry:
+    """The release of a hold at its expiry, put on the ledger's internal topic by the expiry timer.
+
+    Whether it releases anything is decided when it is applied, from the hold as
+    the account then holds it: a timer that fires twice, or late, or for a hold
+    already closed, changes nothing more.
+    """
+
+    user_id: int
+    hold_id: str
+    expires_at_ms: int
+
+    def to_json(self) -> Dict[str, Any]:
+        """Wire form on the internal topic."""
+        return {"leg": "expire", "user_id": self.user_id, "hold_id": self.hold_id, "expires_at_ms": self.expires_at_ms}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "Expiry":
+        """Read an expiry leg back, refusing anything the timer would not have sent."""
+        if set(body) != _EXPIRY_FIELDS:
+            raise InvalidOperation(
+                None, "invalid_leg", f"an expiry leg has exactly the fields {sorted(_EXPIRY_FIELDS)}"
+            )
+        user_id = whole_number(body["user_id"], MAX_ID)
+        expires_at_ms = whole_number(body["expires_at_ms"], MAX_TS)
+        if user_id is None or expires_at_ms is None:
+            raise InvalidOperation("user_id", "invalid_leg", "user_id or expires_at_ms of an expiry leg is invalid")
+        return cls(user_id=user_id, hold_id=check_hold_id(body["hold_id"]), expires_at_ms=expires_at_ms)
+
+
+Leg = Union[Credit, Expiry]
+
+
+def read_leg(raw: Optional[bytes]) -> Leg:
+    """Read one message of the internal topic, refusing anything the agent or its timer would not have sent."""
+    return leg_from_json(decode_json(raw))
+
+
+def leg_from_json(body: Any) -> Leg:
+    """A decoded leg: a credit (the original form, without a ``leg`` field) or a leg named by ``leg``."""
+    if isinstance(body, dict) and "leg" in body:
+        if body["leg"] == "expire":
+            return Expiry.from_json(body)
+        raise InvalidOperation("leg", "invalid_leg", f"unknown leg {show(body['leg'])}")
+    return Credit.from_json(body)
+
+
+@dataclass(frozen=True)
 class Event:
     """The one result of one operation (or of a credit leg), as published on balance.events."""
 
@@ -114,6 +177,7 @@ class Event:
     seq: int
     ts: int
     counterparty: Optional[int] = None
+    hold_id: Optional[str] = None
 
     def to_json(self) -> Dict[str, Any]:
         """Wire form; every field is always present (null where it does not apply)."""
@@ -133,10 +197,10 @@ class Event:
 
 _EVENT_FIELD_ORDER = tuple(field.name for field in fields(Event))
 _CREDIT_FIELD_ORDER = tuple(field.name for field in fields(Credit))
+#: Fields every event has had from the first release; later ones may be absent from older events.
+_FIRST_EVENT_FIELDS = frozenset(_EVENT_FIELD_ORDER[: _EVENT_FIELD_ORDER.index("counterparty") + 1])
 
-EVENT_KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer_out", "transfer_in", "unknown")
-#: The last millisecond a CQL timestamp (and Python's datetime) can hold: 9999-12-31T23:59:59.999Z.
-MAX_TS = 253_402_300_799_999
+EVENT_KINDS = ("deposit", "withdraw", "lock", "unlock", "transfer_out", "transfer_in", "hold_expired", "unknown")
 
 
 def read_event(raw: Optional[bytes]) -> Event:
@@ -147,7 +211,7 @@ def read_event(raw: Optional[bytes]) -> Event:
     is checked here instead and a bad message is skipped (InvalidOperation).
     """
     body = decode_json(raw)
-    if not isinstance(body, dict) or not set(Event.__dataclass_fields__) <= set(body):
+    if not isinstance(body, dict) or not _FIRST_EVENT_FIELDS <= set(body):
         raise InvalidOperation(None, "invalid_event", "an event is an object with every field of Event")
     _event_number(body, "user_id", MAX_ID)
     _event_number(body, "seq", MAX_ID)
@@ -160,8 +224,10 @@ def read_event(raw: Optional[bytes]) -> Event:
             raise InvalidOperation(name, "invalid_event", f"{name} of an event is {show(value)}")
     try:
         check_op_id(body["op_id"])
+        if body.get("hold_id") is not None:
+            check_hold_id(body["hold_id"])
     except InvalidOperation as error:
-        raise InvalidOperation("op_id", "invalid_event", error.message) from None
+        raise InvalidOperation(error.field, "invalid_event", error.message) from None
     if body["kind"] not in EVENT_KINDS or body["status"] not in ("accepted", "rejected"):
         raise InvalidOperation("kind", "invalid_event", f"kind {show(body['kind'])}, status {show(body['status'])}")
     reason = body["reason"]
@@ -189,7 +255,9 @@ def _positive_int(body: Mapping[str, Any], name: str, maximum: int, reason: str)
     return value
 
 
-def _amount(body: Mapping[str, Any]) -> int:
+def _amount(body: Mapping[str, Any], optional: bool = False) -> Optional[int]:
+    if "amount" not in body and optional:
+        return None
     if "amount" not in body:
         raise InvalidOperation("amount", "missing_field", "amount is required")
     value = whole_number(body["amount"], MAX_AMOUNT, digits_allowed=True)
@@ -208,10 +276,19 @@ def check_op_id(value: Any) -> str:
 
     Printable ASCII without spaces is safe in keys, logs, URLs and CQL text alike.
     """
+    return _printable_id(value, "op_id")
+
+
+def check_hold_id(value: Any) -> str:
+    """The hold_id rule: the op_id rule (a hold id sits in table keys and URLs the same way)."""
+    return _printable_id(value, "hold_id")
+
+
+def _printable_id(value: Any, name: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_OP_ID_CHARS:
-        raise InvalidOperation("op_id", "invalid_op_id", f"op_id must be a string of 1-{MAX_OP_ID_CHARS} characters")
+        raise InvalidOperation(name, f"invalid_{name}", f"{name} must be a string of 1-{MAX_OP_ID_CHARS} characters")
     if not all("!" <= ch <= "~" for ch in value):
-        raise InvalidOperation("op_id", "invalid_op_id", "op_id may hold printable ASCII characters only, no spaces")
+        raise InvalidOperation(name, f"invalid_{name}", f"{name} may hold printable ASCII characters only, no spaces")
     return value
 
 
@@ -249,14 +326,20 @@ def parse_operation(body: Any) -> Operation:
     kind = body["kind"]
     if kind not in KINDS:
         raise InvalidOperation("kind", "unknown_kind", f"kind must be one of {', '.join(KINDS)}, got {show(kind)}")
-    allowed = _COMMON_FIELDS + (_TRANSFER_FIELDS if kind == "transfer" else ())
+    allowed = _COMMON_FIELDS + _EXTRA_FIELDS.get(kind, ())
     for name in body:
         if name not in allowed:
             raise InvalidOperation(name, "unknown_field", f"field {show(name)} is not allowed for kind {kind}")
     asset = _positive_int(body, "asset", MAX_ASSET, "invalid_asset")
-    amount = _amount(body)
+    hold_id = check_hold_id(body["hold_id"]) if "hold_id" in body else None
+    amount = _amount(body, optional=kind == "unlock" and hold_id is not None)
+    expires_at_ms = None
+    if "expires_at_ms" in body:
+        if hold_id is None:
+            raise InvalidOperation("hold_id", "missing_field", "expires_at_ms applies to a hold: hold_id is required")
+        expires_at_ms = _positive_int(body, "expires_at_ms", MAX_TS, "invalid_expires_at_ms")
     if kind != "transfer":
-        return Operation(op_id=op_id, kind=kind, user_id=user_id, asset=asset, amount=amount)
+        return Operation(op_id, kind, user_id, asset, amount, hold_id=hold_id, expires_at_ms=expires_at_ms)
     to_user_id = _positive_int(body, "to_user_id", MAX_ID, "invalid_to_user_id")
     if to_user_id == user_id:
         raise InvalidOperation(
@@ -267,9 +350,9 @@ def parse_operation(body: Any) -> Operation:
         raise InvalidOperation(
             "source", "invalid_source", f"source must be one of {', '.join(SOURCES)}, got {show(source)}"
         )
-    return Operation(
-        op_id=op_id, kind=kind, user_id=user_id, asset=asset, amount=amount, to_user_id=to_user_id, source=source
-    )
+    if hold_id is not None and source != "locked":
+        raise InvalidOperation("source", "invalid_source", 'a transfer from a hold takes source "locked"')
+    return Operation(op_id, kind, user_id, asset, amount, to_user_id=to_user_id, source=source, hold_id=hold_id)
 
 
 @dataclass(frozen=True)

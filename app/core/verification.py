@@ -12,6 +12,7 @@ applied that user's operations; replaying those operations through
 - ``missing_result`` / ``unexplained_event``: an operation without a result, or the reverse.
 - ``reference_mismatch``: an event other than what the pure core gives for that operation.
 - ``negative_balance``; ``transfer_not_landed`` (an accepted transfer_out without its transfer_in).
+- ``holds_over_locked``: a user's holds of an asset lock more than the asset's ``locked``.
 - ``conservation``: per asset, sum of available + locked != accepted deposits - withdrawals.
 - ``table_mismatch`` / ``db_mismatch``: the tables or the database differ from the fold of events.
 """
@@ -20,10 +21,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from app.core.ledger import PROCESSING_FAILED, Account, Outcome, Status, apply_credit, apply_operation, reject_invalid
-from app.core.models import Credit, Event, Intake, read_operation
+from app.core.ledger import (
+    PROCESSING_FAILED,
+    Account,
+    Outcome,
+    Status,
+    apply_credit,
+    apply_expiry,
+    apply_operation,
+    reject_invalid,
+)
+from app.core.models import Credit, Event, Expiry, Intake, read_operation
 from app.errors import InvalidOperation
 
 MAX_EXAMPLES = 10
@@ -117,6 +127,8 @@ class Replay:
     incoming: Dict[Tuple[int, str], Event] = field(default_factory=dict)
     deposits: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
     withdrawals: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    #: (user, hold_id) of every hold opened: a hold id opens one hold.
+    holds_opened: Set[Tuple[int, str]] = field(default_factory=set)
 
 
 def check(
@@ -165,6 +177,9 @@ def _replay_user(
                 account, Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts)
             )
             replay.incoming[(event.counterparty, event.op_id)] = event
+        elif event.kind == "hold_expired":
+            assert event.hold_id is not None
+            outcome = apply_expiry(account, Expiry(user, event.hold_id, event.ts))
         else:
             intake = bodies.get((user, event.op_id))
             if intake is None:
@@ -173,7 +188,7 @@ def _replay_user(
                 )
                 account = Account(seq=event.seq, balances=account.balances)
                 continue
-            outcome = _reference(account, event, intake, report)
+            outcome = _reference(account, event, intake, replay, report)
         if outcome.event != event:
             report.violate(
                 "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
@@ -188,6 +203,8 @@ def _note_result(user: int, event: Event, replay: Replay, report: Report) -> Non
     """One result per (user, op_id) or credit leg: a second one with another seq is a violation."""
     if event.kind == "transfer_in":
         key: Tuple[Any, ...] = (user, "in", event.counterparty, event.op_id)
+    elif event.kind == "hold_expired":
+        key = (user, "exp", event.hold_id)
     else:
         key = (user, event.op_id)
     if key in replay.results and replay.results[key] != event.seq:
@@ -199,6 +216,10 @@ def _check_balances(user: int, event: Event, account: Account, report: Report) -
     for asset, balance in account.balances.items():
         if balance.available < 0 or balance.locked < 0:
             report.violate("negative_balance", f"user {user} asset {asset} after seq {event.seq}: {balance}")
+        if account.held(asset) > balance.locked:
+            report.violate(
+                "holds_over_locked", f"user {user} asset {asset} after seq {event.seq}: holds {account.holds_json()}"
+            )
 
 
 def _note_money(user: int, event: Event, replay: Replay) -> None:
@@ -249,7 +270,7 @@ def _check_conservation(report: Report, replay: Replay) -> None:
             )
 
 
-def _reference(account: Account, event: Event, intake: Intake, report: Report) -> Outcome:
+def _reference(account: Account, event: Event, intake: Intake, replay: Replay, report: Report) -> Outcome:
     """What the pure core gives for this operation; a ``processing_failed`` event is taken as given.
 
     The agent answers with that rejection when its decision code raised; no model can
@@ -262,7 +283,12 @@ def _reference(account: Account, event: Event, intake: Intake, report: Report) -
     if intake.operation is None:
         assert intake.error is not None
         return reject_invalid(account, user, op_id, body, intake.error.reason, event.ts)
-    return apply_operation(account, intake.operation, event.ts)
+    operation = intake.operation
+    hold = (user, operation.hold_id) if operation.kind == "lock" and operation.hold_id is not None else None
+    outcome = apply_operation(account, operation, event.ts, hold_used=hold in replay.holds_opened)
+    if hold is not None and outcome.event is not None and outcome.event.accepted:
+        replay.holds_opened.add(hold)
+    return outcome
 
 
 def _check_tables(report: Report, tables: Mapping[int, Optional[Mapping[str, Any]]]) -> None:

@@ -39,6 +39,7 @@ SCHEMA = (
         locked varint,
         ts timestamp,
         counterparty bigint,
+        hold_id text,
         PRIMARY KEY ((user_id), seq)
     ) WITH CLUSTERING ORDER BY (seq DESC)
     """,
@@ -55,16 +56,19 @@ SCHEMA = (
     """,
 )
 
+#: Columns added after the first release, to keyspaces created before them: (table, column, type).
+ADDED_COLUMNS = (("balance_events", "hold_id", "text"),)
+
 INSERT_EVENT = (
     "INSERT INTO {ks}.balance_events (user_id, seq, op_id, kind, asset, amount, status, reason,"
-    " available, locked, ts, counterparty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+    " available, locked, ts, counterparty, hold_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
 )
 UPSERT_BALANCE = (
     "INSERT INTO {ks}.balances (user_id, asset, available, locked, seq, updated_at)"
     " VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
 )
 SELECT_EVENTS = (
-    "SELECT user_id, seq, op_id, kind, asset, amount, status, reason, available, locked, ts, counterparty"
+    "SELECT user_id, seq, op_id, kind, asset, amount, status, reason, available, locked, ts, counterparty, hold_id"
     " FROM {ks}.balance_events WHERE user_id = ? LIMIT ?"
 )
 
@@ -148,6 +152,7 @@ class CqlStore:
         )
         for statement in SCHEMA:
             session.execute(statement.format(ks=ks))
+        _add_columns(session, ks)
         self._insert_event = session.prepare(INSERT_EVENT.format(ks=ks))
         self._upsert_balance = session.prepare(UPSERT_BALANCE.format(ks=ks))
         self._select_events = session.prepare(SELECT_EVENTS.format(ks=ks))
@@ -221,6 +226,33 @@ class CqlStore:
         return await done
 
 
+def _add_columns(session: Any, ks: str) -> None:
+    """Bring a keyspace made by an older release up to the current columns.
+
+    ``ALTER TABLE ... ADD IF NOT EXISTS`` is not spoken by every CQL database, so
+    the schema tables are asked; a sink that lost the race to another one finds
+    the column there on its second look.
+    """
+    from cassandra import InvalidRequest
+
+    def present() -> set:
+        rows = session.execute(
+            "SELECT table_name, column_name FROM system_schema.columns WHERE keyspace_name = %s", (ks,)
+        )
+        return {(row.table_name, row.column_name) for row in rows}
+
+    existing = present()
+    for table, column, cql_type in ADDED_COLUMNS:
+        if (table, column) in existing:
+            continue
+        try:
+            session.execute(f"ALTER TABLE {ks}.{table} ADD {column} {cql_type}")
+        except InvalidRequest:
+            if (table, column) not in present():
+                raise
+        log.info("cql column_added keyspace=%s table=%s column=%s", ks, table, column)
+
+
 def _settle(future: asyncio.Future, rows: Any, exc: Optional[BaseException]) -> None:
     if future.done():
         return
@@ -253,6 +285,7 @@ def event_row(event: Event) -> Tuple[Any, ...]:
             event.locked,
             datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
             event.counterparty,
+            event.hold_id,
             event.seq,
         )
     )
@@ -293,4 +326,5 @@ def _row_to_event(row: Any) -> Dict[str, Any]:
         "seq": row.seq,
         "ts": epoch_ms(ts),
         "counterparty": row.counterparty,
+        "hold_id": row.hold_id,
     }

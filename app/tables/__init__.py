@@ -5,8 +5,11 @@
 ``cursors``:  "<input topic>:<partition>" -> the highest input offset applied there,
               so a record Faust skipped shows as a hole even across restarts
               and rebalances (app.guards.input_gaps).
+``expiries``: "<expires_at_ms, 15 digits>|<user id>|<hold id>" -> the expiry leg that
+              releases the hold; keys sort by time, so the expiry timer
+              (app.agents.expiry) reads what is due from the front.
 
-All three are written only by the ubscore agent, on the partition of the input
+All four are written only by the ubscore agent, on the partition of the input
 record being handled, which is the partition of the user an entry belongs to.
 They share one declaration (``_table``) so they stay co-partitioned with the
 input topics and keyed the same way. Retention of ``results`` is bounded by time, ``UBS_RESULTS_RETENTION_S``
@@ -23,6 +26,7 @@ from typing import Any, Dict, Optional
 
 from faust.types import TableT
 
+from app.core.models import Expiry
 from app.faust_app import app
 from app.guards.faust_internals import open_partition_db
 from app.settings import settings
@@ -69,3 +73,10 @@ results = _table(
 )
 
 cursors = _table("cursors", help="Highest input offset applied, per input topic partition.")
+
+expiries = _table("expiries", help="Open holds that expire, by expiry time.")
+
+
+def expiry_row(expiry: Expiry) -> bytes:
+    """The expiries-table key of a hold's expiry: fixed-width time first, so the table is a queue."""
+    return f"{expiry.expires_at_ms:015d}|{expiry.user_id}|{expiry.hold_id}".encode()

@@ -48,7 +48,8 @@ async def read_tables(
                         return
                     response.raise_for_status()
                     body = await response.json()
-                    tables[user] = {"seq": body["seq"], "balances": body["balances"]}
+                    holds = {hold.pop("hold_id"): hold for hold in body["holds"]}
+                    tables[user] = {"seq": body["seq"], "balances": body["balances"], "holds": holds}
 
         await asyncio.gather(*(one(user) for user in users))
     return tables

@@ -21,7 +21,7 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import aiohttp
 from faust.types import TP
@@ -229,7 +229,7 @@ async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optiona
             except asyncio.TimeoutError:
                 pass
             stored = StoredResult.from_json(read(results, partition, key))
-    if stored is not None:
+    if stored is not None and stored.event is not None:  # an operation's row always holds its event
         return Lookup(stored.event.to_json())
     applied = _cursor(operations_topic.get_topic_name(), partition)
     behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
@@ -262,13 +262,16 @@ def _records_before(partition: int, ahead: int) -> int:
 
 
 def _same_request(stored: Event, operation: Operation) -> bool:
+    """Whether a stored result answers this request; an unlock of a whole hold named no amount."""
     kind = "transfer_out" if operation.kind == "transfer" else operation.kind
     counterparty = operation.to_user_id if operation.kind == "transfer" else None
-    return (stored.kind, stored.asset, stored.amount, stored.counterparty) == (
+    amount = stored.amount if operation.amount is None else operation.amount
+    return (stored.kind, stored.asset, stored.amount, stored.counterparty, stored.hold_id) == (
         kind,
         operation.asset,
-        operation.amount,
+        amount,
         counterparty,
+        operation.hold_id,
     )
 
 
@@ -437,7 +440,29 @@ class AccountView(View):
         if not stored:
             return _error(self, 404, "unknown_user", "user_id", "no account for this user")
         account = Account.from_json(stored)
-        return self.json({"user_id": int(user_id), "seq": account.seq, "balances": account.balances_json()})
+        body = {"user_id": int(user_id), "seq": account.seq, "balances": account.balances_json()}
+        return self.json({**body, "holds": _holds_list(account)})
+
+
+@app.page("/accounts/{user_id}/holds")
+class HoldsView(View):
+    """Open holds of one user, from the accounts table of the owning worker."""
+
+    @counted("holds")
+    @routed
+    async def get(self, request: Request, user_id: str) -> Response:
+        """200 with every open hold (none for a user never seen): id, asset, what remains, expiry."""
+        key = user_key(int(user_id))
+        account = Account.from_json(read(accounts, partition_for(key, settings.partitions), key))
+        return self.json({"user_id": int(user_id), "seq": account.seq, "holds": _holds_list(account)})
+
+
+def _holds_list(account: Account) -> List[Dict[str, Any]]:
+    """Open holds as the API shows them: a list in hold id order."""
+    return [
+        {"hold_id": hold_id, "asset": hold.asset, "remaining": hold.remaining, "expires_at_ms": hold.expires_at_ms}
+        for hold_id, hold in sorted(account.holds.items())
+    ]
 
 
 @app.page("/accounts/{user_id}/events")

@@ -17,7 +17,7 @@ from app.agents import checkpoint, ubscore
 from app.agents.batch import Record
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, cursors, results
+from app.tables import accounts, cursors, expiries, results
 from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS
 
 
@@ -28,6 +28,7 @@ def test_app() -> Any:
     accounts.data.clear()
     results.data.clear()
     cursors.data.clear()
+    expiries.data.clear()
     return app
 
 

@@ -44,6 +44,7 @@ async def test_deposit_updates_table_and_emits_one_event(ledger: Ledger, sent: S
             "seq": 1,
             "ts": 1_700_000_000_000,
             "counterparty": None,
+            "hold_id": None,
         }
     ]
     assert sent.keys("events") == [b"11"]

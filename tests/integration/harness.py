@@ -215,12 +215,15 @@ async def produce(topic: str, items: Iterable[Tuple[Optional[bytes], bytes]]) ->
 
 def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[Tuple[Optional[bytes], bytes]]:
     """A deterministic mix of operations keyed by user: every user funded first, then random kinds
-    (transfers across partitions included). With ``faults``, also client retries (same op_id),
+    (transfers across partitions included), and orders' holds: opened (some expiring within
+    a minute), captured, released and reused. With ``faults``, also client retries (same op_id),
     unkeyed messages (re-routed by the agent) and poison messages (dead-lettered)."""
     import random
 
     rng = random.Random(seed)
+    hold_rng = random.Random(seed + 1)  # a stream of its own: the other draws stay what each seed drew before
     ids = [fresh_user_id() for _ in range(users)]
+    holds: Dict[int, List[Tuple[str, int]]] = {}
     messages: List[Tuple[Optional[bytes], bytes]] = []
     for i, user in enumerate(ids):
         messages.append((user_key(user), _operation(f"fund-{i}", "deposit", user, 1, 1_000_000)))
@@ -239,9 +242,34 @@ def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[
         amount = rng.randint(1, 5000)  # drawn before the asset, so that every seed keeps its workload
         body = _operation(f"op-{n}", kind, user, rng.choice([1, 1, 2]), amount, **extra)
         messages.append((user_key(user), body))
+        if hold_rng.random() < 0.2:
+            messages.append((user_key(user), _hold_operation(hold_rng, n, user, ids, holds.setdefault(user, []))))
         if faults:
             messages.extend(_misbehaviour(rng.random(), n, user, body))
     return messages
+
+
+def _hold_operation(rng: Any, n: int, user: int, ids: List[int], holds: List[Tuple[str, int]]) -> bytes:
+    """One operation on a user's orders: open one (a third expire within a minute), or act on one opened before."""
+    roll = rng.random()
+    if not holds or roll < 0.4:
+        hold_id, asset = f"order-{n}", rng.choice([1, 2])
+        holds.append((hold_id, asset))
+        extra: Dict[str, Any] = {"hold_id": hold_id}
+        if rng.random() < 0.33:
+            extra["expires_at_ms"] = int(time.time() * 1000) + rng.randint(1_000, 60_000)
+        return _operation(f"hold-{n}", "lock", user, asset, rng.randint(1, 3000), **extra)
+    hold_id, asset = rng.choice(holds)
+    if roll < 0.7:
+        payee = rng.choice([other for other in ids if other != user])
+        extra = {"hold_id": hold_id, "to_user_id": payee, "source": "locked"}
+        return _operation(f"fill-{n}", "transfer", user, asset, rng.randint(1, 1500), **extra)
+    if roll < 0.8:
+        return _operation(f"reuse-{n}", "lock", user, asset, rng.randint(1, 100), hold_id=hold_id)
+    body = {"op_id": f"cancel-{n}", "kind": "unlock", "user_id": user, "asset": asset, "hold_id": hold_id}
+    if roll < 0.9:
+        body["amount"] = rng.randint(1, 1500)
+    return json.dumps(body).encode()
 
 
 def _operation(op_id: str, kind: str, user: int, asset: int, amount: int, **extra: Any) -> bytes:

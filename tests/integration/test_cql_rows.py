@@ -84,12 +84,13 @@ async def test_events_read_back_field_for_field_newest_first(store: CqlStore) ->
         event(user, 3, kind="transfer_out", amount=40, available=60, counterparty=payee),
         event(user, 4, kind="transfer_in", asset=2, amount=2**63 - 1, available=2**64 + 5, locked=2**70),
         event(user, 5, kind="lock", asset=2, amount=5, available=2**64, locked=2**70 + 5),
+        event(user, 6, kind="hold_expired", op_id="order-9", hold_id="order-9", asset=2, amount=5, locked=2**70),
     ]
     await store.write_events(written)
     read = await store.events(user, 10)
     assert read == [e.to_json() for e in reversed(written)]
     assert read[-2]["asset"] is None and read[-2]["available"] is None  # null, not 0
-    assert await store.events(user, 2) == [written[4].to_json(), written[3].to_json()]
+    assert await store.events(user, 2) == [written[5].to_json(), written[4].to_json()]
     assert await store.events(fresh_user_id(), 10) == []
 
 
@@ -121,3 +122,27 @@ async def test_an_older_event_written_later_never_moves_a_balance_back(
     await store.write_events([newer, older])  # the same again, in one batch: idempotent
     assert [(r.available, r.seq) for r in balance_rows(cql, keyspace, user)] == [(500, 10)]
     assert len(await store.events(user, 10)) == 2
+
+
+async def test_a_keyspace_of_an_older_release_gains_the_new_columns(cql: Any) -> None:
+    """The first release's balance_events had no hold_id; the sink adds it and then writes holds."""
+    name = f"ubscore_old_{uuid.uuid4().hex[:12]}"
+    cql.execute(f"CREATE KEYSPACE {name} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}")
+    try:
+        cql.execute(
+            f"CREATE TABLE {name}.balance_events (user_id bigint, seq bigint, op_id text, kind text, asset int,"
+            " amount bigint, status text, reason text, available varint, locked varint, ts timestamp,"
+            " counterparty bigint, PRIMARY KEY ((user_id), seq)) WITH CLUSTERING ORDER BY (seq DESC)"
+        )
+        settings = load({"UBS_KEYSPACE": name, "UBS_CQL_HOSTS": ",".join(CQL_HOSTS), "UBS_CQL_PORT": str(CQL_PORT)})
+        for _ in range(2):  # a second sink finds the column there
+            store = CqlStore(settings)
+            try:
+                user = fresh_user_id()
+                written = event(user, 1, kind="lock", hold_id="h-1")
+                await store.write_events([written])
+                assert await store.events(user, 1) == [written.to_json()]
+            finally:
+                store.close()
+    finally:
+        cql.execute(f"DROP KEYSPACE IF EXISTS {name}")

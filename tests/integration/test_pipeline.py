@@ -81,7 +81,7 @@ async def test_http_deposit_reaches_table_events_and_database(world: World, work
 
     status, account = await get_json(f"{worker.url}/accounts/{user}")
     assert status == 200
-    assert account == {"user_id": user, "seq": 1, "balances": {"1": {"available": 1500, "locked": 0}}}
+    assert account == {"user_id": user, "seq": 1, "balances": {"1": {"available": 1500, "locked": 0}}, "holds": []}
 
     (event,) = await user_events(world, user, 1)
     assert event == result

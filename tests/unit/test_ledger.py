@@ -52,7 +52,7 @@ def test_deposit_into_new_account() -> None:
         ts=TS,
         counterparty=None,
     )
-    assert outcome.credit is None
+    assert outcome.legs == ()
 
 
 def test_withdraw_accepted_within_funds() -> None:
@@ -89,18 +89,18 @@ def test_transfer_from_available_debits_payer_and_emits_credit() -> None:
     outcome = apply_operation(funded(100), op("transfer", 30, to_user_id=9), TS)
     assert outcome.account.balance(1) == Balance(70, 0)
     assert (outcome.event.kind, outcome.event.counterparty, outcome.event.status) == ("transfer_out", 9, "accepted")
-    assert outcome.credit == Credit(payer=7, payee=9, op_id="op", asset=1, amount=30, ts=TS)
+    assert outcome.legs == (Credit(payer=7, payee=9, op_id="op", asset=1, amount=30, ts=TS),)
 
 
 def test_transfer_from_locked_settles_a_trade() -> None:
     outcome = apply_operation(funded(5, 30), op("transfer", 30, to_user_id=9, source="locked"), TS)
     assert outcome.account.balance(1) == Balance(5, 0)
-    assert outcome.credit is not None
+    assert len(outcome.legs) == 1
 
 
 def test_transfer_rejected_sends_no_credit() -> None:
     outcome = apply_operation(funded(100, 0), op("transfer", 1, to_user_id=9, source="locked"), TS)
-    assert (outcome.event.reason, outcome.credit) == ("insufficient_funds", None)
+    assert (outcome.event.reason, outcome.legs) == ("insufficient_funds", ())
     assert outcome.event.kind == "transfer_out"
 
 

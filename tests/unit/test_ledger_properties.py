@@ -27,7 +27,7 @@ from app.core.ledger import (
     decide,
     operation_key,
 )
-from app.core.models import Operation
+from app.core.models import Credit, Operation
 
 USERS = [1, 2, 3]
 ASSETS = [1, 2]
@@ -113,15 +113,16 @@ class Driven:
             self.deposited[op.asset] += op.amount
         if outcome.event.accepted and op.kind == "withdraw":
             self.withdrawn[op.asset] += op.amount
-        if outcome.credit is not None:
+        for credit in outcome.legs:
+            assert isinstance(credit, Credit)
             credit_origin = Origin("credits", self.credit_offset)
             self.credit_offset += 1
-            ckey = credit_key(outcome.credit)
-            payee = self.accounts[outcome.credit.payee]
+            ckey = credit_key(credit)
+            payee = self.accounts[credit.payee]
             assert decide(payee, self.results.get(ckey), credit_origin) == Decision.APPLY
-            landed = apply_credit(payee, outcome.credit)
+            landed = apply_credit(payee, credit)
             self.results[ckey] = StoredResult(landed.event, credit_origin)
-            self.accounts[outcome.credit.payee] = landed.account.mark(credit_origin)
+            self.accounts[credit.payee] = landed.account.mark(credit_origin)
         return outcome.event.status
 
 

@@ -6,7 +6,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from app.core.ledger import Account, apply_credit, apply_operation
-from app.core.models import parse_operation
+from app.core.models import Credit, parse_operation
 from app.core.verification import check
 
 #: The workers' default UBS_MAX_BODY_BYTES.
@@ -27,9 +27,10 @@ def simulate(
         outcome = apply_operation(accounts.get(op.user_id, Account()), op, TS)
         accounts[op.user_id] = outcome.account
         events.append(outcome.event.to_json())
-        if outcome.credit:
-            landed = apply_credit(accounts.get(outcome.credit.payee, Account()), outcome.credit)
-            accounts[outcome.credit.payee] = landed.account
+        for credit in outcome.legs:
+            assert isinstance(credit, Credit)
+            landed = apply_credit(accounts.get(credit.payee, Account()), credit)
+            accounts[credit.payee] = landed.account
             events.append(landed.event.to_json())
     return operations, events, {u: a.to_json() for u, a in accounts.items()}
 
