@@ -20,7 +20,7 @@ import time
 from typing import Any, Dict, Iterator, List, Tuple
 
 from app import metrics
-from app.core.models import Expiry
+from app.core.legs import Expiry
 from app.faust_app import app
 from app.guards.faust_internals import open_partition_db
 from app.partitioning import partition_for, user_key

@@ -90,7 +90,8 @@ from app.core.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.core.models import Credit, Event, Expiry, Leg, Operation, read_leg, read_operation
+from app.core.legs import Credit, Expiry, Leg, read_leg
+from app.core.models import Event, Operation, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
 from app.guards import failpoints

@@ -22,19 +22,8 @@ from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
 from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
 
-from app.core.models import (
-    KINDS,
-    MAX_AMOUNT,
-    MAX_ASSET,
-    MAX_ID,
-    Credit,
-    Event,
-    Expiry,
-    Leg,
-    Operation,
-    check_hold_id,
-    leg_from_json,
-)
+from app.core.legs import Credit, Expiry, Leg, leg_from_json
+from app.core.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Event, Operation, check_hold_id
 from app.core.wire import whole_number
 from app.errors import InvalidOperation
 

@@ -9,7 +9,7 @@ when it happens to be whole, because its digits past 2**53 are not the client's.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from app.core.wire import REPEATED, decode_json, show, whole_number
 from app.errors import InvalidOperation
@@ -24,8 +24,6 @@ MAX_OP_ID_CHARS = 64
 MAX_TS = 253_402_300_799_999
 
 _COMMON_FIELDS = ("op_id", "kind", "user_id", "asset", "amount")
-_CREDIT_FIELDS = frozenset(("payer", "payee", "op_id", "asset", "amount", "ts"))
-_EXPIRY_FIELDS = frozenset(("leg", "user_id", "hold_id", "expires_at_ms"))
 _EXTRA_FIELDS: Dict[str, Tuple[str, ...]] = {
     "lock": ("hold_id", "expires_at_ms"),
     "unlock": ("hold_id",),
@@ -69,99 +67,6 @@ class Operation:
 
 
 @dataclass(frozen=True)
-class Credit:
-    """The credit leg of an accepted transfer, applied on the payee's partition.
-
-    It travels on an internal topic and is never parsed from client input, so no
-    outside message can mint one.
-    """
-
-    payer: int
-    payee: int
-    op_id: str
-    asset: int
-    amount: int
-    ts: int
-
-    def to_json(self) -> Dict[str, Any]:
-        """Wire form on the credits topic."""
-        return {name: getattr(self, name) for name in _CREDIT_FIELD_ORDER}
-
-    @classmethod
-    def from_json(cls, body: Any) -> "Credit":
-        """Read a credit leg back off the credits topic, refusing anything this agent would not have sent.
-
-        Only the agent writes that topic, but Kafka does not enforce it: a malformed or
-        forged leg must be refused, never turned into money by a lenient ``int()``.
-        """
-        if not isinstance(body, dict) or set(body) != _CREDIT_FIELDS:
-            raise InvalidOperation(
-                None, "invalid_credit", f"a credit leg has exactly the fields {sorted(_CREDIT_FIELDS)}"
-            )
-        numbers = {}
-        for name, maximum in (("payer", MAX_ID), ("payee", MAX_ID), ("asset", MAX_ASSET), ("amount", MAX_AMOUNT)):
-            numbers[name] = whole_number(body[name], maximum)
-            if numbers[name] is None:
-                raise InvalidOperation(name, "invalid_credit", f"{name} of a credit leg is {show(body[name])}")
-        ts = whole_number(body["ts"], MAX_ID)
-        if ts is None:
-            raise InvalidOperation("ts", "invalid_credit", f"ts of a credit leg is {show(body['ts'])}")
-        try:
-            op_id = check_op_id(body["op_id"])
-        except InvalidOperation as error:
-            raise InvalidOperation("op_id", "invalid_credit", f"op_id of a credit leg: {error.message}") from None
-        return cls(op_id=op_id, ts=ts, **numbers)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Expiry:
-    """The release of a hold at its expiry, put on the ledger's internal topic by the expiry timer.
-
-    Whether it releases anything is decided when it is applied, from the hold as
-    the account then holds it: a timer that fires twice, or late, or for a hold
-    already closed, changes nothing more.
-    """
-
-    user_id: int
-    hold_id: str
-    expires_at_ms: int
-
-    def to_json(self) -> Dict[str, Any]:
-        """Wire form on the internal topic."""
-        return {"leg": "expire", "user_id": self.user_id, "hold_id": self.hold_id, "expires_at_ms": self.expires_at_ms}
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> "Expiry":
-        """Read an expiry leg back, refusing anything the timer would not have sent."""
-        if set(body) != _EXPIRY_FIELDS:
-            raise InvalidOperation(
-                None, "invalid_leg", f"an expiry leg has exactly the fields {sorted(_EXPIRY_FIELDS)}"
-            )
-        user_id = whole_number(body["user_id"], MAX_ID)
-        expires_at_ms = whole_number(body["expires_at_ms"], MAX_TS)
-        if user_id is None or expires_at_ms is None:
-            raise InvalidOperation("user_id", "invalid_leg", "user_id or expires_at_ms of an expiry leg is invalid")
-        return cls(user_id=user_id, hold_id=check_hold_id(body["hold_id"]), expires_at_ms=expires_at_ms)
-
-
-Leg = Union[Credit, Expiry]
-
-
-def read_leg(raw: Optional[bytes]) -> Leg:
-    """Read one message of the internal topic, refusing anything the agent or its timer would not have sent."""
-    return leg_from_json(decode_json(raw))
-
-
-def leg_from_json(body: Any) -> Leg:
-    """A decoded leg: a credit (the original form, without a ``leg`` field) or a leg named by ``leg``."""
-    if isinstance(body, dict) and "leg" in body:
-        if body["leg"] == "expire":
-            return Expiry.from_json(body)
-        raise InvalidOperation("leg", "invalid_leg", f"unknown leg {show(body['leg'])}")
-    return Credit.from_json(body)
-
-
-@dataclass(frozen=True)
 class Event:
     """The one result of one operation (or of a credit leg), as published on balance.events."""
 
@@ -196,7 +101,6 @@ class Event:
 
 
 _EVENT_FIELD_ORDER = tuple(field.name for field in fields(Event))
-_CREDIT_FIELD_ORDER = tuple(field.name for field in fields(Credit))
 #: Fields every event has had from the first release; later ones may be absent from older events.
 _FIRST_EVENT_FIELDS = frozenset(_EVENT_FIELD_ORDER[: _EVENT_FIELD_ORDER.index("counterparty") + 1])
 

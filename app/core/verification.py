@@ -33,7 +33,8 @@ from app.core.ledger import (
     apply_operation,
     reject_invalid,
 )
-from app.core.models import Credit, Event, Expiry, Intake, read_operation
+from app.core.legs import Credit, Expiry
+from app.core.models import Event, Intake, read_operation
 from app.errors import InvalidOperation
 
 MAX_EXAMPLES = 10

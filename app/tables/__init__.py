@@ -26,7 +26,7 @@ from typing import Any, Dict, Optional
 
 from faust.types import TableT
 
-from app.core.models import Expiry
+from app.core.legs import Expiry
 from app.faust_app import app
 from app.guards.faust_internals import open_partition_db
 from app.settings import settings

@@ -9,7 +9,7 @@ import pytest
 
 from app.agents import expiry
 from app.core.ledger import Account, Balance, hold_key
-from app.core.models import Expiry
+from app.core.legs import Expiry
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, expiries, expiry_row, results

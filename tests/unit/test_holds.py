@@ -19,7 +19,8 @@ from app.core.ledger import (
     hold_key,
     operation_key,
 )
-from app.core.models import Credit, Expiry, Operation, parse_operation, read_leg
+from app.core.legs import Credit, Expiry, read_leg
+from app.core.models import Operation, parse_operation
 from app.errors import InvalidOperation
 
 TS = 1_700_000_000_000

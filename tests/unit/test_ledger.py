@@ -17,7 +17,8 @@ from app.core.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.core.models import Credit, Event, Operation
+from app.core.legs import Credit
+from app.core.models import Event, Operation
 
 TS = 1_700_000_000_000
 

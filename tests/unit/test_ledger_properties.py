@@ -27,7 +27,8 @@ from app.core.ledger import (
     decide,
     operation_key,
 )
-from app.core.models import Credit, Operation
+from app.core.legs import Credit
+from app.core.models import Operation
 
 USERS = [1, 2, 3]
 ASSETS = [1, 2]

@@ -6,7 +6,8 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from app.core.ledger import Account, apply_credit, apply_operation
-from app.core.models import Credit, parse_operation
+from app.core.legs import Credit
+from app.core.models import parse_operation
 from app.core.verification import check
 
 #: The workers' default UBS_MAX_BODY_BYTES.
