@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from rocksdict import Options, Rdict
 
 from app.core.ledger import Account, apply_operation
-from app.core.models import Event, parse_operation
+from app.core.models import Event, Operation, parse_operation
 from app.sink.cql import INSERT_EVENT, SCHEMA, event_row, new_cluster
 from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT
 
@@ -96,6 +96,7 @@ def settlement_events(messages: List[Tuple[Optional[bytes], bytes]]) -> List[Eve
     events = []
     for _, raw in messages:
         operation = parse_operation(json.loads(raw))
+        assert isinstance(operation, Operation)  # the benchmark workload has no trades
         outcome = apply_operation(accounts.get(operation.user_id, Account()), operation, 1_700_000_000_000)
         accounts[operation.user_id] = outcome.account
         assert outcome.event is not None  # a client operation always has its result

@@ -73,6 +73,7 @@ from faust.types.tuples import Message
 from app import metrics
 from app.agents.batch import Batch
 from app.agents.checkpoint import Checkpoints
+from app.core import trading
 from app.core.ledger import (
     PROCESSING_FAILED,
     Account,
@@ -91,7 +92,7 @@ from app.core.ledger import (
     reject_invalid,
 )
 from app.core.legs import Credit, Expiry, Leg, read_leg
-from app.core.models import Event, Operation, read_operation
+from app.core.models import Event, Operation, Trade, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
 from app.guards import failpoints
@@ -200,11 +201,14 @@ def handle_operation(batch: Batch, message: Message) -> None:
     ts = _timestamp_ms(message)
 
     origin = Origin("operations", message.offset)
-    used = intake.operation is not None and hold_used(batch, message.partition, intake.operation, origin)
+    request = intake.operation
+    used = isinstance(request, Operation) and hold_used(batch, message.partition, request, origin)
 
     def outcome_for(account: Account) -> Outcome:
-        if intake.operation is not None:
-            return apply_operation(account, intake.operation, ts, hold_used=used)
+        if isinstance(request, Trade):
+            return trading.reserve(account, request, ts)
+        if request is not None:
+            return apply_operation(account, request, ts, hold_used=used)
         assert intake.error is not None
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, intake.error.reason, ts)
 
@@ -242,11 +246,24 @@ def handle_leg(batch: Batch, message: Message) -> None:
         dead_letter(batch, message, processing_failed(message, exc))
         return
     origin = Origin("credits", message.offset)
+    partition = message.partition
     if isinstance(leg, Credit):
         apply_once(batch, message, credit_key(leg).encode(), leg.payee, origin, partial(apply_credit, credit=leg))
-        return
-    apply_once(batch, message, expiry_key(leg).encode(), leg.user_id, origin, partial(apply_expiry, expiry=leg))
-    batch.put(expiries, message.partition, expiry_row(leg), None)  # due no more, whatever it released
+    elif isinstance(leg, Expiry):
+        apply_once(batch, message, expiry_key(leg).encode(), leg.user_id, origin, partial(apply_expiry, expiry=leg))
+        hold = Account.from_json(batch.get(accounts, partition, user_key(leg.user_id))).holds.get(leg.hold_id)
+        if hold is None or hold.expires_at_ms != leg.expires_at_ms:
+            batch.put(expiries, partition, expiry_row(leg), None)  # released or closed: due no more
+    elif leg.step == "sell":
+        apply_once(
+            batch, message, trading.sell_key(leg).encode(), leg.recipient, origin, partial(trading.sell, leg=leg)
+        )
+    elif leg.step == "settle":
+        key = operation_key(leg.recipient, leg.trade.op_id).encode()  # the trade's result, pending until now
+        apply_once(batch, message, key, leg.recipient, origin, partial(trading.settle, leg=leg), settles=True)
+    else:
+        fee = partial(trading.collect_fee, leg=leg)
+        apply_once(batch, message, trading.fee_key(leg).encode(), leg.recipient, origin, fee)
 
 
 def apply_once(
@@ -257,8 +274,12 @@ def apply_once(
     origin: Origin,
     outcome_for: Callable[[Account], Outcome],
     failure_for: Optional[Callable[[Account], Outcome]] = None,
+    settles: bool = False,
 ) -> bool:
     """Apply the message at ``origin`` unless it already was; True when it was applied now.
+
+    A ``settles`` message gives a pending result (a trade's, stored without an
+    event) its final form: the pending row does not count as its result.
 
     Reading and writing the tables is infrastructure: if that raises, the agent
     stops, as it must. The decision in between depends only on the message and the
@@ -270,6 +291,8 @@ def apply_once(
     partition = message.partition
     account = Account.from_json(batch.get(accounts, partition, user_key(user_id)))
     stored = StoredResult.from_json(batch.get(results, partition, result_key))
+    if settles and stored is not None and stored.event is None:
+        stored = None
     try:
         decision = decide(account, stored, origin)
         outcome: Optional[Outcome] = None
@@ -286,7 +309,7 @@ def apply_once(
         assert stored is not None  # decide() resends only what is stored
         resend(batch, partition, result_key, user_id, account, stored, origin)
         return False
-    if decision == Decision.APPLY_LATE:
+    if decision == Decision.APPLY_LATE and outcome.event is not None:
         metrics.inc("ubscore_applied_late_total")
         log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
     record(batch, partition, result_key, user_id, outcome, origin)
@@ -317,9 +340,14 @@ def answer_failure(
 
 
 def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcome: Outcome, origin: Origin) -> None:
-    """Put the result row and the account, then queue the event and the legs."""
+    """Put the result row and the account, then queue the event and the legs.
+
+    A message that decided nothing (an expiry with nothing to release yet) stores
+    no result: applied again, it decides again, and a later copy can still act.
+    """
     event = outcome.event
-    batch.put(results, partition, result_key, StoredResult(event, origin, outcome.legs).to_json())
+    if event is not None or outcome.legs:
+        batch.put(results, partition, result_key, StoredResult(event, origin, outcome.legs).to_json())
     batch.put(accounts, partition, user_key(user_id), outcome.account.mark(origin).to_json())
     send_all(batch, event, outcome.legs)
     if event is None:
@@ -401,8 +429,7 @@ def send_event(batch: Batch, event: Event) -> None:
 
 def send_leg(batch: Batch, leg: Leg) -> None:
     """Send a leg to the partition of the user it is for."""
-    recipient = leg.payee if isinstance(leg, Credit) else leg.user_id
-    batch.send(CREDITS, user_key(recipient), _encode(leg.to_json()))
+    batch.send(CREDITS, user_key(leg.recipient), _encode(leg.to_json()))
 
 
 def move(batch: Batch, message: Message, user_id: int, op_id: str, home: int) -> None:

@@ -54,13 +54,21 @@ ZERO = Balance()
 class Hold:
     """Funds of one asset locked for one purpose (an order), released or captured only by name.
 
-    ``remaining`` is what the hold still locks; a hold is closed (removed) when
-    that reaches zero, by release, capture or expiry.
+    ``remaining`` is what the hold still locks, of which ``pending`` is reserved
+    by trades in flight (app.core.trading) and only ``free`` can be released or
+    captured. A hold is closed (removed) when ``remaining`` reaches zero, by
+    release, capture, a trade or expiry; it cannot close while a trade is pending.
     """
 
     asset: int
     remaining: int
     expires_at_ms: Optional[int] = None
+    pending: int = 0
+
+    @property
+    def free(self) -> int:
+        """What can be released or captured now."""
+        return self.remaining - self.pending
 
     def expired_at(self, ts: int) -> bool:
         """True once ``ts`` has reached the expiry: the hold can no longer be captured."""
@@ -71,6 +79,8 @@ class Hold:
         body: Dict[str, Any] = {"asset": self.asset, "remaining": self.remaining}
         if self.expires_at_ms is not None:
             body["expires_at_ms"] = self.expires_at_ms
+        if self.pending:
+            body["pending"] = self.pending
         return body
 
     @classmethod
@@ -81,6 +91,7 @@ class Hold:
             asset=int(body["asset"]),
             remaining=int(body["remaining"]),
             expires_at_ms=None if expires is None else int(expires),
+            pending=int(body.get("pending", 0)),
         )
 
 
@@ -341,8 +352,8 @@ def _apply_to_hold(account: Account, operation: Operation, ts: int, hold_used: b
         holds = {**account.holds, operation.hold_id: opened}
     else:
         assert hold is not None
-        amount = hold.remaining if operation.amount is None else operation.amount
-        holds = _with_hold(account.holds, operation.hold_id, replace(hold, remaining=hold.remaining - amount))
+        amount = hold.free if operation.amount is None else operation.amount
+        holds = with_hold(account.holds, operation.hold_id, replace(hold, remaining=hold.remaining - amount))
     new = _moved(current, operation.kind, operation.source, amount)
     updated = replace(account, seq=seq, balances={**account.balances, operation.asset: new}, holds=holds)
     return Outcome(
@@ -369,12 +380,13 @@ def _hold_refusal(
         return "hold_asset_mismatch"
     if operation.kind == "transfer" and hold.expired_at(ts):
         return "hold_expired"
-    if operation.amount is not None and operation.amount > hold.remaining:
+    wanted = hold.free if operation.amount is None else operation.amount
+    if wanted == 0 or wanted > hold.free:  # 0: all of it is reserved by trades in flight
         return "insufficient_hold"
     return None
 
 
-def _with_hold(holds: Mapping[str, Hold], hold_id: str, hold: Hold) -> Dict[str, Hold]:
+def with_hold(holds: Mapping[str, Hold], hold_id: str, hold: Hold) -> Dict[str, Hold]:
     """The holds with one replaced; a hold that locks nothing more is closed."""
     updated = dict(holds)
     if hold.remaining == 0:
@@ -396,10 +408,12 @@ def apply_expiry(account: Account, expiry: Expiry) -> Outcome:
     """Release what remains of a hold at its expiry; nothing when the hold is gone or was replaced.
 
     The event's time is the expiry itself, so the release is the same whenever
-    the timer's leg is applied, and on every replay.
+    the timer's leg is applied, and on every replay. While a trade reserved part
+    of the hold (reserved before the expiry, so it settles), the release waits:
+    nothing changes, and the timer's next leg tries again.
     """
     hold = account.holds.get(expiry.hold_id)
-    if hold is None or hold.expires_at_ms != expiry.expires_at_ms:
+    if hold is None or hold.expires_at_ms != expiry.expires_at_ms or hold.pending:
         return Outcome(account, None)
     current = account.balance(hold.asset)
     new = Balance(current.available + hold.remaining, current.locked - hold.remaining)
@@ -418,7 +432,7 @@ def apply_expiry(account: Account, expiry: Expiry) -> Outcome:
         ts=expiry.expires_at_ms,
         hold_id=expiry.hold_id,
     )
-    holds = _with_hold(account.holds, expiry.hold_id, replace(hold, remaining=0))
+    holds = with_hold(account.holds, expiry.hold_id, replace(hold, remaining=0))
     return Outcome(replace(account, seq=seq, balances={**account.balances, hold.asset: new}, holds=holds), event)
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Optional, Union
 
-from app.core.models import MAX_AMOUNT, MAX_ASSET, MAX_ID, MAX_TS, check_hold_id, check_op_id
+from app.core.models import MAX_AMOUNT, MAX_ASSET, MAX_ID, MAX_TS, Trade, check_hold_id, check_op_id, parse_trade
 from app.core.wire import decode_json, show, whole_number
 from app.errors import InvalidOperation
 
 _CREDIT_FIELDS = frozenset(("payer", "payee", "op_id", "asset", "amount", "ts"))
 _EXPIRY_FIELDS = frozenset(("leg", "user_id", "hold_id", "expires_at_ms"))
+_TRADE_LEG_FIELDS = frozenset(("leg", "trade", "ts", "reserved_after_seq", "reason"))
+#: A trade's legs, in the order they run: the seller's side, the buyer's settlement, the fee account's credit.
+TRADE_STEPS = ("sell", "settle", "fee")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class Credit:
     asset: int
     amount: int
     ts: int
+
+    @property
+    def recipient(self) -> int:
+        """The user whose partition applies it."""
+        return self.payee
 
     def to_json(self) -> Dict[str, Any]:
         """Wire form on the credits topic."""
@@ -77,6 +85,11 @@ class Expiry:
     hold_id: str
     expires_at_ms: int
 
+    @property
+    def recipient(self) -> int:
+        """The user whose partition applies it."""
+        return self.user_id
+
     def to_json(self) -> Dict[str, Any]:
         """Wire form on the internal topic."""
         return {"leg": "expire", "user_id": self.user_id, "hold_id": self.hold_id, "expires_at_ms": self.expires_at_ms}
@@ -95,9 +108,69 @@ class Expiry:
         return cls(user_id=user_id, hold_id=check_hold_id(body["hold_id"]), expires_at_ms=expires_at_ms)
 
 
+@dataclass(frozen=True)
+class TradeLeg:
+    """One step of a trade after the buyer's partition reserved the quote (app.core.trading).
+
+    ``sell`` goes to the seller, which delivers or refuses; ``settle`` comes back to
+    the buyer with the seller's answer (``reason`` None: delivered); ``fee`` goes to
+    the fee account once the seller delivered. ``ts`` is the trade's own time (the
+    broker's timestamp of the trade operation), so every partition judges the
+    holds' expiry at the same instant, on every replay.
+    """
+
+    step: str
+    trade: Trade
+    ts: int
+    reserved_after_seq: int
+    reason: Optional[str] = None
+
+    @property
+    def recipient(self) -> int:
+        """The user whose partition applies it."""
+        if self.step == "sell":
+            return self.trade.seller.user_id
+        if self.step == "fee":
+            assert self.trade.fee_account is not None  # a fee leg is sent only for a trade with fees
+            return self.trade.fee_account
+        return self.trade.buyer.user_id
+
+    def to_json(self) -> Dict[str, Any]:
+        """Wire form on the internal topic."""
+        return {
+            "leg": f"trade_{self.step}",
+            "trade": self.trade.to_json(),
+            "ts": self.ts,
+            "reserved_after_seq": self.reserved_after_seq,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> "TradeLeg":
+        """Read a trade leg back, refusing anything the agent would not have sent."""
+        step = str(body["leg"])[len("trade_") :]
+        if set(body) != _TRADE_LEG_FIELDS or step not in TRADE_STEPS:
+            raise InvalidOperation(
+                None, "invalid_leg", f"a trade leg has exactly the fields {sorted(_TRADE_LEG_FIELDS)}"
+            )
+        try:
+            trade = parse_trade(body["trade"])
+        except InvalidOperation as error:
+            raise InvalidOperation("trade", "invalid_leg", f"trade of a leg: {error.message}") from None
+        ts, after = body["ts"], body["reserved_after_seq"]
+        if whole_number(ts, MAX_TS) is None or isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidOperation("ts", "invalid_leg", "ts or reserved_after_seq of a trade leg is invalid")
+        reason = body["reason"]
+        if reason is not None and (step != "settle" or not isinstance(reason, str) or not 0 < len(reason) <= 64):
+            raise InvalidOperation("reason", "invalid_leg", "only a settle leg carries a reason")
+        if step == "fee" and not trade.has_fees:
+            raise InvalidOperation("leg", "invalid_leg", "a fee leg is for a trade with fees")
+        return cls(step, trade, ts, after, reason)
+
+
 _CREDIT_FIELD_ORDER = tuple(field.name for field in fields(Credit))
 
-Leg = Union[Credit, Expiry]
+Leg = Union[Credit, Expiry, TradeLeg]
 
 
 def read_leg(raw: Optional[bytes]) -> Leg:
@@ -110,5 +183,7 @@ def leg_from_json(body: Any) -> Leg:
     if isinstance(body, dict) and "leg" in body:
         if body["leg"] == "expire":
             return Expiry.from_json(body)
+        if isinstance(body["leg"], str) and body["leg"].startswith("trade_"):
+            return TradeLeg.from_json(body)
         raise InvalidOperation("leg", "invalid_leg", f"unknown leg {show(body['leg'])}")
     return Credit.from_json(body)

@@ -13,6 +13,9 @@ applied that user's operations; replaying those operations through
 - ``reference_mismatch``: an event other than what the pure core gives for that operation.
 - ``negative_balance``; ``transfer_not_landed`` (an accepted transfer_out without its transfer_in).
 - ``holds_over_locked``: a user's holds of an asset lock more than the asset's ``locked``.
+- ``trade_half_applied``: a trade with some of its events and not the others (buyer, seller, fee
+  account), or with events that disagree on its terms. A trade's reservation of the buyer's quote
+  has no event; the buyer's settled event names the seq it came after, and the model applies it there.
 - ``conservation``: per asset, sum of available + locked != accepted deposits - withdrawals.
 - ``table_mismatch`` / ``db_mismatch``: the tables or the database differ from the fold of events.
 """
@@ -23,6 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+from app.core import trading
 from app.core.ledger import (
     PROCESSING_FAILED,
     Account,
@@ -33,8 +37,8 @@ from app.core.ledger import (
     apply_operation,
     reject_invalid,
 )
-from app.core.legs import Credit, Expiry
-from app.core.models import Event, Intake, read_operation
+from app.core.legs import Credit, Expiry, TradeLeg
+from app.core.models import Event, Intake, Trade, read_operation
 from app.errors import InvalidOperation
 
 MAX_EXAMPLES = 10
@@ -128,6 +132,8 @@ class Replay:
     incoming: Dict[Tuple[int, str], Event] = field(default_factory=dict)
     deposits: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
     withdrawals: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    #: Per trade (buyer, trade id), its events by role.
+    trades: Dict[Tuple[int, str], Dict[str, Event]] = field(default_factory=lambda: defaultdict(dict))
     #: (user, hold_id) of every hold opened: a hold id opens one hold.
     holds_opened: Set[Tuple[int, str]] = field(default_factory=set)
 
@@ -154,6 +160,7 @@ def check(
         report.accounts[user] = _replay_user(user, user_events, bodies, replay, report)
     _check_results(report, bodies, replay)
     _check_transfers(report, replay)
+    _check_trades(report, replay)
     _check_conservation(report, replay)
     if tables is not None:
         _check_tables(report, tables)
@@ -168,35 +175,80 @@ def _replay_user(
     """Fold one user's events through the reference model, checking each against it; the final account."""
     if [e.seq for e in events] != list(range(1, len(events) + 1)):
         report.violate("seq_gap", f"user {user}: seqs {[e.seq for e in events][:20]}")
-    account = Account()
+    reservations = _reservations(events)
+    account = _reserve(user, Account(), reservations.get(0, ()), report)
     for event in events:
         report.counts[f"events_{event.status}"] += 1
         _note_result(user, event, replay, report)
-        if event.kind == "transfer_in":
-            assert event.counterparty is not None and event.asset is not None and event.amount is not None
-            outcome = apply_credit(
-                account, Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts)
-            )
-            replay.incoming[(event.counterparty, event.op_id)] = event
-        elif event.kind == "hold_expired":
-            assert event.hold_id is not None
-            outcome = apply_expiry(account, Expiry(user, event.hold_id, event.ts))
-        else:
-            intake = bodies.get((user, event.op_id))
-            if intake is None:
-                report.violate(
-                    "unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation"
-                )
-                account = Account(seq=event.seq, balances=account.balances)
-                continue
-            outcome = _reference(account, event, intake, replay, report)
+        try:
+            outcome = _model_outcome(user, account, event, bodies, replay, report)
+        except (KeyError, AssertionError) as error:  # the events contradict the model (a trade settles no hold...)
+            report.violate("reference_mismatch", f"user {user} seq {event.seq}: the model cannot apply it: {error!r}")
+            outcome = None
+        if outcome is None:
+            account = Account(seq=event.seq, balances=account.balances, holds=account.holds)
+            continue
         if outcome.event != event:
             report.violate(
                 "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
             )
-        account = outcome.account
+        account = _reserve(user, outcome.account, reservations.get(event.seq, ()), report)
         _check_balances(user, event, account, report)
         _note_money(user, event, replay)
+    return account
+
+
+def _model_outcome(
+    user: int,
+    account: Account,
+    event: Event,
+    bodies: Mapping[Tuple[int, str], Intake],
+    replay: Replay,
+    report: Report,
+) -> Optional[Outcome]:
+    """What the pure core gives for the message behind this event; None (and a violation) if there is none."""
+    if event.kind == "transfer_in":
+        assert event.counterparty is not None and event.asset is not None and event.amount is not None
+        replay.incoming[(event.counterparty, event.op_id)] = event
+        return apply_credit(account, Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts))
+    if event.kind == "hold_expired":
+        assert event.hold_id is not None
+        return apply_expiry(account, Expiry(user, event.hold_id, event.ts))
+    if event.kind == "trade" and event.role in ("seller", "fee") and event.trade is not None:
+        replay.trades[(event.trade.buyer.user_id, event.op_id)][event.role] = event
+        leg = TradeLeg("sell" if event.role == "seller" else "fee", event.trade, event.ts, 0)
+        return trading.sell(account, leg) if event.role == "seller" else trading.collect_fee(account, leg)
+    intake = bodies.get((user, event.op_id))
+    if intake is None:
+        report.violate("unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation")
+        return None
+    if event.kind == "trade" and isinstance(intake.operation, Trade):
+        replay.trades[(user, event.op_id)]["buyer"] = event
+        if event.reserved_after_seq is not None:  # settled after a reservation: the seller's answer is the event's
+            leg = TradeLeg("settle", intake.operation, event.ts, event.reserved_after_seq, event.reason)
+            return trading.settle(account, leg)
+    return _reference(account, event, intake, replay, report)
+
+
+def _reservations(events: Sequence[Event]) -> Dict[int, List[Trade]]:
+    """The trades a buyer reserved, by the seq after which each reserved: its settled event says when."""
+    found: Dict[int, List[Trade]] = defaultdict(list)
+    for event in events:
+        if event.role == "buyer" and event.reserved_after_seq is not None and event.trade is not None:
+            found[event.reserved_after_seq].append(event.trade)
+    return found
+
+
+def _reserve(user: int, account: Account, trades: Sequence[Trade], report: Report) -> Account:
+    """Apply the reservations that came after the account's last event; each must have been possible."""
+    for trade in trades:
+        outcome = trading.reserve(account, trade, 0)
+        if outcome.event is not None:
+            report.violate(
+                "reference_mismatch", f"user {user} after seq {account.seq}: trade {trade.op_id!r} cannot reserve"
+            )
+            continue
+        account = outcome.account
     return account
 
 
@@ -206,6 +258,8 @@ def _note_result(user: int, event: Event, replay: Replay, report: Report) -> Non
         key: Tuple[Any, ...] = (user, "in", event.counterparty, event.op_id)
     elif event.kind == "hold_expired":
         key = (user, "exp", event.hold_id)
+    elif event.role in ("seller", "fee") and event.trade is not None:
+        key = (user, event.role, event.trade.buyer.user_id, event.op_id)
     else:
         key = (user, event.op_id)
     if key in replay.results and replay.results[key] != event.seq:
@@ -256,6 +310,24 @@ def _check_transfers(report: Report, replay: Replay) -> None:
     report.counts["transfers_accepted"] = len(replay.outgoing)
 
 
+def _check_trades(report: Report, replay: Replay) -> None:
+    """All or nothing: a delivered trade has buyer, seller and (with fees) fee events; a refused one, the buyer's."""
+    for (buyer, trade_id), roles in replay.trades.items():
+        settled = roles.get("buyer")
+        delivered = settled is not None and settled.accepted
+        fees = settled is not None and settled.trade is not None and settled.trade.has_fees
+        want = {"buyer", "seller", *(["fee"] if fees else [])} if delivered else {"buyer"}
+        if set(roles) != want:
+            report.violate(
+                "trade_half_applied",
+                f"trade {trade_id!r} of buyer {buyer}: events of {sorted(roles)}, want {sorted(want)}",
+            )
+        terms = {event.trade for event in roles.values()}
+        if len(terms) > 1:
+            report.violate("trade_half_applied", f"trade {trade_id!r} of buyer {buyer}: events disagree on its terms")
+    report.counts["trades_settled"] = sum(1 for roles in replay.trades.values() if "seller" in roles)
+
+
 def _check_conservation(report: Report, replay: Replay) -> None:
     """Per asset, what all users hold equals what was deposited minus what was withdrawn."""
     held: Dict[int, int] = defaultdict(int)
@@ -285,6 +357,8 @@ def _reference(account: Account, event: Event, intake: Intake, replay: Replay, r
         assert intake.error is not None
         return reject_invalid(account, user, op_id, body, intake.error.reason, event.ts)
     operation = intake.operation
+    if isinstance(operation, Trade):
+        return trading.reserve(account, operation, event.ts)
     hold = (user, operation.hold_id) if operation.kind == "lock" and operation.hold_id is not None else None
     outcome = apply_operation(account, operation, event.ts, hold_used=hold in replay.holds_opened)
     if hold is not None and outcome.event is not None and outcome.event.accepted:
@@ -323,8 +397,8 @@ def _check_database(
     last_seq: Dict[Tuple[int, int], int] = {}
     for user, evs in users.items():
         for event in evs:
-            if event.asset is not None and event.available is not None:
-                last_seq[(user, event.asset)] = event.seq
+            for change in event.balances():
+                last_seq[(user, change.asset)] = event.seq
     rows = {(int(r["user_id"]), int(r["asset"])): r for r in db_balances}
     for (user, asset), seq in last_seq.items():
         stored = rows.get((user, asset))

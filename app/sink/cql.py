@@ -10,12 +10,13 @@ event can rewrite a row but never move a balance back to an older seq.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from app.core.models import Event
+from app.core.models import Event, Trade
 from app.errors import SettlementUnavailable
 from app.settings import Settings
 
@@ -40,8 +41,30 @@ SCHEMA = (
         ts timestamp,
         counterparty bigint,
         hold_id text,
+        role text,
+        changes text,
+        trade text,
+        reserved_after_seq bigint,
         PRIMARY KEY ((user_id), seq)
     ) WITH CLUSTERING ORDER BY (seq DESC)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {ks}.trades (
+        buyer bigint,
+        trade_id text,
+        seller bigint,
+        buyer_hold text,
+        seller_hold text,
+        base_asset int,
+        quote_asset int,
+        base_amount bigint,
+        quote_amount bigint,
+        buyer_fee bigint,
+        seller_fee bigint,
+        fee_account bigint,
+        ts timestamp,
+        PRIMARY KEY ((buyer), trade_id)
+    )
     """,
     """
     CREATE TABLE IF NOT EXISTS {ks}.balances (
@@ -57,20 +80,31 @@ SCHEMA = (
 )
 
 #: Columns added after the first release, to keyspaces created before them: (table, column, type).
-ADDED_COLUMNS = (("balance_events", "hold_id", "text"),)
+ADDED_COLUMNS = (
+    ("balance_events", "hold_id", "text"),
+    ("balance_events", "role", "text"),
+    ("balance_events", "changes", "text"),
+    ("balance_events", "trade", "text"),
+    ("balance_events", "reserved_after_seq", "bigint"),
+)
 
+EVENT_COLUMNS = (
+    "user_id, seq, op_id, kind, asset, amount, status, reason, available, locked, ts, counterparty, hold_id,"
+    " role, changes, trade, reserved_after_seq"
+)
 INSERT_EVENT = (
-    "INSERT INTO {ks}.balance_events (user_id, seq, op_id, kind, asset, amount, status, reason,"
-    " available, locked, ts, counterparty, hold_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+    f"INSERT INTO {{ks}}.balance_events ({EVENT_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
+)
+INSERT_TRADE = (
+    "INSERT INTO {ks}.trades (buyer, trade_id, seller, buyer_hold, seller_hold, base_asset, quote_asset,"
+    " base_amount, quote_amount, buyer_fee, seller_fee, fee_account, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPSERT_BALANCE = (
     "INSERT INTO {ks}.balances (user_id, asset, available, locked, seq, updated_at)"
     " VALUES (?, ?, ?, ?, ?, ?) USING TIMESTAMP ?"
 )
-SELECT_EVENTS = (
-    "SELECT user_id, seq, op_id, kind, asset, amount, status, reason, available, locked, ts, counterparty, hold_id"
-    " FROM {ks}.balance_events WHERE user_id = ? LIMIT ?"
-)
+SELECT_EVENTS = f"SELECT {EVENT_COLUMNS} FROM {{ks}}.balance_events WHERE user_id = ? LIMIT ?"
 
 
 def new_cluster(hosts: Sequence[str], port: int, request_timeout_s: float = 10.0, rows_as_dicts: bool = False) -> Any:
@@ -99,15 +133,26 @@ def new_cluster(hosts: Sequence[str], port: int, request_timeout_s: float = 10.0
     )
 
 
-def latest_balances(events: Iterable[Event]) -> List[Event]:
-    """Per (user, asset), the event with the highest seq: the only balance write a batch needs."""
-    newest: Dict[Tuple[int, int], Event] = {}
+class BalanceRow(NamedTuple):
+    """One (user, asset) balance as an event left it."""
+
+    user_id: int
+    asset: int
+    available: int
+    locked: int
+    seq: int
+    ts: int
+
+
+def latest_balances(events: Iterable[Event]) -> List[BalanceRow]:
+    """Per (user, asset), the row of the highest seq: the only balance write a batch needs."""
+    newest: Dict[Tuple[int, int], BalanceRow] = {}
     for event in events:
-        if event.asset is None or event.available is None or event.locked is None:
-            continue
-        key = (event.user_id, event.asset)
-        if key not in newest or newest[key].seq < event.seq:
-            newest[key] = event
+        for change in event.balances():
+            row = BalanceRow(event.user_id, change.asset, change.available, change.locked, event.seq, event.ts)
+            key = (row.user_id, row.asset)
+            if key not in newest or newest[key].seq < row.seq:
+                newest[key] = row
     return list(newest.values())
 
 
@@ -121,6 +166,7 @@ class CqlStore:
         self._session: Any = None
         self._insert_event: Any = None
         self._upsert_balance: Any = None
+        self._insert_trade: Any = None
         self._select_events: Any = None
         self._connect_lock = asyncio.Lock()
 
@@ -155,6 +201,7 @@ class CqlStore:
         _add_columns(session, ks)
         self._insert_event = session.prepare(INSERT_EVENT.format(ks=ks))
         self._upsert_balance = session.prepare(UPSERT_BALANCE.format(ks=ks))
+        self._insert_trade = session.prepare(INSERT_TRADE.format(ks=ks))
         self._select_events = session.prepare(SELECT_EVENTS.format(ks=ks))
         self._session = session
         log.info(
@@ -181,8 +228,11 @@ class CqlStore:
         per_user: Dict[int, List[Tuple[Any, Tuple[Any, ...]]]] = defaultdict(list)
         for event in events:
             per_user[event.user_id].append((self._insert_event, event_row(event)))
-        for event in latest_balances(events):
-            per_user[event.user_id].append((self._upsert_balance, _balance_row(event)))
+        for balance in latest_balances(events):
+            per_user[balance.user_id].append((self._upsert_balance, _balance_row(balance)))
+        for event in events:
+            if event.kind == "trade" and event.role == "buyer" and event.accepted and event.trade is not None:
+                per_user[event.user_id].append((self._insert_trade, trade_row(event.trade, event.ts)))
 
         batches = []
         for statements in per_user.values():
@@ -271,6 +321,7 @@ def _unset_nulls(row: Tuple[Any, ...]) -> Tuple[Any, ...]:
 
 def event_row(event: Event) -> Tuple[Any, ...]:
     """The bound values of INSERT_EVENT for one event (also what bench/baselines.py inserts raw)."""
+    body = event.to_json()
     return _unset_nulls(
         (
             event.user_id,
@@ -283,24 +334,47 @@ def event_row(event: Event) -> Tuple[Any, ...]:
             event.reason,
             event.available,
             event.locked,
-            datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
+            _timestamp(event.ts),
             event.counterparty,
             event.hold_id,
+            event.role,
+            _json_text(body.get("changes")),
+            _json_text(body.get("trade")),
+            event.reserved_after_seq,
             event.seq,
         )
     )
 
 
-def _balance_row(event: Event) -> Tuple[Any, ...]:
+def trade_row(trade: Trade, ts: int) -> Tuple[Any, ...]:
+    """The bound values of INSERT_TRADE: a settled trade, written from its buyer's event."""
     return (
-        event.user_id,
-        event.asset,
-        event.available,
-        event.locked,
-        event.seq,
-        datetime.fromtimestamp(event.ts / 1000, tz=timezone.utc),
-        event.seq,
+        trade.buyer.user_id,
+        trade.op_id,
+        trade.seller.user_id,
+        trade.buyer.hold_id,
+        trade.seller.hold_id,
+        trade.base_asset,
+        trade.quote_asset,
+        trade.base_amount,
+        trade.quote_amount,
+        trade.buyer_fee,
+        trade.seller_fee,
+        trade.fee_account,
+        _timestamp(ts),
     )
+
+
+def _json_text(value: Any) -> Optional[str]:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _timestamp(ts_ms: int) -> datetime:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc)
+
+
+def _balance_row(row: BalanceRow) -> Tuple[Any, ...]:
+    return (row.user_id, row.asset, row.available, row.locked, row.seq, _timestamp(row.ts), row.seq)
 
 
 def epoch_ms(ts: Optional[datetime]) -> Optional[int]:
@@ -311,20 +385,15 @@ def epoch_ms(ts: Optional[datetime]) -> Optional[int]:
     return int(round(aware.timestamp() * 1000))
 
 
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """An event read back from balance_events (a row as a dict), exactly as the ledger sent it."""
+    body = dict(row)
+    body["ts"] = epoch_ms(body["ts"])
+    for name in ("changes", "trade"):
+        if body.get(name) is not None:
+            body[name] = json.loads(body[name])
+    return Event.from_json(body)
+
+
 def _row_to_event(row: Any) -> Dict[str, Any]:
-    ts = row.ts
-    return {
-        "op_id": row.op_id,
-        "kind": row.kind,
-        "user_id": row.user_id,
-        "asset": row.asset,
-        "amount": row.amount,
-        "status": row.status,
-        "reason": row.reason,
-        "available": row.available,
-        "locked": row.locked,
-        "seq": row.seq,
-        "ts": epoch_ms(ts),
-        "counterparty": row.counterparty,
-        "hold_id": row.hold_id,
-    }
+    return event_from_row(row._asdict()).to_json()

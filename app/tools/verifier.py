@@ -19,7 +19,7 @@ import aiohttp
 
 from app.core.verification import Report, check
 from app.settings import Settings, load
-from app.sink.cql import epoch_ms, new_cluster
+from app.sink.cql import event_from_row, new_cluster
 from app.topic_reader import read_topic
 
 Record = Tuple[Optional[bytes], bytes]
@@ -60,10 +60,7 @@ def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[s
     cluster = new_cluster(settings.cql_hosts, settings.cql_port, request_timeout_s=60, rows_as_dicts=True)
     try:
         session = cluster.connect(settings.keyspace)
-        events = []
-        for row in session.execute("SELECT * FROM balance_events"):
-            row["ts"] = epoch_ms(row["ts"])
-            events.append(row)
+        events = [event_from_row(row).to_json() for row in session.execute("SELECT * FROM balance_events")]
         balances = list(session.execute("SELECT user_id, asset, available, locked, seq FROM balances"))
         return events, balances
     finally:

@@ -30,7 +30,7 @@ from faust.web import Request, Response, View
 from app import metrics
 from app.agents.waiters import waiters
 from app.core.ledger import Account, StoredResult, operation_key
-from app.core.models import MAX_ID, Event, Operation, check_op_id, parse_operation
+from app.core.models import MAX_ID, Command, Event, Trade, check_op_id, parse_operation
 from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
@@ -221,16 +221,20 @@ async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optiona
     """The result in this worker's table, waiting up to ``wait_s`` for the checkpoint that writes it."""
     key = operation_key(user_id, op_id).encode()
     partition = partition_for(user_key(user_id), settings.partitions)
-    with waiters.watching(key) as written:
-        stored = StoredResult.from_json(read(results, partition, key))
-        if stored is None and wait_s > 0:
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        with waiters.watching(key) as written:
+            stored = StoredResult.from_json(read(results, partition, key))
+            if stored is not None and stored.event is not None:
+                return Lookup(stored.event.to_json())
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            # No row yet, or a trade's pending row: its result comes with the buyer's settle leg.
             try:
-                await asyncio.wait_for(written.wait(), wait_s)
+                await asyncio.wait_for(written.wait(), left)
             except asyncio.TimeoutError:
                 pass
-            stored = StoredResult.from_json(read(results, partition, key))
-    if stored is not None and stored.event is not None:  # an operation's row always holds its event
-        return Lookup(stored.event.to_json())
     applied = _cursor(operations_topic.get_topic_name(), partition)
     behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
     applied_total = int(metrics.value("ubscore_checkpoint_inputs_total"))
@@ -261,8 +265,10 @@ def _records_before(partition: int, ahead: int) -> int:
     return admission.records_before(ahead, lags)
 
 
-def _same_request(stored: Event, operation: Operation) -> bool:
+def _same_request(stored: Event, operation: Command) -> bool:
     """Whether a stored result answers this request; an unlock of a whole hold named no amount."""
+    if isinstance(operation, Trade):
+        return stored.trade == operation
     kind = "transfer_out" if operation.kind == "transfer" else operation.kind
     counterparty = operation.to_user_id if operation.kind == "transfer" else None
     amount = stored.amount if operation.amount is None else operation.amount
@@ -349,7 +355,7 @@ class OperationsView(View):
         )
         return await self._wait_for_result(operation, offset)
 
-    async def _wait_for_result(self, operation: Operation, offset: Optional[int]) -> Response:
+    async def _wait_for_result(self, operation: Command, offset: Optional[int]) -> Response:
         waited = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s, offset)
         found = waited.result
         if found is None and waited.backlog_s is not None:

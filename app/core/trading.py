@@ -1,0 +1,182 @@
+"""Trades in the pure core: one fill settled all or nothing across the partitions of its users.
+
+A trade touches up to three users, each on the partition that owns it, and no
+partition may read another's accounts. So it runs as a chain of steps, each one
+an ordinary decision on one partition, joined by legs on the internal topic:
+
+1. ``reserve`` (the buyer's partition, the trade operation): the buyer's hold
+   must cover the quote; it is reserved (``pending``), no balance changes and no
+   event is sent yet. Refused: the buyer's rejected event, and nothing else.
+2. ``sell`` (the seller's partition, a ``sell`` leg): the seller's hold must
+   cover the base. If it does, the seller's side applies and the seller gets its
+   event; a ``settle`` leg goes back to the buyer, and a ``fee`` leg to the fee
+   account. If not, only a ``settle`` leg carrying the reason goes back: the
+   seller's balances never changed.
+3. ``settle`` (the buyer's partition): delivered, the reserved quote is captured
+   and the base credited; refused, the reservation is dropped. Either way the
+   buyer's event is the trade's one result.
+4. ``collect_fee`` (the fee account's partition): the fees, which cannot fail.
+
+Every step is applied once per result key and its legs are re-sent with its
+stored result, so a crash anywhere finishes the chain and never repeats a step.
+A reservation cannot be lost: the hold cannot close, release or expire what a
+trade reserved. Between steps money is in flight, never in two places that can
+both spend it: the buyer's quote stays locked until ``settle``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Optional, Tuple
+
+from app.core.ledger import Account, Balance, Hold, Outcome, Status, with_hold
+from app.core.legs import Leg, TradeLeg
+from app.core.models import Change, Event, Trade
+
+
+def sell_key(leg: TradeLeg) -> str:
+    """Results-table key of a trade's sell leg, on the seller's partition."""
+    trade = leg.trade
+    return f"{trade.seller.user_id}|sell|{trade.buyer.user_id}|{trade.op_id}"
+
+
+def fee_key(leg: TradeLeg) -> str:
+    """Results-table key of a trade's fee leg, on the fee account's partition."""
+    trade = leg.trade
+    return f"{trade.fee_account}|fee|{trade.buyer.user_id}|{trade.op_id}"
+
+
+def hold_refusal(hold: Optional[Hold], asset: int, amount: int, ts: int) -> Optional[str]:
+    """Why a hold cannot give ``amount`` of ``asset`` to a trade at ``ts``, or None."""
+    if hold is None:
+        return "unknown_hold"
+    if hold.asset != asset:
+        return "hold_asset_mismatch"
+    if hold.expired_at(ts):
+        return "hold_expired"
+    if amount > hold.free:
+        return "insufficient_hold"
+    return None
+
+
+def reserve(account: Account, trade: Trade, ts: int) -> Outcome:
+    """Step 1, the buyer: reserve the quote in the buyer's hold and ask the seller, or refuse."""
+    hold_id = trade.buyer.hold_id
+    hold = account.holds.get(hold_id)
+    reason = hold_refusal(hold, trade.quote_asset, trade.quote_amount, ts)
+    if reason is not None:
+        seq = account.seq + 1
+        return Outcome(replace(account, seq=seq), _event(account, trade, "buyer", seq, ts, reason))
+    assert hold is not None
+    holds = {**account.holds, hold_id: replace(hold, pending=hold.pending + trade.quote_amount)}
+    return Outcome(replace(account, holds=holds), None, (TradeLeg("sell", trade, ts, account.seq),))
+
+
+def sell(account: Account, leg: TradeLeg) -> Outcome:
+    """Step 2, the seller: deliver the base from the seller's hold and take the quote less its fee, or refuse."""
+    trade = leg.trade
+    hold_id = trade.seller.hold_id
+    hold = account.holds.get(hold_id)
+    reason = hold_refusal(hold, trade.base_asset, trade.base_amount, leg.ts)
+    if reason is not None:
+        return Outcome(account, None, (replace(leg, step="settle", reason=reason),))
+    assert hold is not None
+    base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
+    hold = replace(hold, remaining=hold.remaining - trade.base_amount)
+    base = Balance(base.available, base.locked - trade.base_amount)
+    if trade.release_seller:
+        base = Balance(base.available + hold.free, base.locked - hold.free)
+        hold = replace(hold, remaining=hold.pending)
+    quote = Balance(quote.available + trade.quote_amount - trade.seller_fee, quote.locked)
+    updated = _with_balances(account, trade, base, quote, with_hold(account.holds, hold_id, hold))
+    legs: Tuple[Leg, ...] = (replace(leg, step="settle", reason=None),)
+    if trade.has_fees:
+        legs += (replace(leg, step="fee", reason=None),)
+    return Outcome(updated, _event(updated, trade, "seller", updated.seq, leg.ts, None), legs)
+
+
+def settle(account: Account, leg: TradeLeg) -> Outcome:
+    """Step 3, the buyer again: capture the reserved quote and take the base less its fee, or drop the reservation."""
+    trade = leg.trade
+    hold_id = trade.buyer.hold_id
+    hold = account.holds[hold_id]  # a reservation keeps its hold open
+    hold = replace(hold, pending=hold.pending - trade.quote_amount)
+    seq = account.seq + 1
+    if leg.reason is not None:
+        refused = replace(account, seq=seq, holds={**account.holds, hold_id: hold})
+        return Outcome(refused, _event(refused, trade, "buyer", seq, leg.ts, leg.reason, leg.reserved_after_seq))
+    base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
+    hold = replace(hold, remaining=hold.remaining - trade.quote_amount)
+    quote = Balance(quote.available, quote.locked - trade.quote_amount)
+    if trade.release_buyer:
+        quote = Balance(quote.available + hold.free, quote.locked - hold.free)
+        hold = replace(hold, remaining=hold.pending)
+    base = Balance(base.available + trade.base_amount - trade.buyer_fee, base.locked)
+    updated = _with_balances(account, trade, base, quote, with_hold(account.holds, hold_id, hold))
+    return Outcome(updated, _event(updated, trade, "buyer", seq, leg.ts, None, leg.reserved_after_seq))
+
+
+def collect_fee(account: Account, leg: TradeLeg) -> Outcome:
+    """Step 4, the fee account: both fees, in base and in quote; it cannot fail, the trade is done."""
+    trade = leg.trade
+    base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
+    base = Balance(base.available + trade.buyer_fee, base.locked)
+    quote = Balance(quote.available + trade.seller_fee, quote.locked)
+    updated = _with_balances(account, trade, base, quote, account.holds)
+    return Outcome(updated, _event(updated, trade, "fee", updated.seq, leg.ts, None))
+
+
+def _with_balances(account: Account, trade: Trade, base: Balance, quote: Balance, holds: Mapping[str, Hold]) -> Account:
+    """The account after a step: its two balances, its holds, the next seq."""
+    balances = {**account.balances, trade.base_asset: base, trade.quote_asset: quote}
+    return replace(account, seq=account.seq + 1, balances=balances, holds=holds)
+
+
+def _event(
+    account: Account,
+    trade: Trade,
+    role: str,
+    seq: int,
+    ts: int,
+    reason: Optional[str],
+    reserved_after_seq: Optional[int] = None,
+) -> Event:
+    """A trade's event for one of its users: its role, and its balances of the assets it moved."""
+    if role == "fee":
+        assets = [a for a, fee in ((trade.base_asset, trade.buyer_fee), (trade.quote_asset, trade.seller_fee)) if fee]
+    else:
+        assets = [trade.base_asset, trade.quote_asset]
+    changes = tuple(
+        Change(asset, account.balance(asset).available, account.balance(asset).locked) for asset in sorted(assets)
+    )
+    counterparty = {"buyer": trade.seller.user_id, "seller": trade.buyer.user_id}.get(role)
+    hold_id = {"buyer": trade.buyer.hold_id, "seller": trade.seller.hold_id}.get(role)
+    return Event(
+        op_id=trade.op_id,
+        kind="trade",
+        user_id=user_of(trade, role),
+        asset=None,
+        amount=None,
+        status=Status.ACCEPTED if reason is None else Status.REJECTED,
+        reason=reason,
+        available=None,
+        locked=None,
+        seq=seq,
+        ts=ts,
+        counterparty=counterparty,
+        hold_id=hold_id,
+        role=role,
+        changes=changes,
+        trade=trade,
+        reserved_after_seq=reserved_after_seq,
+    )
+
+
+def user_of(trade: Trade, role: str) -> int:
+    """The user of a role in a trade."""
+    if role == "buyer":
+        return trade.buyer.user_id
+    if role == "seller":
+        return trade.seller.user_id
+    assert trade.fee_account is not None
+    return trade.fee_account
