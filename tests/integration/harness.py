@@ -213,11 +213,15 @@ async def produce(topic: str, items: Iterable[Tuple[Optional[bytes], bytes]]) ->
         await producer.stop()
 
 
-def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[Tuple[Optional[bytes], bytes]]:
+def workload(
+    ops: int, users: int, seed: int = 7, faults: bool = False, expiring: bool = True
+) -> List[Tuple[Optional[bytes], bytes]]:
     """A deterministic mix of operations keyed by user: every user funded first, then random kinds
-    (transfers across partitions included), and orders' holds: opened (some expiring within
-    a minute), captured, released and reused. With ``faults``, also client retries (same op_id),
-    unkeyed messages (re-routed by the agent) and poison messages (dead-lettered)."""
+    (transfers across partitions included), and orders' holds: opened (some expiring within a
+    minute), traded against each other with fees, captured, released and reused. With ``faults``,
+    also client retries (same op_id), unkeyed messages (re-routed by the agent) and poison
+    messages (dead-lettered). Without ``expiring``, no hold expires: the tables then change only
+    with the input, for tests that compare them at two moments."""
     import random
 
     rng = random.Random(seed)
@@ -242,24 +246,32 @@ def workload(ops: int, users: int, seed: int = 7, faults: bool = False) -> List[
         amount = rng.randint(1, 5000)  # drawn before the asset, so that every seed keeps its workload
         body = _operation(f"op-{n}", kind, user, rng.choice([1, 1, 2]), amount, **extra)
         messages.append((user_key(user), body))
-        if hold_rng.random() < 0.2:
-            messages.append((user_key(user), _hold_operation(hold_rng, n, user, ids, holds.setdefault(user, []))))
+        if hold_rng.random() < 0.3:
+            messages.append((user_key(user), _hold_operation(hold_rng, n, user, ids, holds, expiring)))
         if faults:
             messages.extend(_misbehaviour(rng.random(), n, user, body))
     return messages
 
 
-def _hold_operation(rng: Any, n: int, user: int, ids: List[int], holds: List[Tuple[str, int]]) -> bytes:
-    """One operation on a user's orders: open one (a third expire within a minute), or act on one opened before."""
+def _hold_operation(
+    rng: Any, n: int, user: int, ids: List[int], holds: Dict[int, List[Tuple[str, int]]], expiring: bool
+) -> bytes:
+    """One operation on a user's orders: open one (a third expire within a minute), trade one against
+    another user's, fill one by transfer, reuse or cancel one."""
+    own = holds.setdefault(user, [])
     roll = rng.random()
-    if not holds or roll < 0.4:
+    if not own or roll < 0.3:
         hold_id, asset = f"order-{n}", rng.choice([1, 2])
-        holds.append((hold_id, asset))
+        own.append((hold_id, asset))
         extra: Dict[str, Any] = {"hold_id": hold_id}
-        if rng.random() < 0.33:
+        if rng.random() < 0.33 and expiring:
             extra["expires_at_ms"] = int(time.time() * 1000) + rng.randint(1_000, 60_000)
         return _operation(f"hold-{n}", "lock", user, asset, rng.randint(1, 3000), **extra)
-    hold_id, asset = rng.choice(holds)
+    bids = [h for h, a in own if a == 2]
+    asks = [(other, h) for other in ids if other != user for h, a in holds.get(other, []) if a == 1]
+    if roll < 0.55 and bids and asks:
+        return _trade(rng, n, user, rng.choice(bids), rng.choice(asks), ids)
+    hold_id, asset = rng.choice(own)
     if roll < 0.7:
         payee = rng.choice([other for other in ids if other != user])
         extra = {"hold_id": hold_id, "to_user_id": payee, "source": "locked"}
@@ -269,6 +281,29 @@ def _hold_operation(rng: Any, n: int, user: int, ids: List[int], holds: List[Tup
     body = {"op_id": f"cancel-{n}", "kind": "unlock", "user_id": user, "asset": asset, "hold_id": hold_id}
     if roll < 0.9:
         body["amount"] = rng.randint(1, 1500)
+    return json.dumps(body).encode()
+
+
+def _trade(rng: Any, n: int, buyer: int, bid: str, ask: Tuple[int, str], ids: List[int]) -> bytes:
+    """A fill of the buyer's bid (quote: asset 2) against a seller's ask (base: asset 1), fees to a third user."""
+    seller, ask_id = ask
+    base_amount, quote_amount = rng.randint(1, 800), rng.randint(1, 1500)
+    body: Dict[str, Any] = {
+        "op_id": f"trade-{n}",
+        "kind": "trade",
+        "user_id": buyer,
+        "buyer": {"user_id": buyer, "hold_id": bid},
+        "seller": {"user_id": seller, "hold_id": ask_id},
+        "base_asset": 1,
+        "quote_asset": 2,
+        "base_amount": base_amount,
+        "quote_amount": quote_amount,
+        "release_rest": {"buyer": rng.random() < 0.2, "seller": rng.random() < 0.2},
+    }
+    others = [other for other in ids if other not in (buyer, seller)]
+    if others and rng.random() < 0.7:
+        body.update(buyer_fee=rng.randint(0, base_amount // 10), seller_fee=rng.randint(0, quote_amount // 10))
+        body["fee_account"] = rng.choice(others)
     return json.dumps(body).encode()
 
 

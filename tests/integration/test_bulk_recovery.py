@@ -27,7 +27,7 @@ BULK_ALWAYS = {"UBS_BULK_RECOVERY_MIN_RECORDS": "1"}
 
 async def test_a_bulk_rebuild_equals_faust_s_and_deduplicates_every_redelivery(tmp_path: Path) -> None:
     world = World()
-    messages = workload(ops=OPERATIONS, users=60, seed=29, faults=True)
+    messages = workload(ops=OPERATIONS, users=60, seed=29, faults=True, expiring=False)
     first = Worker(world, tmp_path / "first", tmp_path / "first.log").start()
     try:
         await asyncio.to_thread(first.wait_ready, PARTITIONS)

@@ -37,15 +37,17 @@ async def get_json(url: str) -> tuple[int, Any]:
             return response.status, await response.json()
 
 
-def db_rows(cql: Any, world: World, table: str, user_id: int) -> List[Any]:
-    return list(cql.execute(f"SELECT * FROM {world.keyspace}.{table} WHERE user_id = %s", (user_id,)))
+def db_rows(cql: Any, world: World, table: str, user_id: int, key: str = "user_id") -> List[Any]:
+    return list(cql.execute(f"SELECT * FROM {world.keyspace}.{table} WHERE {key} = %s", (user_id,)))
 
 
-def wait_db(cql: Any, world: World, table: str, user_id: int, count: int, timeout: float = 60.0) -> List[Any]:
+def wait_db(
+    cql: Any, world: World, table: str, user_id: int, count: int, timeout: float = 60.0, key: str = "user_id"
+) -> List[Any]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            rows = db_rows(cql, world, table, user_id)
+            rows = db_rows(cql, world, table, user_id, key)
         except Exception:  # noqa: BLE001 - the keyspace may not exist yet
             rows = []
         if len(rows) >= count or time.monotonic() > deadline:
