@@ -213,6 +213,7 @@ def _model_outcome(
         return apply_credit(account, Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts))
     if event.kind == "hold_expired":
         assert event.hold_id is not None
+        report.counts["holds_expired"] += 1
         return apply_expiry(account, Expiry(user, event.hold_id, event.ts))
     if event.kind == "trade" and event.role in ("seller", "fee") and event.trade is not None:
         replay.trades[(event.trade.buyer.user_id, event.op_id)][event.role] = event
@@ -326,6 +327,7 @@ def _check_trades(report: Report, replay: Replay) -> None:
         if len(terms) > 1:
             report.violate("trade_half_applied", f"trade {trade_id!r} of buyer {buyer}: events disagree on its terms")
     report.counts["trades_settled"] = sum(1 for roles in replay.trades.values() if "seller" in roles)
+    report.counts["trades_refused"] = sum(1 for roles in replay.trades.values() if "seller" not in roles)
 
 
 def _check_conservation(report: Report, replay: Replay) -> None:

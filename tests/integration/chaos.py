@@ -88,6 +88,8 @@ class RunResult:
     fenced: int = 0
     holes: int = 0
     stalls: int = 0
+    trades: int = 0
+    expired: int = 0
     violations: int = 0
     problems: List[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -609,6 +611,9 @@ def from_log(path: Path) -> RunResult:
         elif kind == "workload_done":
             result.operations = event["produced"] + event["http_acked"]
             result.http_acked = event["http_acked"]
+        elif kind == "verified":
+            result.trades = event["counts"].get("trades_settled", 0)
+            result.expired = event["counts"].get("holds_expired", 0)
         elif kind == "done":
             result.violations = event["violations"]
             result.problems = event.get("problems", [])
@@ -624,14 +629,15 @@ def table(results: Sequence[RunResult], command: str) -> str:
         "",
         "| seed | brokers | operations | HTTP acked | "
         + " | ".join(kinds)
-        + " | failpoints fired | zombies fenced | restarts | holes filled | stalls | violations | seconds |",
-        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|---:|---:|",
+        + " | failpoints fired | zombies fenced | restarts | holes filled | stalls | trades settled | holds expired"
+        + " | violations | seconds |",
+        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         counts = " | ".join(str(r.faults.get(k, 0)) for k in kinds)
         lines.append(
             f"| {r.seed} | {r.brokers} | {r.operations} | {r.http_acked} | {counts} | {r.fired} | {r.fenced} "
-            f"| {r.restarts} | {r.holes} | {r.stalls} | {r.violations} | {r.seconds:.0f} |"
+            f"| {r.restarts} | {r.holes} | {r.stalls} | {r.trades} | {r.expired} | {r.violations} | {r.seconds:.0f} |"
         )
     total = Counter()
     for r in results:
@@ -641,6 +647,7 @@ def table(results: Sequence[RunResult], command: str) -> str:
         f"| **{len(results)} runs** | | {sum(r.operations for r in results)} | {sum(r.http_acked for r in results)} "
         f"| {counts} | {sum(r.fired for r in results)} | {sum(r.fenced for r in results)} "
         f"| {sum(r.restarts for r in results)} | {sum(r.holes for r in results)} | {sum(r.stalls for r in results)} "
+        f"| {sum(r.trades for r in results)} | {sum(r.expired for r in results)} "
         f"| {sum(r.violations for r in results)} | {sum(r.seconds for r in results):.0f} |"
     )
     return "\n".join(lines) + "\n"
