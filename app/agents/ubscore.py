@@ -27,7 +27,10 @@ The flow, top to bottom in this file:
    and any legs go into the batch (app.agents.batch), an overlay in front of
    the tables: the next message of the same user sees this one's account. A
    hold opened marks its id as used (``hold_key``) and, if it expires, enters
-   the ``expiries`` table the timer reads.
+   the ``expiries`` table the timer reads. A trade is a chain of such steps,
+   one per partition of its users, joined by legs (app.core.trading): its
+   first step reserves the buyer's quote and stores a pending result, without
+   an event, that its ``settle`` leg later completes.
 6. The checkpoint (app.agents.checkpoint) makes the batch durable, rows first,
    outputs after, and only then is the input acknowledged to Faust, whose
    committer commits only acknowledged offsets.
