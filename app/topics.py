@@ -23,6 +23,8 @@ OPERATIONS = settings.topic_name("balance.operations")
 EVENTS = settings.topic_name("balance.events")
 DEAD_LETTERS = settings.topic_name("balance.operations.dlq")
 CREDITS = settings.topic_name("balance.credits")
+# The asset registry: the changelog of the global ``assets`` table (app.tables), compacted, one partition.
+ASSETS = settings.topic_name("balance.assets")
 
 
 def _declare(*names: str) -> TopicT:

@@ -9,7 +9,11 @@
               releases the hold; keys sort by time, so the expiry timer
               (app.agents.expiry) reads what is due from the front.
 
-All four are written only by the ubscore agent, on the partition of the input
+``assets``:   asset id -> {"asset", "code", "scale"}: the registry, a global table
+              (every worker holds all of it) kept in memory and read at start
+              from its changelog, the compacted topic ``balance.assets``.
+
+The first four are written only by the ubscore agent, on the partition of the input
 record being handled, which is the partition of the user an entry belongs to.
 They share one declaration (``_table``) so they stay co-partitioned with the
 input topics and keyed the same way. Retention of ``results`` is bounded by time, ``UBS_RESULTS_RETENTION_S``
@@ -24,12 +28,14 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional
 
+from faust.tables.globaltable import GlobalTable
 from faust.types import TableT
 
 from app.core.legs import Expiry
 from app.faust_app import app
 from app.guards.faust_internals import open_partition_db
 from app.settings import settings
+from app.topics import ASSETS
 
 
 def _table(name: str, help: str, options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> TableT:
@@ -80,3 +86,31 @@ expiries = _table("expiries", help="Open holds that expire, by expiry time.")
 def expiry_row(expiry: Expiry) -> bytes:
     """The expiries-table key of a hold's expiry: fixed-width time first, so the table is a queue."""
     return f"{expiry.expires_at_ms:015d}|{expiry.user_id}|{expiry.hold_id}".encode()
+
+
+class _Registry(GlobalTable):
+    """A global table whose changelog is named for what it holds (``balance.assets``), not for the app.
+
+    Faust's assignor finds a global table's changelog by this method, not by the
+    ``changelog_topic`` a table may be given, so the name is set here.
+    """
+
+    def _changelog_topic_name(self) -> str:
+        return ASSETS
+
+
+assets: GlobalTable = app.tables.add(  # type: ignore[assignment]  # add() returns the table it is given
+    _Registry(
+        app,
+        name="assets",
+        beacon=app.tables.beacon,  # type: ignore[attr-defined]  # TableManagerT omits it
+        partitions=1,
+        is_global=True,
+        key_type=bytes,
+        store="memory://",
+        # Faust's advice for a global table read by several workers: apply its records one by one.
+        standby_buffer_size=1,
+        recovery_buffer_size=1,
+        help="The asset registry: code and scale of every asset.",
+    )
+)

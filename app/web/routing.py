@@ -28,7 +28,11 @@ from app.tables import accounts
 
 def owner_of(user_id: int) -> Optional[URL]:
     """The web address of the worker that owns the user's partition; None while no assignment names one."""
-    partition = partition_for(user_key(user_id), settings.partitions)
+    return owner_of_partition(partition_for(user_key(user_id), settings.partitions))
+
+
+def owner_of_partition(partition: int) -> Optional[URL]:
+    """The web address of the worker that owns a ledger partition; None while no assignment names one."""
     changelog = accounts.changelog_topic.get_topic_name()
     for host, topics in app.assignor.table_metadata(changelog).items():
         if partition in topics.get(changelog, ()):
@@ -42,7 +46,8 @@ def is_local(owner: URL) -> bool:
 
 
 async def forward(view: View, request: Request, owner: URL) -> Response:
-    """The owner's answer to the same request (the routed views are all GETs, without a body)."""
+    """The owner's answer to the same request, body and headers included."""
     url = request.url.with_host(owner.host or "").with_port(owner.port)
-    async with app.http_client.request(method=request.method, headers=request.headers, url=url) as response:
+    body = await request.read()  # type: ignore[attr-defined]  # faust.web.Request omits it
+    async with app.http_client.request(method=request.method, headers=request.headers, url=url, data=body) as response:
         return view.text(await response.text(), content_type=response.content_type, status=response.status)

@@ -29,8 +29,9 @@ from faust.web import Request, Response, View
 
 from app import metrics
 from app.agents.waiters import waiters
+from app.core.assets import Asset, parse_asset, to_minor_units
 from app.core.ledger import Account, StoredResult, operation_key
-from app.core.models import MAX_ID, Command, Event, Trade, check_op_id, parse_operation
+from app.core.models import MAX_ASSET, MAX_ID, Command, Event, Trade, check_op_id, parse_operation
 from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
@@ -40,8 +41,8 @@ from app.guards.input_watch import owned_inputs
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.sink.service import sink_partitions, store
-from app.tables import accounts, cursors, read, results
-from app.topics import operations_topic
+from app.tables import accounts, assets, cursors, read, results
+from app.topics import ASSETS, operations_topic
 from app.web import admission, routing
 
 log = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ class OperationsView(View):
         if problem is not None or raw is None:
             return problem or _error(self, 400, "invalid_body", None, "empty body")
         try:
-            operation = parse_operation(decode_json(raw))
+            operation = parse_operation(to_minor_units(decode_json(raw), registered))
         except InvalidOperation as error:
             status = 400 if error.field is None else 422
             return _error(self, status, error.reason, error.field, error.message)
@@ -446,7 +447,8 @@ class AccountView(View):
         if not stored:
             return _error(self, 404, "unknown_user", "user_id", "no account for this user")
         account = Account.from_json(stored)
-        body = {"user_id": int(user_id), "seq": account.seq, "balances": account.balances_json()}
+        balances = {asset_id: _with_decimals(int(asset_id), b) for asset_id, b in account.balances_json().items()}
+        body = {"user_id": int(user_id), "seq": account.seq, "balances": balances}
         return self.json({**body, "holds": _holds_list(account)})
 
 
@@ -461,6 +463,15 @@ class HoldsView(View):
         key = user_key(int(user_id))
         account = Account.from_json(read(accounts, partition_for(key, settings.partitions), key))
         return self.json({"user_id": int(user_id), "seq": account.seq, "holds": _holds_list(account)})
+
+
+def _with_decimals(asset_id: int, balance: Dict[str, int]) -> Dict[str, Any]:
+    """A balance in minor units and, for a registered asset, in decimals beside them."""
+    asset = registered(asset_id)
+    if asset is None:
+        return dict(balance)
+    decimals = {f"{name}_decimal": asset.decimal(balance[name]) for name in ("available", "locked")}
+    return {**balance, "code": asset.code, **decimals}
 
 
 def _holds_list(account: Account) -> List[Dict[str, Any]]:
@@ -496,6 +507,99 @@ class HistoryView(View):
             log.warning("history_failed user_id=%s error=%r", uid, exc)
             return _error(self, 503, "database_unavailable", None, "the settlement database did not answer")
         return self.json({"user_id": uid, "events": events})
+
+
+def registered(asset_id: int) -> Optional[Asset]:
+    """A registered asset, from this worker's copy of the registry (every worker holds all of it)."""
+    value = assets.get(str(asset_id).encode())
+    return None if value is None else Asset(**value)
+
+
+def _registry() -> List[Asset]:
+    return sorted((Asset(**value) for value in assets.values()), key=lambda asset: asset.asset)
+
+
+#: Registrations at the registrar, one at a time: each sees the one before it in the registry.
+_registering = asyncio.Lock()
+
+REGISTRATION_TIMEOUT_S = 10.0
+
+
+@app.page("/assets")
+class AssetsView(View):
+    """The asset registry: list it on any worker; register at the registrar (the owner of partition 0)."""
+
+    @counted("assets")
+    async def get(self, request: Request) -> Response:
+        """Every registered asset, by id."""
+        return self.json({"assets": [asset.to_json() for asset in _registry()]})
+
+    @counted("register_asset")
+    async def post(self, request: Request) -> Response:
+        """201 when new, 200 when registered identically before, 409 when registered otherwise."""
+        if not _authorized(request):
+            return _error(self, 401, "unauthorized", None, "a valid 'Authorization: Bearer <token>' header is required")
+        raw, problem = await _read_body(self, request)
+        if problem is not None or raw is None:
+            return problem or _error(self, 400, "invalid_body", None, "empty body")
+        try:
+            asset = parse_asset(decode_json(raw))
+        except InvalidOperation as error:
+            return _error(self, 400 if error.field is None else 422, error.reason, error.field, error.message)
+        registrar = routing.owner_of_partition(0)
+        if registrar is None:
+            return _error(self, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
+        if not routing.is_local(registrar):
+            return await routing.forward(self, request, registrar)
+        async with _registering:
+            return await self._register(asset)
+
+    async def _register(self, asset: Asset) -> Response:
+        existing = registered(asset.asset)
+        if existing is None:
+            payload = json.dumps(asset.to_json(), separators=(",", ":")).encode()
+            try:
+                delivery = await app.producer.send(ASSETS, str(asset.asset).encode(), payload, 0, None, None)
+                await asyncio.wait_for(asyncio.shield(delivery), timeout=PRODUCE_TIMEOUT_S)
+            except (asyncio.TimeoutError, OSError, RuntimeError) as exc:
+                log.warning("asset_register_failed asset=%s error=%r", asset.asset, exc)
+                return _error(self, 503, "kafka_unavailable", None, "the registration was not confirmed; retry it")
+            landed = await _read_back(asset.asset)
+            if landed is None:
+                return _error(self, 504, "registration_timeout", None, "in Kafka, not yet read back; retry it")
+            if landed == asset:
+                log.info("asset_registered asset=%s code=%s scale=%s", asset.asset, asset.code, asset.scale)
+                return self.json(asset.to_json(), status=201)
+            existing = landed
+        if existing == asset:
+            return self.json(asset.to_json(), status=200)
+        message = f"asset {asset.asset} is registered as {existing.code} with scale {existing.scale}"
+        return _error(self, 409, "asset_exists", "asset", message, registered=existing.to_json())
+
+
+async def _read_back(asset_id: int) -> Optional[Asset]:
+    """The registration as this worker's copy of the registry topic shows it, once it arrives."""
+    deadline = asyncio.get_running_loop().time() + REGISTRATION_TIMEOUT_S
+    # Faust's table reader applies the record and signals nothing: a registration, rare, can poll.
+    while registered(asset_id) is None and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    return registered(asset_id)
+
+
+@app.page("/assets/{asset_id}")
+class AssetView(View):
+    """One registered asset."""
+
+    @counted("asset")
+    async def get(self, request: Request, asset_id: str) -> Response:
+        """200 with the asset, 404 when it is not registered."""
+        value = decimal_text(asset_id, MAX_ASSET)
+        if value is None:
+            return _error(self, 400, "invalid_asset", "asset", f"asset must be an integer between 1 and {MAX_ASSET}")
+        asset = registered(value)
+        if asset is None:
+            return _error(self, 404, "unknown_asset", "asset", "no asset is registered with this id")
+        return self.json(asset.to_json())
 
 
 @app.page("/health")
