@@ -12,7 +12,8 @@ applied that user's operations; replaying those operations through
 - ``missing_result`` / ``unexplained_event``: an operation without a result, or the reverse.
 - ``reference_mismatch``: an event other than what the pure core gives for that operation.
 - ``negative_balance``; ``transfer_not_landed`` (an accepted transfer_out without its transfer_in).
-- ``holds_over_locked``: a user's holds of an asset lock more than the asset's ``locked``.
+- ``holds_over_locked``: a user's holds of an asset lock more than the asset's ``locked``;
+  ``hold_overdrawn``: a hold reserved beyond what it locks, or left open with nothing in it.
 - ``trade_half_applied``: a trade with some of its events and not the others (buyer, seller, fee
   account), or with events that disagree on its terms. A trade's reservation of the buyer's quote
   has no event; the buyer's settled event names the seq it came after, and the model applies it there.
@@ -276,6 +277,9 @@ def _check_balances(user: int, event: Event, account: Account, report: Report) -
             report.violate(
                 "holds_over_locked", f"user {user} asset {asset} after seq {event.seq}: holds {account.holds_json()}"
             )
+    for hold_id, hold in account.holds.items():
+        if not 0 <= hold.pending <= hold.remaining or hold.remaining == 0:
+            report.violate("hold_overdrawn", f"user {user} hold {hold_id!r} after seq {event.seq}: {hold}")
 
 
 def _note_money(user: int, event: Event, replay: Replay) -> None:
