@@ -87,7 +87,83 @@ class Catalogue:
 
     def cases(self) -> List[Case]:
         """The whole catalogue, every class."""
-        return list(self._numbers()) + list(self._strings()) + list(self._structure()) + list(self._encoding())
+        parts = (self._numbers(), self._strings(), self._structure(), self._encoding(), self._holds_and_trades())
+        return [case for part in parts for case in part]
+
+    def _trade(self, **changes: Any) -> Dict[str, Any]:
+        body = {
+            "op_id": self._op_id(),
+            "kind": "trade",
+            "user_id": self.user_id,
+            "buyer": {"user_id": self.user_id, "hold_id": "bid"},
+            "seller": {"user_id": self.payee, "hold_id": "ask"},
+            "base_asset": 1,
+            "quote_asset": 2,
+            "base_amount": 50,
+            "quote_amount": 70,
+            "buyer_fee": 1,
+            "seller_fee": 2,
+            "fee_account": self.payee + 1,
+        }
+        body.update(changes)
+        return body
+
+    def _holds_and_trades(self) -> Iterator[Case]:
+        """The fields of holds and trades, each given what breaks parsers; nested ones too."""
+        yield Case("trade: valid", json.dumps(self._trade()).encode(), VALID)
+        lock = {"op_id": "", "kind": "lock", "user_id": self.user_id, "asset": 1, "amount": 5, "hold_id": "h"}
+        yield Case("lock: valid hold", json.dumps({**lock, "op_id": self._op_id()}).encode(), VALID)
+        hostile: List[Any] = [
+            "9" * 20,
+            -5,
+            5.0,
+            True,
+            None,
+            "5x",
+            "x" * HUGE_STRING_CHARS,
+            [5],
+            {"value": 5},
+            "dépôt",
+        ]
+        for field in ("base_amount", "quote_amount", "buyer_fee", "seller_fee", "fee_account", "base_asset"):
+            for value in hostile:
+                if not (field == "fee_account" and value is None):  # no fee account with fees: still invalid
+                    yield Case(
+                        f"trade {field}: {json.dumps(value)[:20]}",
+                        json.dumps(self._trade(**{field: value})).encode(),
+                        INVALID,
+                    )
+        for side in ("buyer", "seller"):
+            for inner, value in (
+                ("hold_id", "x" * HUGE_STRING_CHARS),
+                ("hold_id", 7),
+                ("hold_id", "a b"),
+                ("user_id", "1"),
+            ):
+                party = {**self._trade()[side], inner: value}
+                yield Case(
+                    f"trade {side}.{inner}: {json.dumps(value)[:20]}",
+                    json.dumps(self._trade(**{side: party})).encode(),
+                    INVALID,
+                )
+            yield Case(f"trade {side}: array", json.dumps(self._trade(**{side: [1, 2]})).encode(), INVALID)
+        yield Case("trade: release_rest string", json.dumps(self._trade(release_rest="yes")).encode(), INVALID)
+        yield Case(
+            "trade: self trade",
+            json.dumps(self._trade(seller={"user_id": self.user_id, "hold_id": "a"})).encode(),
+            INVALID,
+        )
+        for value in ("x" * HUGE_STRING_CHARS, 7, "dépôt", "", None):
+            yield Case(
+                f"lock hold_id: {json.dumps(value)[:20]}",
+                json.dumps({**lock, "op_id": self._op_id(), "hold_id": value}).encode(),
+                INVALID,
+            )
+        for value in (0, -1, 1.5, "soon", 10**20):
+            body = {**lock, "op_id": self._op_id(), "expires_at_ms": value}
+            yield Case(f"lock expires_at_ms: {json.dumps(value)}", json.dumps(body).encode(), INVALID)
+        lone = json.dumps({**lock, "op_id": self._op_id()}).replace('"hold_id": "h"', '"hold_id": "\\ud800"')
+        yield Case("lock hold_id: lone surrogate", lone.encode(), UNTIED)
 
     def _owed(self, field: str) -> str:
         return UNTIED if field in ("user_id", "op_id") else INVALID
