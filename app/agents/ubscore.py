@@ -238,7 +238,7 @@ def hold_used(batch: Batch, partition: int, operation: Operation, origin: Origin
 
 
 def handle_leg(batch: Batch, message: Message) -> None:
-    """Apply a leg sent to this partition once: a transfer's credit, or a hold's expiry."""
+    """Apply a leg sent to this partition once: a transfer's credit, a hold's expiry, a step of a trade."""
     try:
         leg = read_leg(message.value)
     except InvalidOperation as error:
@@ -258,9 +258,10 @@ def handle_leg(batch: Batch, message: Message) -> None:
         if hold is None or hold.expires_at_ms != leg.expires_at_ms:
             batch.put(expiries, partition, expiry_row(leg), None)  # released or closed: due no more
     elif leg.step == "sell":
-        apply_once(
-            batch, message, trading.sell_key(leg).encode(), leg.recipient, origin, partial(trading.sell, leg=leg)
-        )
+        key = trading.sell_key(leg).encode()
+        # A seller's step that raises refuses the trade, so that the buyer's reservation is released.
+        refusal = partial(trading.refuse, leg=leg, reason=PROCESSING_FAILED)
+        apply_once(batch, message, key, leg.recipient, origin, partial(trading.sell, leg=leg), refusal)
     elif leg.step == "settle":
         key = operation_key(leg.recipient, leg.trade.op_id).encode()  # the trade's result, pending until now
         apply_once(batch, message, key, leg.recipient, origin, partial(trading.settle, leg=leg), settles=True)
@@ -288,8 +289,9 @@ def apply_once(
     stops, as it must. The decision in between depends only on the message and the
     account; if it raises, the message is dead-lettered and, unless it has a stored
     result already, answered with what ``failure_for`` gives (a rejection that takes
-    the next seq and moves no money). A credit leg has no such answer, its payer
-    has paid: it is only dead-lettered.
+    the next seq and moves no money; for a trade's sell step, the trade refused). A
+    credit leg has no such answer, its payer has paid, nor do a trade's settle and
+    fee steps, which follow a delivery: they are only dead-lettered.
     """
     partition = message.partition
     account = Account.from_json(batch.get(accounts, partition, user_key(user_id)))

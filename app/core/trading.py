@@ -79,7 +79,7 @@ def sell(account: Account, leg: TradeLeg) -> Outcome:
     hold = account.holds.get(hold_id)
     reason = hold_refusal(hold, trade.base_asset, trade.base_amount, leg.ts)
     if reason is not None:
-        return Outcome(account, None, (replace(leg, step="settle", reason=reason),))
+        return refuse(account, leg, reason)
     assert hold is not None
     base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
     hold = replace(hold, remaining=hold.remaining - trade.base_amount)
@@ -93,6 +93,11 @@ def sell(account: Account, leg: TradeLeg) -> Outcome:
     if trade.has_fees:
         legs += (replace(leg, step="fee", reason=None),)
     return Outcome(updated, _event(updated, trade, "seller", updated.seq, leg.ts, None), legs)
+
+
+def refuse(account: Account, leg: TradeLeg, reason: str) -> Outcome:
+    """The seller's refusal: nothing changes here, and the buyer hears why."""
+    return Outcome(account, None, (replace(leg, step="settle", reason=reason),))
 
 
 def settle(account: Account, leg: TradeLeg) -> Outcome:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Dict
 
+import pytest
+
+from app.core import trading
 from app.core.ledger import Account, Balance, StoredResult, operation_key
 from app.partitioning import user_key
 from app.tables import accounts, results
@@ -130,3 +133,23 @@ async def test_an_invalid_trade_on_the_topic_is_rejected_and_dead_lettered(ledge
     event = sent.values("events")[-1]
     assert (event["kind"], event["status"], event["reason"]) == ("trade", "rejected", "self_trade")
     assert sent.values("dlq")[-1]["error"]["field"] == "seller.user_id"
+
+
+async def test_a_seller_step_that_raises_refuses_the_trade_and_frees_the_reservation(
+    ledger: Ledger, sent: Sent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await open_orders(ledger)
+    before = len(sent.values("events"))
+
+    def broken(account: Account, leg: Any) -> Any:
+        raise RuntimeError("a bug in the seller's step")
+
+    monkeypatch.setattr(trading, "sell", broken)
+    await ledger.submit(**trade())
+    seen = await deliver(ledger, sent, 0)
+    assert [(v["leg"], v["reason"]) for v in sent.values("credits")[seen:]] == [("trade_settle", "processing_failed")]
+    await deliver(ledger, sent, seen)
+    (event,) = sent.values("events")[before:]
+    assert (event["role"], event["status"], event["reason"]) == ("buyer", "rejected", "processing_failed")
+    assert Account.from_json(accounts.get(user_key(BUYER))).holds["buy-1"].pending == 0
+    assert sent.values("dlq")[-1]["error"]["error"] == "processing_failed"
