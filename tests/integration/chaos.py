@@ -573,6 +573,8 @@ async def judge(workers: List[Worker], acks: List[Ack], result: RunResult, log: 
     """The verifier over everything, then every acknowledged submit against its stored result."""
     report = await verify_eventually(workers[0], timeout=300)
     log.event("verified", ok=report.ok, violations=report.total_violations, counts=dict(report.counts))
+    result.trades = report.counts.get("trades_settled", 0)
+    result.expired = report.counts.get("holds_expired", 0)
     if not report.ok:
         result.violate(f"verifier: {report.summary()}", report.total_violations)
     await check_acks(workers, acks, result)
