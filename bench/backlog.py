@@ -51,7 +51,7 @@ def checkpoint_metrics(url: str) -> dict:
 
 
 async def main() -> None:
-    messages = workload(OPS, USERS)
+    messages = workload(OPS, USERS, orders=False)
     world = World()
     base = Path(tempfile.mkdtemp(prefix="ubscore-bench-backlog-"))
     creator = Worker(world, base / "creator", base / "creator.log", loglevel="warn", extra_env=LEDGER).start()

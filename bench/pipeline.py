@@ -211,7 +211,7 @@ async def _events_total(world: World, minimum: int, transfers: int) -> int:
 
 async def run() -> Dict[str, Any]:
     """Every pipeline and baseline over one workload, printed as a table; the rows as a dict for bench.run."""
-    messages = workload(OPS, USERS)
+    messages = workload(OPS, USERS, orders=False)
     n = len(messages)
     print(f"workload: {n} operations, {USERS} users, {PARTITIONS} partitions, broker {BOOTSTRAP}")
     base_s = await baseline(messages)

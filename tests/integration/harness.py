@@ -214,14 +214,15 @@ async def produce(topic: str, items: Iterable[Tuple[Optional[bytes], bytes]]) ->
 
 
 def workload(
-    ops: int, users: int, seed: int = 7, faults: bool = False, expiring: bool = True
+    ops: int, users: int, seed: int = 7, faults: bool = False, expiring: bool = True, orders: bool = True
 ) -> List[Tuple[Optional[bytes], bytes]]:
     """A deterministic mix of operations keyed by user: every user funded first, then random kinds
     (transfers across partitions included), and orders' holds: opened (some expiring within a
     minute), traded against each other with fees, captured, released and reused. With ``faults``,
     also client retries (same op_id), unkeyed messages (re-routed by the agent) and poison
     messages (dead-lettered). Without ``expiring``, no hold expires: the tables then change only
-    with the input, for tests that compare them at two moments."""
+    with the input, for tests that compare them at two moments. Without ``orders``, no holds and
+    no trades: the benchmarks' workload, the same as before orders existed."""
     import random
 
     rng = random.Random(seed)
@@ -246,7 +247,7 @@ def workload(
         amount = rng.randint(1, 5000)  # drawn before the asset, so that every seed keeps its workload
         body = _operation(f"op-{n}", kind, user, rng.choice([1, 1, 2]), amount, **extra)
         messages.append((user_key(user), body))
-        if hold_rng.random() < 0.3:
+        if orders and hold_rng.random() < 0.3:
             messages.append((user_key(user), _hold_operation(hold_rng, n, user, ids, holds, expiring)))
         if faults:
             messages.extend(_misbehaviour(rng.random(), n, user, body))
