@@ -94,7 +94,7 @@ from app.core.ledger import (
     operation_key,
     reject_invalid,
 )
-from app.core.legs import Credit, Expiry, Leg, read_leg
+from app.core.legs import Credit, Expiry, Leg, TradeLeg, read_leg
 from app.core.models import Event, Operation, Trade, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
@@ -257,17 +257,24 @@ def handle_leg(batch: Batch, message: Message) -> None:
         hold = Account.from_json(batch.get(accounts, partition, user_key(leg.user_id))).holds.get(leg.hold_id)
         if hold is None or hold.expires_at_ms != leg.expires_at_ms:
             batch.put(expiries, partition, expiry_row(leg), None)  # released or closed: due no more
-    elif leg.step == "sell":
-        key = trading.sell_key(leg).encode()
+    else:
+        handle_trade_step(batch, message, leg, origin)
+
+
+def handle_trade_step(batch: Batch, message: Message, leg: TradeLeg, origin: Origin) -> None:
+    """A trade's sell, settle or fee step on the partition of the user it is for (app.core.trading)."""
+    user = leg.recipient
+    if leg.step == "sell":
         # A seller's step that raises refuses the trade, so that the buyer's reservation is released.
         refusal = partial(trading.refuse, leg=leg, reason=PROCESSING_FAILED)
-        apply_once(batch, message, key, leg.recipient, origin, partial(trading.sell, leg=leg), refusal)
+        key = trading.sell_key(leg).encode()
+        apply_once(batch, message, key, user, origin, partial(trading.sell, leg=leg), refusal)
     elif leg.step == "settle":
-        key = operation_key(leg.recipient, leg.trade.op_id).encode()  # the trade's result, pending until now
-        apply_once(batch, message, key, leg.recipient, origin, partial(trading.settle, leg=leg), settles=True)
+        key = operation_key(user, leg.trade.op_id).encode()  # the trade's result, pending until now
+        apply_once(batch, message, key, user, origin, partial(trading.settle, leg=leg), settles=True)
     else:
-        fee = partial(trading.collect_fee, leg=leg)
-        apply_once(batch, message, trading.fee_key(leg).encode(), leg.recipient, origin, fee)
+        key = trading.fee_key(leg).encode()
+        apply_once(batch, message, key, user, origin, partial(trading.collect_fee, leg=leg))
 
 
 def apply_once(

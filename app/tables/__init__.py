@@ -29,7 +29,7 @@ import json
 from typing import Any, Dict, Optional
 
 from faust.tables.globaltable import GlobalTable
-from faust.types import TableT
+from faust.types import StoreT, TableT
 
 from app.core.legs import Expiry
 from app.faust_app import app
@@ -98,6 +98,11 @@ class _Registry(GlobalTable):
     def _changelog_topic_name(self) -> str:
         return ASSETS
 
+    def _new_store(self) -> StoreT:
+        # Read whole from its topic at every start. (Given as ``store="memory://"``, the URL is
+        # falsy to Faust, which then falls back to the app's RocksDB store.)
+        return self._new_store_by_url("memory://")
+
 
 assets: GlobalTable = app.tables.add(  # type: ignore[assignment]  # add() returns the table it is given
     _Registry(
@@ -107,7 +112,6 @@ assets: GlobalTable = app.tables.add(  # type: ignore[assignment]  # add() retur
         partitions=1,
         is_global=True,
         key_type=bytes,
-        store="memory://",
         # Faust's advice for a global table read by several workers: apply its records one by one.
         standby_buffer_size=1,
         recovery_buffer_size=1,
