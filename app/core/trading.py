@@ -81,12 +81,8 @@ def sell(account: Account, leg: TradeLeg) -> Outcome:
     if reason is not None:
         return refuse(account, leg, reason)
     assert hold is not None
-    base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
-    hold = replace(hold, remaining=hold.remaining - trade.base_amount)
-    base = Balance(base.available, base.locked - trade.base_amount)
-    if trade.release_seller:
-        base = Balance(base.available + hold.free, base.locked - hold.free)
-        hold = replace(hold, remaining=hold.pending)
+    hold, base = _capture(hold, account.balance(trade.base_asset), trade.base_amount, trade.release_seller)
+    quote = account.balance(trade.quote_asset)
     quote = Balance(quote.available + trade.quote_amount - trade.seller_fee, quote.locked)
     updated = _with_balances(account, trade, base, quote, with_hold(account.holds, hold_id, hold))
     legs: Tuple[Leg, ...] = (replace(leg, step="settle", reason=None),)
@@ -110,12 +106,8 @@ def settle(account: Account, leg: TradeLeg) -> Outcome:
     if leg.reason is not None:
         refused = replace(account, seq=seq, holds={**account.holds, hold_id: hold})
         return Outcome(refused, _event(refused, trade, "buyer", seq, leg.ts, leg.reason, leg.reserved_after_seq))
-    base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
-    hold = replace(hold, remaining=hold.remaining - trade.quote_amount)
-    quote = Balance(quote.available, quote.locked - trade.quote_amount)
-    if trade.release_buyer:
-        quote = Balance(quote.available + hold.free, quote.locked - hold.free)
-        hold = replace(hold, remaining=hold.pending)
+    hold, quote = _capture(hold, account.balance(trade.quote_asset), trade.quote_amount, trade.release_buyer)
+    base = account.balance(trade.base_asset)
     base = Balance(base.available + trade.base_amount - trade.buyer_fee, base.locked)
     updated = _with_balances(account, trade, base, quote, with_hold(account.holds, hold_id, hold))
     return Outcome(updated, _event(updated, trade, "buyer", seq, leg.ts, None, leg.reserved_after_seq))
@@ -129,6 +121,16 @@ def collect_fee(account: Account, leg: TradeLeg) -> Outcome:
     quote = Balance(quote.available + trade.seller_fee, quote.locked)
     updated = _with_balances(account, trade, base, quote, account.holds)
     return Outcome(updated, _event(updated, trade, "fee", updated.seq, leg.ts, None))
+
+
+def _capture(hold: Hold, balance: Balance, amount: int, release_rest: bool) -> Tuple[Hold, Balance]:
+    """A side's hold and balance after the trade took ``amount``, and released what is free if asked."""
+    hold = replace(hold, remaining=hold.remaining - amount)
+    balance = Balance(balance.available, balance.locked - amount)
+    if release_rest:
+        balance = Balance(balance.available + hold.free, balance.locked - hold.free)
+        hold = replace(hold, remaining=hold.pending)
+    return hold, balance
 
 
 def _with_balances(account: Account, trade: Trade, base: Balance, quote: Balance, holds: Mapping[str, Hold]) -> Account:
