@@ -9,23 +9,31 @@ worker's partitions must still show their lag. A partition where the group has
 committed nothing yet counts from its first record (both groups start from the
 earliest offset).
 
-One reader serves the worker's metrics (app.monitoring) and ``ubscore lag``
+One reader serves the worker's metrics (``export_lag``) and ``ubscore lag``
 (app.tools.cli): one way to measure lag.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
+from app import metrics
 from app.guards.faust_internals import refresh_topic_metadata
 from app.settings import Settings
 
+log = logging.getLogger(__name__)
+
 #: The consumers UBSCore runs, by the name metrics and the command line show.
 CONSUMERS = ("ledger", "sink")
+#: A lag read that takes longer than this is abandoned (the broker is not answering).
+READ_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -127,5 +135,27 @@ async def read_lag(settings: Settings, consumers: Sequence[str] = CONSUMERS) -> 
     reader = LagReader(settings.kafka_bootstrap)
     try:
         return {consumer: await reader.read(settings, consumer) for consumer in consumers}
+    finally:
+        await reader.close()
+
+
+async def export_lag(settings: Settings, consumer: str, owned: Callable[[], Iterable[Tuple[str, int]]]) -> None:
+    """Every ``UBS_LAG_INTERVAL_S``, the lag of the partitions ``owned()`` names into /metrics; until cancelled.
+
+    A failed read (Kafka away) keeps the last figures and tries again next time
+    with fresh clients; the lag alert then rests on the figures that could be read.
+    """
+    reader = LagReader(settings.kafka_bootstrap)
+    try:
+        while True:
+            await asyncio.sleep(settings.lag_interval_s)
+            try:
+                partitions = list(owned())
+                rows = await asyncio.wait_for(reader.read(settings, consumer, partitions), READ_TIMEOUT_S)
+            except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("lag_read_failed consumer=%s error=%r", consumer, exc)
+                await reader.close()
+                continue
+            metrics.set_lag(consumer, [(row.topic, row.partition, row.lag) for row in rows])
     finally:
         await reader.close()

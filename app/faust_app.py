@@ -19,6 +19,7 @@ from app.guards.consume_loop import UBSCoreConsumer
 from app.guards.fencing import FreezeWatch
 from app.guards.local_state import set_aside_mismatched
 from app.guards.producer_buffer import install as install_draining_buffer
+from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import ensure_topics
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class UBSCoreWorker(faust.Worker):
-    """Faust's worker without its terminal spinner.
+    """Faust's worker without its terminal spinner, logging in ``UBS_LOG_FORMAT``.
 
     With a spinner Faust sets the root logger to DEBUG whatever ``-l`` says, so
     every library's debug record is built and then dropped: about a tenth of a
@@ -36,6 +37,11 @@ class UBSCoreWorker(faust.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Called once logging is configured: lines in ``UBS_LOG_FORMAT`` (app.log_format)."""
+        super().on_setup_root_logger(logger, level)
+        install_log_format(logger, settings.log_format)
 
 
 class UBSCoreApp(faust.App):

@@ -1,109 +1,149 @@
-"""Process-local counters and gauges, exposed in Prometheus text format at /metrics.
+"""The worker's metrics, on prometheus_client's default registry; /metrics serves them with Faust's own.
 
-A dozen numbers do not justify a client library; each worker reports its own
-counts, and Prometheus sums them across workers.
+Each process counts only what it did, and each worker exports lag only for the
+partitions it holds, so Prometheus sums series across workers without double
+counting. Names follow Prometheus' conventions (base units, ``_total`` for
+counters); the alert rules and the dashboard in docker/ use them, and a test
+scrapes a live worker to prove every name they use is exported here.
+
+Series with a small known label set are created up front, so that an alert's
+``increase()`` sees their first increment instead of a series appearing from nothing.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Dict, Iterable, Tuple
+from typing import Dict, FrozenSet, Iterable, Sequence, Tuple
 
-Labels = Tuple[Tuple[str, str], ...]
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
-_HELP: Dict[str, Tuple[str, str]] = {
-    "ubscore_operations_total": ("counter", "Operations and credit legs given a result, by kind and status."),
-    "ubscore_duplicates_total": ("counter", "Redelivered or retried operations answered from the results table."),
-    "ubscore_input_gaps_total": (
-        "counter",
-        "Holes in an input partition (records Faust never delivered), read back from Kafka and applied.",
-    ),
-    "ubscore_input_stalls_total": (
-        "counter",
-        "Input partitions with pending records that did not reach the agent, by the action taken (resume, exit).",
-    ),
-    "ubscore_recovery_stalls_total": (
-        "counter",
-        "Changelog partitions a table recovery waited for without receiving records, by the action taken.",
-    ),
-    "ubscore_group_errors_collected_total": (
-        "counter",
-        "Consumer-group errors aiokafka parked for a poll that never came, collected so that the worker rejoins.",
-    ),
-    "ubscore_applied_late_total": (
-        "counter",
-        "Messages applied after a later message of the same user (delivered out of order).",
-    ),
-    "ubscore_rerouted_total": (
-        "counter",
-        "Operations that arrived on a partition not owning their user and were re-sent to the owner.",
-    ),
-    "ubscore_processing_failures_total": (
-        "counter",
-        "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",
-    ),
-    "ubscore_hold_expiries_sent_total": (
-        "counter",
-        "Expiry legs the expiry timer put on the internal topic for holds past their expires_at_ms.",
-    ),
-    "ubscore_checkpoints_total": ("counter", "Ledger batches made durable and announced."),
-    "ubscore_checkpoint_inputs_total": ("counter", "Input messages in those batches."),
-    "ubscore_dead_letters_total": ("counter", "Messages sent to balance.operations.dlq, by reason."),
-    "ubscore_sink_events_total": ("counter", "Events written to the database by the settlement sink."),
-    "ubscore_sink_batches_total": ("counter", "Batches the settlement sink committed to the database."),
-    "ubscore_sink_failures_total": ("counter", "Failed database writes; each is retried."),
-    "ubscore_sink_commit_failures_total": (
-        "counter",
-        "Sink offset commits refused (partitions moved); the batch is rewritten by the next owner.",
-    ),
-    "ubscore_sink_skipped_total": ("counter", "Messages on balance.events that were not events and were skipped."),
-    "ubscore_sink_paused": ("gauge", "1 while the sink is waiting for the database to come back."),
-    "ubscore_http_requests_total": ("counter", "HTTP requests answered, by view and status code."),
-}
+# A ``_created`` series per counter doubles the output and nothing here reads it.
+disable_created_metrics()
 
-_lock = threading.Lock()
-_values: Dict[str, Dict[Labels, float]] = {name: {} for name in _HELP}
+#: Seconds: a checkpoint is a few milliseconds, a backlog after a restart minutes.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+#: Inputs per checkpoint, up to UBS_BATCH_MAX (1000 by default).
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+STALL_ACTIONS = ("resume", "exit")
+
+OPERATIONS = Counter(
+    "ubscore_operations_total", "Operations and credit legs given a result, by kind and status.", ["kind", "status"]
+)
+DUPLICATES = Counter("ubscore_duplicates_total", "Redelivered or retried operations answered from the results table.")
+DEAD_LETTERS = Counter("ubscore_dead_letters_total", "Messages sent to balance.operations.dlq, by reason.", ["reason"])
+PROCESSING_FAILURES = Counter(
+    "ubscore_processing_failures_total",
+    "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",
+)
+INPUT_GAPS = Counter(
+    "ubscore_input_gaps_total",
+    "Holes in an input partition (records Faust never delivered), read back from Kafka and applied.",
+)
+INPUT_STALLS = Counter(
+    "ubscore_input_stalls_total",
+    "Input partitions with pending records that did not reach the agent, by the action taken.",
+    ["action"],
+)
+RECOVERY_STALLS = Counter(
+    "ubscore_recovery_stalls_total",
+    "Changelog partitions a table recovery waited for without receiving records, by the action taken.",
+    ["action"],
+)
+GROUP_ERRORS_COLLECTED = Counter(
+    "ubscore_group_errors_collected_total",
+    "Consumer-group errors aiokafka parked for a poll that never came, collected so that the worker rejoins.",
+)
+APPLIED_LATE = Counter(
+    "ubscore_applied_late_total", "Messages applied after a later message of the same user (delivered out of order)."
+)
+REROUTED = Counter(
+    "ubscore_rerouted_total", "Operations that arrived on a partition not owning their user and were re-sent."
+)
+HOLD_EXPIRIES_SENT = Counter(
+    "ubscore_hold_expiries_sent_total", "Expiry legs the expiry timer sent for holds past their expires_at_ms."
+)
+CHECKPOINTS = Counter("ubscore_checkpoints_total", "Ledger batches made durable and announced.")
+CHECKPOINT_INPUTS = Counter("ubscore_checkpoint_inputs_total", "Input messages in those batches.")
+CHECKPOINT_SECONDS = Histogram(
+    "ubscore_checkpoint_duration_seconds",
+    "One checkpoint: results, accounts, outputs and cursors, each acknowledged by Kafka.",
+    buckets=LATENCY_BUCKETS,
+)
+CHECKPOINT_BATCH = Histogram(
+    "ubscore_checkpoint_batch_inputs", "Input messages per checkpointed batch.", buckets=BATCH_BUCKETS
+)
+APPLY_LATENCY = Histogram(
+    "ubscore_apply_latency_seconds",
+    "From an input's Kafka timestamp to its outputs (events, legs) acknowledged by Kafka.",
+    buckets=LATENCY_BUCKETS,
+)
+SINK_EVENTS = Counter("ubscore_sink_events_total", "Events written to the database by the settlement sink.")
+SINK_BATCHES = Counter("ubscore_sink_batches_total", "Batches the settlement sink committed to the database.")
+SINK_FAILURES = Counter("ubscore_sink_failures_total", "Failed database writes; each is retried.")
+SINK_COMMIT_FAILURES = Counter(
+    "ubscore_sink_commit_failures_total",
+    "Sink offset commits refused (partitions moved); the batch is rewritten by the next owner.",
+)
+SINK_SKIPPED = Counter(
+    "ubscore_sink_skipped_total", "Messages on balance.events that were not events and were skipped."
+)
+SINK_PAUSED = Gauge("ubscore_sink_paused", "1 while the sink is waiting for the database to come back.")
+SINK_LATENCY = Histogram(
+    "ubscore_sink_latency_seconds",
+    "From an event's Kafka timestamp to the database acknowledging its batch.",
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_REQUESTS = Counter(
+    "ubscore_http_requests_total", "HTTP requests answered, by view and status code.", ["view", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "ubscore_http_request_duration_seconds",
+    "Time to answer an HTTP request, by view and status code (a ?wait=true submit includes the wait).",
+    ["view", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "ubscore_consumer_lag_records",
+    "End offset minus the group's committed offset, per input partition this worker holds.",
+    ["consumer", "topic", "partition"],
+)
+PARTITIONS_OWNED = Gauge(
+    "ubscore_partitions_owned", "Input partitions this worker holds (ledger: of balance.operations).", ["consumer"]
+)
+RECOVERY_REMAINING = Gauge(
+    "ubscore_recovery_remaining_records", "Changelog records the table recovery under way still has to read."
+)
+
+for _action in STALL_ACTIONS:
+    INPUT_STALLS.labels(action=_action)
+    RECOVERY_STALLS.labels(action=_action)
+
+_lag_lock = threading.Lock()
+_lag_series: Dict[str, FrozenSet[Tuple[str, str]]] = {}
 
 
-def _labels(labels: Dict[str, str]) -> Labels:
-    return tuple(sorted(labels.items()))
+def set_lag(consumer: str, lags: Iterable[Tuple[str, int, int]]) -> None:
+    """The lag of the (topic, partition, records) a consumer holds now; partitions it lost stop being exported.
+
+    A partition that moved to another worker must vanish here, or the two
+    workers' series would both count it.
+    """
+    current = {(topic, str(partition)): records for topic, partition, records in lags}
+    with _lag_lock:
+        for topic, partition in _lag_series.get(consumer, frozenset()) - current.keys():
+            CONSUMER_LAG.remove(consumer, topic, partition)
+        for (topic, partition), records in current.items():
+            CONSUMER_LAG.labels(consumer=consumer, topic=topic, partition=partition).set(records)
+        _lag_series[consumer] = frozenset(current)
+    PARTITIONS_OWNED.labels(consumer=consumer).set(len({partition for _, partition in current}))
 
 
-def inc(name: str, amount: float = 1, **labels: str) -> None:
-    """Add to a counter."""
-    key = _labels(labels)
-    with _lock:
-        series = _values[name]
-        series[key] = series.get(key, 0) + amount
-
-
-def set_gauge(name: str, value: float, **labels: str) -> None:
-    """Set a gauge."""
-    with _lock:
-        _values[name][_labels(labels)] = value
+def observe_latencies(histogram: Histogram, now: float, timestamps: Sequence[float]) -> None:
+    """One observation per record: ``now`` minus its Kafka timestamp (seconds), never below zero."""
+    for timestamp in timestamps:
+        histogram.observe(max(0.0, now - timestamp))
 
 
 def value(name: str, **labels: str) -> float:
-    """Current value of one series (0 when never touched); for tests and health."""
-    with _lock:
-        return _values[name].get(_labels(labels), 0)
-
-
-def _escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def render() -> str:
-    """All series in the Prometheus text exposition format (version 0.0.4)."""
-    lines: list[str] = []
-    with _lock:
-        snapshot = {name: dict(series) for name, series in _values.items()}
-    for name, (kind, help_text) in _HELP.items():
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        series: Iterable[Tuple[Labels, float]] = sorted(snapshot[name].items())
-        for labels, number in series:
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            rendered = f"{name}{{{label_text}}}" if label_text else name
-            lines.append(f"{rendered} {number:g}")
-    return "\n".join(lines) + "\n"
+    """Current value of one sample (0 when never touched); for health and tests."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0

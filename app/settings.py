@@ -23,6 +23,7 @@ from app.errors import ConfigurationError
 PROCESSING_GUARANTEES = ("at_least_once",)
 ROLES = ("all", "ledger", "sink")
 MEMBERSHIPS = ("static", "dynamic")
+LOG_FORMATS = ("text", "json")
 README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _ALL_INTERFACES = ("0.0.0.0", "::")
 
@@ -171,6 +172,21 @@ class Settings:
         "how often the ledger looks for holds past their expires_at_ms; a hold is released at most this much late",
         "number",
     )
+    lag_interval_s: float = _setting(
+        "UBS_LAG_INTERVAL_S",
+        5.0,
+        "how often a worker reads its input partitions' consumer lag from Kafka for `/metrics` "
+        "(`ubscore_consumer_lag_records`)",
+        "number",
+    )
+    log_format: str = _setting(
+        "UBS_LOG_FORMAT",
+        "text",
+        "`text`: one line per event, `event key=value ...`; `json`: the same events as JSON lines, one object "
+        "each with `ts`, `level`, `logger`, `event` and the event's fields (op_id, user_id, partition, offset... "
+        "where the event has them)",
+        "log_format",
+    )
     sink_batch_size: int = _setting("UBS_SINK_BATCH_SIZE", 500, "events per settlement batch, at most", "integer", 1)
     sink_batch_within_s: float = _setting(
         "UBS_SINK_BATCH_WITHIN_S", 0.05, "how long the sink waits to fill a batch", "number"
@@ -282,6 +298,7 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "guarantee": _guarantee,
     "role": _one_of(ROLES),
     "membership": _one_of(MEMBERSHIPS),
+    "log_format": _one_of(LOG_FORMATS),
     "hosts": _hosts,
 }
 

@@ -6,6 +6,7 @@ imported; this module imports what ``UBS_ROLE`` asks for, so ``faust -A app work
 worker of role ``sink`` does not use this module (app.__main__ runs the sink alone).
 """
 
+from app import monitoring  # noqa: F401  (/metrics: Faust's sensor, the ledger's lag)
 from app.faust_app import app
 from app.settings import settings
 from app.web import views  # noqa: F401  (the HTTP gateway)

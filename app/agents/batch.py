@@ -53,6 +53,10 @@ class Batch:
         """Input messages this batch decided."""
         return len(self.events) + len(self.filled)
 
+    def input_timestamps(self) -> List[float]:
+        """The Kafka timestamps (seconds) of the inputs, for the apply latency."""
+        return [event.message.timestamp for event in self.events] + [message.timestamp for message in self.filled]
+
     def get(self, table: TableT, partition: int, key: bytes) -> Any:
         """The row as this batch left it, else as the batch in flight left it, else as the table holds it."""
         row = (table.name, partition, key)

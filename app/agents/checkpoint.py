@@ -39,6 +39,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, cast
 
@@ -60,6 +61,9 @@ log = logging.getLogger(__name__)
 
 #: Bytes per produce batch of one partition; a larger record goes alone.
 PRODUCE_BATCH_BYTES = 512 * 1024
+
+#: Inputs checkpointed since this process started; the gateway's admission estimate takes its rate.
+inputs_checkpointed = 0
 
 
 class Publisher(Protocol):
@@ -202,6 +206,7 @@ class Checkpoints:
 
 async def checkpoint(batch: Batch) -> None:
     """Make the batch durable and announce it (rules 1-4); exit the worker if Kafka refuses."""
+    started = time.monotonic()
     try:
         await _write_rows(batch, results)
         failpoints.hit("after_results", passes=batch.inputs)
@@ -211,6 +216,7 @@ async def checkpoint(batch: Batch) -> None:
         waiters.wake(key for _, key, _ in batch.rows_of(results))
         if batch.outputs:
             await publisher.publish(batch.outputs)
+        announced = time.time()
         failpoints.hit("after_send", passes=batch.inputs)
         await _write_rows(batch, cursors)
     except Exception as exc:  # noqa: BLE001 - any failure leaves this process's table view unknown
@@ -222,8 +228,13 @@ async def checkpoint(batch: Batch) -> None:
             exc,
         )
         os._exit(ExitCode.CHECKPOINT_FAILED)
-    metrics.inc("ubscore_checkpoints_total")
-    metrics.inc("ubscore_checkpoint_inputs_total", amount=batch.inputs)
+    global inputs_checkpointed
+    inputs_checkpointed += batch.inputs
+    metrics.CHECKPOINTS.inc()
+    metrics.CHECKPOINT_INPUTS.inc(batch.inputs)
+    metrics.CHECKPOINT_BATCH.observe(batch.inputs)
+    metrics.CHECKPOINT_SECONDS.observe(time.monotonic() - started)
+    metrics.observe_latencies(metrics.APPLY_LATENCY, announced, batch.input_timestamps())
 
 
 async def _write_rows(batch: Batch, *tables: TableT) -> None:

@@ -84,7 +84,7 @@ async def send_due(now_ms: int, monotonic: float) -> int:
     for key in [key for key in _sent if key not in seen]:
         del _sent[key]
     if sent:
-        metrics.inc("ubscore_hold_expiries_sent_total", amount=sent)
+        metrics.HOLD_EXPIRIES_SENT.inc(sent)
     return sent
 
 

@@ -180,7 +180,7 @@ async def read_hole(current: Message, start: Optional[int], end: int) -> List[Me
     if start is None and not missed:
         return missed
     first = start if start is not None else missed[0].offset
-    metrics.inc("ubscore_input_gaps_total")
+    metrics.INPUT_GAPS.inc()
     log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, first, end - 1)
     log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
     return missed
@@ -322,7 +322,7 @@ def apply_once(
         resend(batch, partition, result_key, user_id, account, stored, origin)
         return False
     if decision == Decision.APPLY_LATE and outcome.event is not None:
-        metrics.inc("ubscore_applied_late_total")
+        metrics.APPLIED_LATE.inc()
         log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
     record(batch, partition, result_key, user_id, outcome, origin)
     return True
@@ -365,10 +365,10 @@ def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcom
     if event is None:
         return
     put_hold_rows(batch, partition, event, outcome.account, origin)
-    metrics.inc("ubscore_operations_total", kind=event.kind, status=event.status)
+    metrics.OPERATIONS.labels(kind=event.kind, status=event.status).inc()
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s"
-        " hold_id=%s",
+        " hold_id=%s partition=%s stream=%s offset=%s",
         event.user_id,
         event.op_id,
         event.kind,
@@ -380,6 +380,9 @@ def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcom
         event.available,
         event.locked,
         event.hold_id,
+        partition,
+        origin.stream,
+        origin.offset,
     )
 
 
@@ -399,12 +402,14 @@ def resend(
     send_all(batch, stored_event, stored.legs)
     if stored_event is not None:
         put_hold_rows(batch, partition, stored_event, account, stored.origin)
-    metrics.inc("ubscore_duplicates_total")
+    metrics.DUPLICATES.inc()
     log.info(
-        "duplicate result_key=%s kind=%s seq=%s stream=%s offset=%s resent=true",
+        "duplicate user_id=%s result_key=%s kind=%s seq=%s partition=%s stream=%s offset=%s resent=true",
+        user_id,
         result_key.decode(errors="replace"),
         None if stored_event is None else stored_event.kind,
         None if stored_event is None else stored_event.seq,
+        partition,
         origin.stream,
         origin.offset,
     )
@@ -452,7 +457,7 @@ def move(batch: Batch, message: Message, user_id: int, op_id: str, home: int) ->
     deduplicated by op_id like any client retry.
     """
     batch.send(OPERATIONS, user_key(user_id), message.value or b"", partition=home)
-    metrics.inc("ubscore_rerouted_total")
+    metrics.REROUTED.inc()
     log.info(
         "rerouted user_id=%s op_id=%s from_partition=%s to_partition=%s offset=%s key=%r",
         user_id,
@@ -485,7 +490,7 @@ def dead_letter(batch: Batch, message: Message, error: InvalidOperation) -> None
     }
     short_key = key if key is not None and len(key) <= DEAD_LETTER_KEY_BYTES else None
     batch.send(DEAD_LETTERS, short_key, _encode(letter), partition=None if short_key is not None else message.partition)
-    metrics.inc("ubscore_dead_letters_total", reason=error.reason)
+    metrics.DEAD_LETTERS.labels(reason=error.reason).inc()
     log.warning(
         "dead_letter topic=%s partition=%s offset=%s reason=%s field=%s",
         message.topic,
@@ -498,7 +503,7 @@ def dead_letter(batch: Batch, message: Message, error: InvalidOperation) -> None
 
 def processing_failed(message: Message, exc: Exception) -> InvalidOperation:
     """The error a dead letter carries when handling the message raised something unforeseen."""
-    metrics.inc("ubscore_processing_failures_total")
+    metrics.PROCESSING_FAILURES.inc()
     log.error(
         "processing_failed topic=%s partition=%s offset=%s error=%r",
         message.topic,

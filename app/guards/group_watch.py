@@ -45,7 +45,7 @@ async def check_group(seen: Optional[BaseException]) -> Optional[BaseException]:
     if parked is None or parked is not seen:
         return parked
     collected = await in_consumer_thread(app.consumer, collect_group_error, kafka)
-    metrics.inc("ubscore_group_errors_collected_total")
+    metrics.GROUP_ERRORS_COLLECTED.inc()
     log.error("group_error_collected error=%r action=rejoin", collected)
     return None
 

@@ -140,7 +140,7 @@ class StallFailpoint(Sensor):
 
 def report(stall: Stall) -> None:
     """One log line and one counter per stall."""
-    metrics.inc("ubscore_input_stalls_total", action=stall.action)
+    metrics.INPUT_STALLS.labels(action=stall.action).inc()
     log.error(
         "input_stalled topic=%s partition=%s cursor=%s end=%s idle_s=%.1f action=%s",
         stall.tp.topic,

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 def report(stall: Stall) -> None:
     """One log line and one counter per stall."""
-    metrics.inc("ubscore_recovery_stalls_total", action=stall.action)
+    metrics.RECOVERY_STALLS.labels(action=stall.action).inc()
     log.error(
         "recovery_stalled topic=%s partition=%s offset=%s highwater=%s idle_s=%.1f action=%s",
         stall.tp.topic,
@@ -68,6 +68,7 @@ watch = RecoveryWatch(settings.stall_s)
 async def check_recovery() -> None:
     """Look for stalled changelog partitions of the recovery under way and act on them."""
     generation, progress = recovery_progress(app.tables.recovery)  # type: ignore[attr-defined]  # TableManagerT omits it
+    metrics.RECOVERY_REMAINING.set(sum(max(0, highwater - offset) for offset, highwater in progress.values()))
     if bulk_recovery.loading:
         progress = {}  # one reader per partition: a resume now would start Faust's beside the bulk load
     stalls = watch.observe(time.monotonic(), generation, progress)

@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from mode import Service, Worker
+from mode import Service
+from prometheus_client import start_http_server
 
 from app import metrics
 from app.backoff import backoff
+from app.consumer_lag import export_lag
 from app.core.models import Event, read_event
 from app.errors import InvalidOperation, SettlementUnavailable
+from app.log_format import SinkWorker
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic
@@ -50,6 +54,8 @@ class Record(Protocol):
 
     offset: int
     value: bytes
+    #: Kafka's timestamp, milliseconds since the epoch.
+    timestamp: int
 
 
 class EventConsumer(Protocol):
@@ -96,6 +102,13 @@ class SettlementSink(Service):
             await self.consumer.stop()
 
     @Service.task
+    async def _export_lag(self) -> None:
+        await export_lag(settings, "sink", self._owned)
+
+    def _owned(self) -> List[Tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in (self.consumer.assignment() if self.consumer else ())]
+
+    @Service.task
     async def _drain(self) -> None:
         while not self.should_stop:
             if self.consumer is None:
@@ -119,8 +132,13 @@ def sink_partitions() -> Optional[List[int]]:
 
 
 def run_alone(loglevel: str) -> None:
-    """The sink in a process of its own, without the Faust app, its tables or the gateway."""
-    Worker(SettlementSink(), loglevel=loglevel).execute_from_commandline()
+    """The sink in a process of its own, without the Faust app, its tables or the gateway.
+
+    Its metrics are served on ``UBS_WEB_HOST:UBS_WEB_PORT`` at /metrics by
+    prometheus_client's own server, since there is no gateway to serve them.
+    """
+    start_http_server(settings.web_port, addr=settings.web_host)
+    SinkWorker(SettlementSink(), loglevel=loglevel).execute_from_commandline()
 
 
 async def settle_once(consumer: EventConsumer) -> int:
@@ -133,13 +151,15 @@ async def settle_once(consumer: EventConsumer) -> int:
     events = decode_events(record.value for records in batches.values() for record in records)
     if events:
         await write_until_acknowledged(events)
+        stamps = [record.timestamp / 1000.0 for records in batches.values() for record in records]
+        metrics.observe_latencies(metrics.SINK_LATENCY, time.time(), stamps)
     offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
     try:
         await consumer.commit(offsets)
     except KafkaError as exc:
         # Partitions moved (or the broker is away): the next owner re-reads this batch and rewrites
         # the same rows, or a later commit of this sink covers it.
-        metrics.inc("ubscore_sink_commit_failures_total")
+        metrics.SINK_COMMIT_FAILURES.inc()
         log.warning("sink_commit_failed events=%s error=%r", len(events), exc)
     return len(events)
 
@@ -151,7 +171,7 @@ def decode_events(values: Iterable[bytes]) -> List[Event]:
         try:
             events.append(read_event(value))
         except InvalidOperation as error:
-            metrics.inc("ubscore_sink_skipped_total")
+            metrics.SINK_SKIPPED.inc()
             log.error("sink_skip reason=%s field=%s value=%r", error.reason, error.field, bytes(value or b"")[:200])
     return events
 
@@ -165,15 +185,15 @@ async def write_until_acknowledged(events: Sequence[Event]) -> None:
         try:
             await store.write_events(events)
         except SettlementUnavailable as exc:
-            metrics.inc("ubscore_sink_failures_total")
-            metrics.set_gauge("ubscore_sink_paused", 1)
+            metrics.SINK_FAILURES.inc()
+            metrics.SINK_PAUSED.set(1)
             delay = next(delays)
             log.warning("sink_retry attempt=%s events=%s delay_s=%.1f error=%s", attempt, len(events), delay, exc)
             await asyncio.sleep(delay)
             continue
         if attempt > 1:
             log.info("sink_resumed attempts=%s events=%s", attempt, len(events))
-        metrics.set_gauge("ubscore_sink_paused", 0)
-        metrics.inc("ubscore_sink_events_total", len(events))
-        metrics.inc("ubscore_sink_batches_total")
+        metrics.SINK_PAUSED.set(0)
+        metrics.SINK_EVENTS.inc(len(events))
+        metrics.SINK_BATCHES.inc()
         return

@@ -5,7 +5,7 @@
     GET  /accounts/{user_id}            balances from the accounts table
     GET  /accounts/{user_id}/events     history from the database, newest first (?limit=N)
     GET  /health                        liveness and what this worker owns
-    GET  /metrics                       Prometheus text format
+    GET  /metrics                       Prometheus text format (app.monitoring)
 
 Table reads go to the worker that owns the user's partition (Faust's router, as in
 ``table_route``); any worker answers for any user. Client mistakes get a 4xx JSON
@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
@@ -28,6 +29,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 
 from app import metrics
+from app.agents import checkpoint
 from app.agents.waiters import waiters
 from app.core.assets import Asset, parse_asset, to_minor_units
 from app.core.ledger import Account, StoredResult, operation_key
@@ -91,17 +93,20 @@ def _query(request: Request, allowed: Tuple[str, ...]) -> Dict[str, str]:
 
 
 def counted(name: str) -> Callable[[Handler], Handler]:
-    """Count answers per view and status; turn a stray exception into a logged 500."""
+    """Count and time answers per view and status; turn a stray exception into a logged 500."""
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def wrapper(view: View, request: Request, *args: Any, **kwargs: Any) -> Response:
+            started = time.perf_counter()
             try:
                 response = await handler(view, request, *args, **kwargs)
             except Exception:
                 log.exception("http_error view=%s path=%s", name, request.path)  # type: ignore[attr-defined]
                 response = _error(view, 500, "internal_error", None, "unexpected server error; see the worker log")
-            metrics.inc("ubscore_http_requests_total", view=name, status=str(response.status))
+            status = str(response.status)
+            metrics.HTTP_REQUESTS.labels(view=name, status=status).inc()
+            metrics.HTTP_SECONDS.labels(view=name, status=status).observe(time.perf_counter() - started)
             return response
 
         return wrapper
@@ -238,8 +243,7 @@ async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optiona
                 pass
     applied = _cursor(operations_topic.get_topic_name(), partition)
     behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
-    applied_total = int(metrics.value("ubscore_checkpoint_inputs_total"))
-    return Lookup(None, applied, applied_total, behind, settings.canonical_url)
+    return Lookup(None, applied, checkpoint.inputs_checkpointed, behind, settings.canonical_url)
 
 
 def _cursor(topic: str, partition: int) -> Optional[int]:
@@ -629,12 +633,3 @@ class HealthView(View):
             "processing_guarantee": settings.processing_guarantee,
         }
         return self.json(body, status=200 if status == "ok" else 503)
-
-
-@app.page("/metrics")
-class MetricsView(View):
-    """Prometheus scrape endpoint."""
-
-    async def get(self, request: Request) -> Response:
-        """Counters of this worker in text format 0.0.4."""
-        return self.text(metrics.render(), content_type="text/plain; version=0.0.4")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
@@ -76,9 +77,10 @@ async def _short_sleep(delay: float) -> None:
 
 
 class Record:
-    def __init__(self, offset: int, value: bytes) -> None:
+    def __init__(self, offset: int, value: bytes, age_s: float = 0.0) -> None:
         self.offset = offset
         self.value = value
+        self.timestamp = int((time.time() - age_s) * 1000)
 
 
 class FakeConsumer:
@@ -147,6 +149,20 @@ async def test_a_refused_commit_after_a_rebalance_is_not_an_error(monkeypatch: p
     consumer = FakeConsumer([{TP0: [Record(0, event_bytes(25, 1))]}], refuse_commit=True)
     assert await service.settle_once(consumer) == 1
     assert metrics.value("ubscore_sink_commit_failures_total") - refused_before == 1
+
+
+async def test_each_settled_event_is_timed_from_its_kafka_timestamp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "store", FakeStore())
+    count_before = metrics.value("ubscore_sink_latency_seconds_count")
+    sum_before = metrics.value("ubscore_sink_latency_seconds_sum")
+    slow_before = metrics.value("ubscore_sink_latency_seconds_bucket", le="2.5")
+    consumer = FakeConsumer(
+        [{TP0: [Record(0, event_bytes(26, 1), age_s=3.0), Record(1, event_bytes(26, 2), age_s=3.0)]}]
+    )
+    assert await service.settle_once(consumer) == 2
+    assert metrics.value("ubscore_sink_latency_seconds_count") - count_before == 2
+    assert 6.0 <= metrics.value("ubscore_sink_latency_seconds_sum") - sum_before < 8.0
+    assert metrics.value("ubscore_sink_latency_seconds_bucket", le="2.5") == slow_before  # both took over 2.5 s
 
 
 def test_latest_balances_keeps_highest_seq_per_asset() -> None:
