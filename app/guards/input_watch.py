@@ -104,7 +104,16 @@ async def observe_positions() -> Dict[TP, Position]:
 
 async def resume(stall: Stall) -> None:
     """Step 1 for an input partition: lift it and re-read from the record after its cursor."""
-    await resume_partition("input_resumed", stall.tp, stall.position.next_offset)
+    found = await resume_partition(stall.tp, stall.position.next_offset)
+    log.warning(
+        "input_resumed topic=%s partition=%s offset=%s seek=%s held=%s fetcher=%s",
+        stall.tp.topic,
+        stall.tp.partition,
+        stall.position.next_offset,
+        found.seek,
+        found.held,
+        found.fetcher,
+    )
 
 
 def pause_input() -> None:

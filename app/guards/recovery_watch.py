@@ -59,7 +59,16 @@ def report(stall: Stall) -> None:
 
 async def resume(stall: Stall) -> None:
     """Step 1 for a changelog partition: lift it and re-read from the record after the one applied."""
-    await resume_partition("recovery_resumed", stall.tp, stall.position.next_offset)
+    found = await resume_partition(stall.tp, stall.position.next_offset)
+    log.warning(
+        "recovery_resumed topic=%s partition=%s offset=%s seek=%s held=%s fetcher=%s",
+        stall.tp.topic,
+        stall.tp.partition,
+        stall.position.next_offset,
+        found.seek,
+        found.held,
+        found.fetcher,
+    )
 
 
 watch = RecoveryWatch(settings.stall_s)

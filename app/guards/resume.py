@@ -5,8 +5,8 @@ for the tables' changelogs) find a partition Faust owns and reads nothing from,
 and neither knows which of Faust's or aiokafka's states holds it. So the first
 step lifts every hold Faust can have on it and points the fetcher at the next
 record wanted; reading a record twice is harmless on both paths (the ledger
-deduplicates, the recovery skips offsets it has). The state found is logged, so
-a stall seen in the wild says what held it. The second step is a crash-like
+deduplicates, the recovery skips offsets it has). The state found is returned for
+the watch's log line, so a stall seen in the wild says what held it. The second step is a crash-like
 exit with status 70 for the supervisor: a fresh process rejoins the group and
 reopens its tables.
 """
@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Dict
 
 from faust.types import TP
@@ -31,8 +32,17 @@ log = logging.getLogger(__name__)
 SEEK_TIMEOUT_S = 5.0
 
 
-async def resume_partition(event: str, tp: TP, offset: int) -> None:
-    """Lift whatever Faust holds on ``tp``, then seek its fetcher to ``offset``; log one ``event`` line.
+@dataclass(frozen=True)
+class Resumed:
+    """What a resume found and did, for the watch's log line: the seek's outcome, the holds, the fetcher before."""
+
+    seek: str
+    held: str
+    fetcher: str
+
+
+async def resume_partition(tp: TP, offset: int) -> Resumed:
+    """Lift whatever Faust holds on ``tp``, then seek its fetcher to ``offset``; say what was found.
 
     Only what is actually held is lifted: resuming Faust's flow control also
     empties the stream buffers, so it is called only when the flow is stopped.
@@ -57,16 +67,7 @@ async def resume_partition(event: str, tp: TP, offset: int) -> None:
         sought = "ok"
     except Exception as exc:  # noqa: BLE001 - a fetcher that cannot seek is left to the next step, the exit
         sought = type(exc).__name__
-    log.warning(
-        "%s topic=%s partition=%s offset=%s seek=%s %s %s",
-        event,
-        tp.topic,
-        tp.partition,
-        offset,
-        sought,
-        " ".join(f"{name}={str(value).lower()}" for name, value in held.items()),
-        before,
-    )
+    return Resumed(sought, ",".join(f"{name}={str(value).lower()}" for name, value in held.items()), before)
 
 
 def fetcher_state(tp: TP) -> str:
@@ -80,7 +81,7 @@ def fetcher_state(tp: TP) -> str:
         facts.update(aiokafka_partition_state(app.consumer, tp))
     except Exception as exc:  # noqa: BLE001 - best-effort diagnostics only
         facts["kafka_state"] = type(exc).__name__
-    return " ".join(f"{name}={value}" for name, value in facts.items())
+    return ",".join(f"{name}={value}" for name, value in facts.items())
 
 
 def exit_for_restart() -> None:

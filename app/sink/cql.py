@@ -205,7 +205,7 @@ class CqlStore:
         self._select_events = session.prepare(SELECT_EVENTS.format(ks=ks))
         self._session = session
         log.info(
-            "cql connected hosts=%s port=%s keyspace=%s", ",".join(self.settings.cql_hosts), self.settings.cql_port, ks
+            "cql_connected hosts=%s port=%s keyspace=%s", ",".join(self.settings.cql_hosts), self.settings.cql_port, ks
         )
 
     def close(self) -> None:
@@ -300,7 +300,7 @@ def _add_columns(session: Any, ks: str) -> None:
         except InvalidRequest:
             if (table, column) not in present():
                 raise
-        log.info("cql column_added keyspace=%s table=%s column=%s", ks, table, column)
+        log.info("cql_column_added keyspace=%s table=%s column=%s", ks, table, column)
 
 
 def _settle(future: asyncio.Future, rows: Any, exc: Optional[BaseException]) -> None:
