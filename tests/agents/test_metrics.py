@@ -38,9 +38,7 @@ async def test_each_input_is_timed_from_its_kafka_timestamp_to_its_checkpoint(le
     checkpoints = moved("ubscore_checkpoints_total")
     assert moved("ubscore_apply_latency_seconds_count") == 2
     assert 10.0 <= moved("ubscore_apply_latency_seconds_sum") < 20.0
-    assert (
-        metrics.value("ubscore_apply_latency_seconds_bucket", le="2.5") <= before["ubscore_apply_latency_seconds_count"]
-    )
+    assert moved("fast") == 0  # neither took under 2.5 s
     assert moved("ubscore_checkpoint_batch_inputs_sum") == 2  # both inputs, in one batch or two
     assert moved("ubscore_checkpoint_duration_seconds_count") == checkpoints >= 1
     assert metrics.value("ubscore_operations_total", kind="deposit", status="accepted") == accepted + 1
