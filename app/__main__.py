@@ -6,18 +6,10 @@ import sys
 
 
 def main() -> None:
-    """``ubscore verify`` checks the invariants, ``workers`` starts several; the rest is Faust's CLI.
+    """Faust's command line with UBSCore's commands (app.tools.cli: submit, account, verify, workers...).
 
     ``worker`` under ``UBS_ROLE=sink`` runs the settlement sink alone, without the Faust app.
     """
-    if sys.argv[1:2] == ["verify"]:
-        from app.tools.verifier import main as verify
-
-        sys.exit(verify(sys.argv[2:]))
-    if sys.argv[1:2] == ["workers"]:
-        from app.tools.launcher import main as workers
-
-        sys.exit(workers(sys.argv[2:]))
     from app.settings import settings
 
     if sys.argv[1:2] == ["worker"] and settings.role == "sink":

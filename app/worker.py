@@ -9,6 +9,7 @@ worker of role ``sink`` does not use this module (app.__main__ runs the sink alo
 from app import monitoring  # noqa: F401  (/metrics: Faust's sensor, the ledger's lag)
 from app.faust_app import app
 from app.settings import settings
+from app.tools import cli  # noqa: F401  (the operator's commands: ubscore submit, account, tail, lag, dlq...)
 from app.web import views  # noqa: F401  (the HTTP gateway)
 
 if settings.role in ("all", "ledger"):

@@ -3,27 +3,28 @@
 Run it once the pipeline is idle (no operation in flight). It reads
 ``balance.operations`` and ``balance.events`` (read_committed) to their current
 end, the tables through a worker's HTTP API (which routes to the owner of each
-user) and the database, then calls ``app.core.verification.check``. It prints a
-summary and exits 1 on any violation, 2 when something could not be read.
+user) and the database, then calls ``app.core.verification.check``. The command
+(app.tools.cli) prints a summary and exits 1 on any violation, 2 when something
+could not be read.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import aiohttp
 
 from app.core.verification import Report, check
-from app.settings import Settings, load
+from app.settings import Settings
 from app.sink.cql import event_from_row, new_cluster
 from app.topic_reader import read_topic
 
 Record = Tuple[Optional[bytes], bytes]
 READ_TIMEOUT_S = 300.0
+#: Told each reading stage's name and how many records or rows it read, once the stage is done.
+Stage = Callable[[str, int], None]
 
 
 async def read_records(settings: Settings, base: str) -> List[Record]:
@@ -67,36 +68,32 @@ def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[s
         cluster.shutdown()
 
 
-async def verify(settings: Settings, worker_url: Optional[str], with_database: bool) -> Report:
-    """Read everything and check it."""
+async def verify(
+    settings: Settings, worker_url: Optional[str], with_database: bool, on_stage: Optional[Stage] = None
+) -> Report:
+    """Read everything and check it; ``on_stage`` hears each reading stage done and how much it read."""
+    done = on_stage or _quiet
     operations = await read_records(settings, "balance.operations")
+    done("operations", len(operations))
     event_records = await read_records(settings, "balance.events")
+    done("events", len(event_records))
     events = [json.loads(value) for _, value in event_records]
     users = sorted({int(e["user_id"]) for e in events})
     tables: Optional[Mapping[int, Optional[Dict[str, Any]]]] = None
     if worker_url:
         tables = await read_tables(worker_url, users)
+        done("tables", len(tables))
     db_events = db_balances = None
     if with_database:
         db_events, db_balances = await asyncio.get_running_loop().run_in_executor(None, read_database, settings)
+        done("database", len(db_events) + len(db_balances))
     return check(operations, events, tables, db_events, db_balances, max_operation_bytes=settings.max_body_bytes)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``ubscore verify``."""
-    parser = argparse.ArgumentParser(prog="ubscore verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--worker", default=None, help="a worker's URL to read the tables through (default: this host's UBS_WEB_PORT)"
-    )
-    parser.add_argument("--no-tables", action="store_true", help="do not compare the tables")
-    parser.add_argument("--no-db", action="store_true", help="do not compare the database")
-    args = parser.parse_args(argv)
-    settings = load()
-    worker_url = None if args.no_tables else (args.worker or settings.canonical_url)
-    try:
-        report = asyncio.run(verify(settings, worker_url, not args.no_db))
-    except Exception as exc:  # noqa: BLE001 - any read failure ends the run with a clear line
-        print(f"verify: could not read the pipeline's state: {exc!r}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0 if report.ok else 1
+def stages(with_tables: bool, with_database: bool) -> List[str]:
+    """The reading stages a run goes through, in order (for a progress display)."""
+    return ["operations", "events"] + (["tables"] if with_tables else []) + (["database"] if with_database else [])
+
+
+def _quiet(stage: str, count: int) -> None:
+    """No progress display."""
