@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-recovery chaos compose-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-recovery chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ chaos: install stack-up
 ## compose-check: validate docker/compose.yml without a Docker engine
 compose-check:
 	docker/validate
+
+## monitoring-check: promtool on the Prometheus config, the alert rules and their unit tests, and the dashboard's queries
+monitoring-check:
+	docker/check-monitoring
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis *.egg-info
