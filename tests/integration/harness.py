@@ -129,6 +129,8 @@ class Worker:
                 "UBS_STALL_S": str(STALL_S),
                 # Rebuilds in the tests are small: most partitions take the bulk load, the smallest Faust's path.
                 "UBS_BULK_RECOVERY_MIN_RECORDS": "50",
+                # Lag is read often enough for a test under load to see it rise and fall.
+                "UBS_LAG_INTERVAL_S": "1",
             }
         )
         env.update(self.extra_env)
