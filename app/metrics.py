@@ -13,7 +13,7 @@ Series with a small known label set are created up front, so that an alert's
 from __future__ import annotations
 
 import threading
-from typing import Dict, FrozenSet, Iterable, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Sequence, Tuple
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
 
@@ -136,6 +136,17 @@ def set_lag(consumer: str, lags: Iterable[Tuple[str, int, int]]) -> None:
             CONSUMER_LAG.labels(consumer=consumer, topic=topic, partition=partition).set(records)
         _lag_series[consumer] = frozenset(current)
     PARTITIONS_OWNED.labels(consumer=consumer).set(len({partition for _, partition in current}))
+
+
+_operations: Dict[Tuple[str, str], Any] = {}
+
+
+def count_operation(kind: str, status: str) -> None:
+    """One result of ``ubscore_operations_total``; the series is looked up once per kind and status, not per event."""
+    series = _operations.get((kind, status))
+    if series is None:
+        series = _operations[(kind, status)] = OPERATIONS.labels(kind=kind, status=status)
+    series.inc()
 
 
 def observe_latencies(histogram: Histogram, now: float, timestamps: Sequence[float]) -> None:

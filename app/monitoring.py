@@ -45,6 +45,7 @@ class FaustSensor(PrometheusMonitor):
         self._by_topic: Dict[str, Any] = {}
         self._by_tp: Dict[TP, Any] = {}
         self._by_stream: Dict[StreamT, Any] = {}
+        self._end_by_tp: Dict[TP, Any] = {}
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
         """A message reached Faust's consumer."""
@@ -73,6 +74,16 @@ class FaustSensor(PrometheusMonitor):
         series.inc()
         return state
 
+    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
+        """Faust's consumer saw a partition's highwater (once per record it hands over)."""
+        Monitor.track_tp_end_offset(self, tp, offset)
+        end = self._end_by_tp.get(tp)
+        if end is None:
+            end = self._end_by_tp[tp] = self._faust.topic_partition_end_offset.labels(
+                topic=tp.topic, partition=tp.partition
+            )
+        end.set(offset)
+
     def on_rebalance_start(self, app: Any) -> Dict:
         """The stock sensor drops its per-topic series here: so do the caches."""
         self._forget()
@@ -86,6 +97,7 @@ class FaustSensor(PrometheusMonitor):
     def _forget(self) -> None:
         self._by_topic.clear()
         self._by_tp.clear()
+        self._end_by_tp.clear()
 
 
 app.monitor = FaustSensor(FaustMetrics.create(REGISTRY, "faust"))

@@ -365,7 +365,7 @@ def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcom
     if event is None:
         return
     put_hold_rows(batch, partition, event, outcome.account, origin)
-    metrics.OPERATIONS.labels(kind=event.kind, status=event.status).inc()
+    metrics.count_operation(event.kind, event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s"
         " hold_id=%s partition=%s stream=%s offset=%s",
