@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple, cast
 from aiohttp import web
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.types import TP, EventT, Message, StreamT
+from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import REGISTRY, generate_latest
 
@@ -31,76 +31,78 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class FaustSensor(PrometheusMonitor):
-    """Faust's Prometheus sensor, with its per-message label lookups made once per topic, partition and stream.
+    """Faust's Prometheus sensor, its per-message figures brought up to date at each scrape.
 
-    The stock sensor looks each labelled series up, and renders and normalises
-    the stream's name, for every message: several times the cost of the rest of
-    Faust's monitoring. The figures are the same; the series are cached here and
-    the cache is dropped whenever the sensor drops its series (rebalances).
+    Faust's own Monitor already counts every message and event in plain integers;
+    the stock sensor adds several prometheus_client updates per message on top
+    (each takes a lock, and it renders the stream's name every time), several times
+    the cost of the rest of Faust's monitoring. Here the per-message hooks are the
+    Monitor's alone, and ``sync``, which /metrics calls before it renders, moves the
+    counts into the same ``faust_*`` series the stock sensor writes. The hooks that
+    run once per rebalance, commit or send stay the stock sensor's.
     """
+
+    on_message_in = Monitor.on_message_in
+    on_stream_event_in = Monitor.on_stream_event_in
+    on_message_out = Monitor.on_message_out
+    track_tp_end_offset = Monitor.track_tp_end_offset
 
     def __init__(self, metrics: FaustMetrics, **kwargs: Any) -> None:
         super().__init__(metrics, **kwargs)
         self._faust = metrics
-        self._by_topic: Dict[str, Any] = {}
-        self._by_tp: Dict[TP, Any] = {}
-        self._by_stream: Dict[StreamT, Any] = {}
-        self._end_by_tp: Dict[TP, Any] = {}
+        #: What each counter series has been given so far, by (counter, label values).
+        self._pushed: Dict[Tuple[Any, Tuple[str, ...]], int] = {}
 
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        """A message reached Faust's consumer."""
-        Monitor.on_message_in(self, tp, offset, message)
-        self._faust.messages_received.inc()
-        self._faust.active_messages.inc()
-        topic = self._by_topic.get(tp.topic)
-        if topic is None:
-            topic = self._by_topic[tp.topic] = self._faust.messages_received_per_topics.labels(topic=tp.topic)
-        topic.inc()
-        position = self._by_tp.get(tp)
-        if position is None:
-            labels = {"topic": tp.topic, "partition": tp.partition}
-            position = self._by_tp[tp] = self._faust.messages_received_per_topics_partition.labels(**labels)
-        position.set(offset)
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT, state: Optional[Dict] = None
+    ) -> None:
+        """A stream is done with an event: its runtime is the one figure kept per event."""
+        Monitor.on_stream_event_out(self, tp, offset, stream, event, state)
+        if state is not None:
+            self._faust.events_runtime_latency.observe(self.secs_to_ms(self.events_runtime[-1]))
 
-    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT, event: EventT) -> Optional[Dict]:
-        """A stream took the message."""
-        state = Monitor.on_stream_event_in(self, tp, offset, stream, event)
-        self._faust.total_events.inc()
-        self._faust.total_active_events.inc()
-        series = self._by_stream.get(stream)
-        if series is None:
+    def sync(self) -> None:
+        """The Monitor's counts into the ``faust_*`` series; run on the event loop, like the hooks."""
+        faust = self._faust
+        self._advance(faust.messages_received, (), self.messages_received_total)
+        faust.active_messages.set(self.messages_active)
+        for topic, count in list(self.messages_received_by_topic.items()):
+            self._advance(faust.messages_received_per_topics, (topic,), count)
+        for tp, offset in list(self.tp_read_offsets.items()):
+            faust.messages_received_per_topics_partition.labels(topic=tp.topic, partition=tp.partition).set(offset)
+        self._advance(faust.total_events, (), self.events_total)
+        faust.total_active_events.set(self.events_active)
+        for stream, key in list(self.stream_lookup.items()):
             name = f"stream.{self._stream_label(stream)}.events"
-            series = self._by_stream[stream] = self._faust.total_events_per_stream.labels(stream=name)
-        series.inc()
-        return state
-
-    def track_tp_end_offset(self, tp: TP, offset: int) -> None:
-        """Faust's consumer saw a partition's highwater (once per record it hands over)."""
-        Monitor.track_tp_end_offset(self, tp, offset)
-        end = self._end_by_tp.get(tp)
-        if end is None:
-            end = self._end_by_tp[tp] = self._faust.topic_partition_end_offset.labels(
-                topic=tp.topic, partition=tp.partition
-            )
-        end.set(offset)
+            self._advance(faust.total_events_per_stream, (name,), self.events_by_stream[key])
+        for tp, offset in list(self.tp_end_offsets.items()):
+            faust.topic_partition_end_offset.labels(topic=tp.topic, partition=tp.partition).set(offset)
 
     def on_rebalance_start(self, app: Any) -> Dict:
-        """The stock sensor drops its per-topic series here: so do the caches."""
-        self._forget()
-        return super().on_rebalance_start(app)
+        """The stock sensor drops its per-topic series here; they count again from zero, as it does."""
+        state = super().on_rebalance_start(app)
+        self._restart_topic_series()
+        return state
 
     def on_rebalance_end(self, app: Any, state: Dict) -> None:
         """As at the start."""
         super().on_rebalance_end(app, state)
-        self._forget()
+        self._restart_topic_series()
 
-    def _forget(self) -> None:
-        self._by_topic.clear()
-        self._by_tp.clear()
-        self._end_by_tp.clear()
+    def _restart_topic_series(self) -> None:
+        for topic, count in self.messages_received_by_topic.items():
+            self._pushed[(self._faust.messages_received_per_topics, (topic,))] = count
+
+    def _advance(self, counter: Any, labels: Tuple[str, ...], total: int) -> None:
+        key = (counter, labels)
+        pushed = self._pushed.get(key, 0)
+        if total > pushed:
+            (counter.labels(*labels) if labels else counter).inc(total - pushed)
+            self._pushed[key] = total
 
 
-app.monitor = FaustSensor(FaustMetrics.create(REGISTRY, "faust"))
+sensor = FaustSensor(FaustMetrics.create(REGISTRY, "faust"))
+app.monitor = sensor
 
 
 @app.page("/metrics")
@@ -109,6 +111,7 @@ class MetricsView(View):
 
     async def get(self, request: Request) -> Response:
         """Text exposition format."""
+        sensor.sync()
         answer = web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": TEXT_FORMAT})
         return cast(Response, answer)  # Faust's Response is aiohttp's
 
