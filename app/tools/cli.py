@@ -15,13 +15,14 @@ override what an operator may want to point elsewhere (``--worker URL``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import sys
 import time
 import uuid
-from typing import Any, ClassVar, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import aiohttp
 import click
@@ -336,16 +337,37 @@ async def verify(self: ClientCommand, worker: Optional[str], no_tables: bool, no
     """
     worker_url = None if no_tables else (worker or settings.canonical_url)
     steps = verifier.stages(worker_url is not None, not no_db)
-
-    def done(stage: str, count: int) -> None:
-        click.echo(f"verify: [{steps.index(stage) + 1}/{len(steps)}] {stage}: {count} read", err=True)
-
-    try:
-        report = await verifier.verify(settings, worker_url, not no_db, on_stage=done)
-    except Exception as exc:  # noqa: BLE001 - any read failure ends the run with a clear line
-        raise CommandFailed(f"could not read the pipeline's state: {describe(exc)}", UNREADABLE) from None
+    with verify_progress(steps) as done:
+        try:
+            report = await verifier.verify(settings, worker_url, not no_db, on_stage=done)
+        except Exception as exc:  # noqa: BLE001 - any read failure ends the run with a clear line
+            raise CommandFailed(f"could not read the pipeline's state: {describe(exc)}", UNREADABLE) from None
     click.echo(report.summary())
     return 0 if report.ok else 1
+
+
+@contextlib.contextmanager
+def verify_progress(steps: List[str]) -> Iterator[verifier.Stage]:
+    """A progress bar over the reading stages on a terminal; elsewhere (a pipe, a log) a line per stage."""
+    if not sys.stderr.isatty():
+
+        def line(stage: str, count: int) -> None:
+            click.echo(f"verify: [{steps.index(stage) + 1}/{len(steps)}] {stage}: {count} read", err=True)
+
+        yield line
+        return
+    with click.progressbar(
+        length=len(steps),
+        label="verify: reading",
+        file=sys.stderr,
+        show_pos=True,
+        item_show_func=lambda item: item,
+    ) as bar:
+
+        def advance(stage: str, count: int) -> None:
+            bar.update(1, f"{stage}: {count} read")
+
+        yield advance
 
 
 # --- workers ----------------------------------------------------------------------------------------

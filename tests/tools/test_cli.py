@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from app.consumer_lag import PartitionLag
-from app.tools import dlq, output
+from app.tools import cli, dlq, output
 from app.tools.gateway_client import Answer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -281,3 +282,25 @@ def test_help_lists_the_commands() -> None:
     for name in ("submit", "account", "tail", "lag", "verify", "workers", "dlq", "worker"):
         assert f"\n  {name} " in done.stdout, name
     assert "replay" in ubscore("dlq", "--help").stdout
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_verify_shows_a_progress_bar_on_a_terminal_and_stage_lines_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = ["operations", "events", "tables", "database"]
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with cli.verify_progress(steps) as done:
+        for stage in steps:
+            done(stage, 3)
+    shown = terminal.getvalue()
+    assert "verify: reading" in shown and "4/4" in shown and "database: 3 read" in shown
+    monkeypatch.undo()
+    with cli.verify_progress(steps) as done:
+        done("operations", 7)
+    assert "verify: [1/4] operations: 7 read" in capsys.readouterr().err
