@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-recovery chaos compose-check monitoring-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-sensor bench-recovery chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-quick: tools stack-up
 ## bench-backlog: one ledger worker working through a pre-filled backlog, alone on the machine
 bench-backlog: install stack-up
 	$(PY) -m bench.backlog
+
+## bench-sensor: Faust's monitoring per message: plain Monitor, the stock Prometheus sensor, UBSCore's
+bench-sensor: install
+	$(PY) -m bench.sensor
 
 ## bench-recovery: time to ready for 100k and 1M accounts, with and without local RocksDB files
 bench-recovery: install stack-up
