@@ -121,13 +121,11 @@ class SettlementSink(Service):
                 await self.sleep(1.0)
 
 
-def sink_partitions() -> Optional[List[int]]:
-    """The events partitions this process's sink holds now; None when it runs no sink.
+def sink_partitions() -> List[int]:
+    """The events partitions this process's sink holds now; none before it has started or joined its group.
 
     Empty while its group rebalances: aiokafka revokes the assignment before the join.
     """
-    if not _running:
-        return None
     return sorted({tp.partition for sink in _running if sink.consumer for tp in sink.consumer.assignment()})
 
 

@@ -627,7 +627,8 @@ class HealthView(View):
             "worker": settings.canonical_url,
             "partitions": partitions,
             "rebalancing": bool(app.rebalancing),
-            "sink_partitions": sink_partitions(),
+            # None: this worker runs no sink; [] one that has not joined its group yet (or is rebalancing).
+            "sink_partitions": sink_partitions() if settings.role == "all" else None,
             "database": "connected" if store.connected else "disconnected",
             "sink_paused": bool(metrics.value("ubscore_sink_paused")),
             "processing_guarantee": settings.processing_guarantee,
