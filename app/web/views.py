@@ -349,7 +349,14 @@ class OperationsView(View):
                 op_id=operation.op_id,
             )
         failpoints.hit("after_produce")
-        log.info("submitted user_id=%s op_id=%s kind=%s", operation.user_id, operation.op_id, operation.kind)
+        log.info(
+            "submitted user_id=%s op_id=%s kind=%s partition=%s offset=%s",
+            operation.user_id,
+            operation.op_id,
+            operation.kind,
+            metadata.partition,
+            metadata.offset,
+        )
         if wait in ("false", "0"):
             return self.json({"op_id": operation.op_id, "status": "submitted"}, status=202)
         # The operation's place on its partition: the wait measures how fast the owner approaches it.
