@@ -46,7 +46,7 @@ Redelivery. Input not yet acknowledged comes again to whoever owns the partition
 next, after a crash, a failed checkpoint or a rebalance. RocksDB never holds
 more than the acknowledged changelogs, and a batch's result rows are durable
 before its accounts (app.agents.checkpoint), so each redelivered message finds
-one of three things:
+one of four things:
 
 - its result row and the account's recorded offset at or past it: applied, maybe
   never announced. The stored result and the account are written again and the
@@ -56,6 +56,10 @@ one of three things:
   again, from the same account, to the same result; its event was never sent.
 - no result row: never applied. Applied now. (If the account's offset is past it
   anyway, Faust handed it over out of order; see ledger.decide.)
+- a result row written by another message that the account has not applied: a
+  trade's settle leg rewrites the trade's result, so the trade's first step,
+  redelivered, can find its result beyond the account. Nothing is done (a
+  ``deferred`` line): the settle leg comes back too and applies again.
 
 Concurrency is one: the agent owns every change to its partitions' tables, and
 each batch is decided and checkpointed before the next one starts.
@@ -308,6 +312,18 @@ def apply_once(
     try:
         decision = decide(account, stored, origin)
         outcome: Optional[Outcome] = None
+        if decision == Decision.DEFER:
+            assert stored is not None  # decide() defers only to a stored result
+            log.warning(
+                "deferred user_id=%s result_key=%s stream=%s offset=%s result_stream=%s result_offset=%s",
+                user_id,
+                result_key.decode(errors="replace"),
+                origin.stream,
+                origin.offset,
+                stored.origin.stream,
+                stored.origin.offset,
+            )
+            return False
         if decision != Decision.RESEND:
             failpoints.hit("raise_in_decision", failpoints.raise_injected)
             outcome = outcome_for(account)

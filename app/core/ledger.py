@@ -248,6 +248,7 @@ class Decision(Enum):
     APPLY = "apply"
     APPLY_LATE = "apply_late"
     RESEND = "resend"
+    DEFER = "defer"
 
 
 def decide(account: Account, stored: Optional[StoredResult], origin: Origin) -> Decision:
@@ -265,12 +266,25 @@ def decide(account: Account, stored: Optional[StoredResult], origin: Origin) -> 
       account was rolled back to the changelog on recovery -> Decision.APPLY again. (A seq
       comparison cannot decide this: after a crash, credits and operations may
       interleave differently and another message may take that seq.)
+    - A stored result produced by another message that the account has not applied
+      (beyond the account's offset of that message's stream): the same crash, seen
+      from a message other than the result's own, such as a trade's first step
+      redelivered before its settle leg, which rewrote the trade's result. Resending
+      would announce balances no account holds; that message comes back and applies
+      again -> Decision.DEFER: nothing now.
     """
-    if origin.offset <= account.applied.get(origin.stream, -1):
+    if stored is not None and stored.origin != origin and not _applied(account, stored.origin):
+        return Decision.DEFER
+    if _applied(account, origin):
         return Decision.RESEND if stored is not None else Decision.APPLY_LATE
     if stored is not None and stored.origin != origin:
         return Decision.RESEND
     return Decision.APPLY
+
+
+def _applied(account: Account, origin: Origin) -> bool:
+    """Whether the account reflects the message at ``origin``."""
+    return origin.offset <= account.applied.get(origin.stream, -1)
 
 
 def _event_kind(kind: str) -> str:

@@ -153,3 +153,29 @@ async def test_a_seller_step_that_raises_refuses_the_trade_and_frees_the_reserva
     assert (event["role"], event["status"], event["reason"]) == ("buyer", "rejected", "processing_failed")
     assert Account.from_json(accounts.get(user_key(BUYER))).holds["buy-1"].pending == 0
     assert sent.values("dlq")[-1]["error"]["error"] == "processing_failed"
+
+
+async def test_a_first_step_redelivered_before_its_lost_settle_waits_for_the_settle(ledger: Ledger, sent: Sent) -> None:
+    """Killed after the settle leg's result write and before its account write (checkpoint rule 2): the trade's
+    result is the settled one, the buyer's account still the pending one. The trade's first step can come back
+    before the settle leg; it must announce nothing, and the settle leg, back too, applies again."""
+    await open_orders(ledger)
+    await ledger.submit(**trade())
+    result_key = operation_key(BUYER, "t-1").encode()
+    first_step = StoredResult.from_json(results.get(result_key)).origin
+    seen = await deliver(ledger, sent, 0)  # the seller delivers and sends the settle leg
+    pending = accounts.get(user_key(BUYER))
+    settle = [(value, key) for value, key in zip(sent.values("credits"), sent.keys("credits"), strict=True)]
+    await deliver(ledger, sent, seen)
+    settled, settled_at = balances(BUYER), StoredResult.from_json(results.get(result_key)).origin
+    accounts.data[user_key(BUYER)] = pending  # what RocksDB holds after the crash
+    buyer_events = len([e for e in sent.values("events") if e["user_id"] == BUYER])
+
+    await ledger.submit(offset=first_step.offset, **trade())  # the first step, redelivered
+    assert len([e for e in sent.values("events") if e["user_id"] == BUYER]) == buyer_events  # nothing announced
+    for value, key in settle[seen:]:
+        if key == user_key(BUYER):  # the settle leg, redelivered
+            await ledger.credit_raw(json.dumps(value).encode(), BUYER, offset=settled_at.offset)
+    again = [e for e in sent.values("events") if e["user_id"] == BUYER][buyer_events:]
+    assert [(e["kind"], e["status"], e["seq"]) for e in again] == [("trade", "accepted", pending["seq"] + 1)]
+    assert balances(BUYER) == settled

@@ -237,3 +237,18 @@ def test_applying_keeps_the_recorded_offsets() -> None:
     after_credit = apply_credit(after_op, Credit(payer=9, payee=7, op_id="c", asset=1, amount=1, ts=TS)).account
     rejected = apply_operation(after_credit, op("withdraw", 10**9), TS).account
     assert after_op.applied == after_credit.applied == rejected.applied == {"operations": 5, "credits": 2}
+
+
+def test_a_result_the_account_has_not_applied_is_not_resent_for_another_message() -> None:
+    """A trade's settle leg (credits) rewrites the trade's result. Killed after that result write and before the
+    account write, the trade's first step (operations) may come back before the settle leg: its stored result
+    reports balances no account holds, so it waits for the settle leg, which applies again."""
+    pending = funded(100).mark(at_op(41))  # the trade's first step is in the account
+    outcome = apply_operation(pending, op("withdraw", 10), TS)
+    settled = StoredResult(outcome.event, Origin("credits", 207))
+    assert decide(pending, settled, at_op(41)) == Decision.DEFER  # the first step, redelivered
+    assert decide(pending, settled, at_op(90)) == Decision.DEFER  # a client retry meanwhile
+    assert decide(pending, settled, Origin("credits", 207)) == Decision.APPLY  # the settle leg itself
+    applied = pending.mark(Origin("credits", 207))
+    assert decide(applied, settled, at_op(41)) == Decision.RESEND  # once the account has it
+    assert decide(applied, settled, at_op(90)) == Decision.RESEND
