@@ -158,6 +158,10 @@ class Account:
             applied={str(k): int(v) for k, v in body.get("applied", {}).items()},
         )
 
+    def has_applied(self, origin: Origin) -> bool:
+        """Whether this account reflects the message at ``origin`` (offsets of a stream apply in order)."""
+        return origin.offset <= self.applied.get(origin.stream, -1)
+
     def mark(self, origin: Origin) -> "Account":
         """This account, recorded as having applied the message at ``origin``."""
         if self.applied.get(origin.stream, -1) >= origin.offset:
@@ -273,18 +277,13 @@ def decide(account: Account, stored: Optional[StoredResult], origin: Origin) -> 
       would announce balances no account holds; that message comes back and applies
       again -> Decision.DEFER: nothing now.
     """
-    if stored is not None and stored.origin != origin and not _applied(account, stored.origin):
+    if stored is not None and stored.origin != origin and not account.has_applied(stored.origin):
         return Decision.DEFER
-    if _applied(account, origin):
+    if account.has_applied(origin):
         return Decision.RESEND if stored is not None else Decision.APPLY_LATE
     if stored is not None and stored.origin != origin:
         return Decision.RESEND
     return Decision.APPLY
-
-
-def _applied(account: Account, origin: Origin) -> bool:
-    """Whether the account reflects the message at ``origin``."""
-    return origin.offset <= account.applied.get(origin.stream, -1)
 
 
 def _event_kind(kind: str) -> str:

@@ -231,7 +231,7 @@ async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optiona
     while True:
         with waiters.watching(key) as written:
             stored = StoredResult.from_json(read(results, partition, key))
-            if stored is not None and stored.event is not None:
+            if stored is not None and stored.event is not None and _settled(partition, user_id, stored):
                 return Lookup(stored.event.to_json())
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
@@ -244,6 +244,16 @@ async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optiona
     applied = _cursor(operations_topic.get_topic_name(), partition)
     behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
     return Lookup(None, applied, checkpoint.inputs_checkpointed, behind, settings.canonical_url)
+
+
+def _settled(partition: int, user_id: int, stored: StoredResult) -> bool:
+    """Whether the user's account holds the stored result, which only then is the operation's answer.
+
+    A checkpoint writes result rows one step before accounts; a worker killed
+    between the two applies the message again on restart, and the result it
+    then stores can take another seq.
+    """
+    return Account.from_json(read(accounts, partition, user_key(user_id))).has_applied(stored.origin)
 
 
 def _cursor(topic: str, partition: int) -> Optional[int]:

@@ -252,3 +252,11 @@ def test_a_result_the_account_has_not_applied_is_not_resent_for_another_message(
     applied = pending.mark(Origin("credits", 207))
     assert decide(applied, settled, at_op(41)) == Decision.RESEND  # once the account has it
     assert decide(applied, settled, at_op(90)) == Decision.RESEND
+
+
+def test_an_account_has_applied_what_its_stream_offsets_cover() -> None:
+    account = funded(100).mark(at_op(41)).mark(Origin("credits", 7))
+    assert account.has_applied(at_op(41)) and account.has_applied(at_op(3))
+    assert not account.has_applied(at_op(42))
+    assert account.has_applied(Origin("credits", 7)) and not account.has_applied(Origin("credits", 8))
+    assert not funded(100).has_applied(at_op(0))
