@@ -4,7 +4,8 @@ A supervisor looks at its children when asked (``poll``), so it fits a plain loo
 and an asyncio task alike. It records every exit, and restarts a child whose
 status ``restart`` accepts, ``restart_delay_s`` after the exit and only if the
 child is neither held nor already started again by someone else. A held child is
-not looked at at all: whoever holds it (a fault injector) stops and starts it.
+not looked at at all: whoever holds it (a fault injector) stops and starts it; a
+restart that came due meanwhile is made once it is released, if it is still down.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class Supervisor:
             if self.restart(exit_.status):
                 self._due[index] = exit_
         for index, exit_ in list(self._due.items()):
-            if now - exit_.at < self.restart_delay_s:
-                continue
+            if now - exit_.at < self.restart_delay_s or index in self.held:
+                continue  # a held child's restart stays due: its holder may leave it dead
             del self._due[index]
             child = self.children[index]
-            if index not in self.held and child.process is self._seen.get(index):
+            if child.process is self._seen.get(index):
                 child.start()
                 self.restarts += 1
                 self.on_restart(index)

@@ -166,6 +166,22 @@ def test_a_child_held_while_its_restart_is_due_is_not_restarted(workers: WorkerP
     supervisor.held.add(0)  # a fault injector takes it over
     supervisor.poll(now=20.0)
     assert supervisor.restarts == 0 and child.process is first
+    supervisor.held.discard(0)  # and lets it go, still down: the restart due is made now
+    supervisor.poll(now=21.0)
+    assert supervisor.restarts == 1 and child.process is not first
+
+
+def test_a_child_its_holder_started_again_is_not_restarted_a_second_time(workers: WorkerPool) -> None:
+    child = workers.start(exits_with(ExitCode.STALLED))
+    wait_exited(child)
+    supervisor = Supervisor([child], restart=restart_on_request, restart_delay_s=5.0)
+    assert len(supervisor.poll(now=10.0)) == 1
+    supervisor.held.add(0)
+    child.start()  # the holder restarts it itself
+    second = child.process
+    supervisor.held.discard(0)
+    supervisor.poll(now=20.0)
+    assert supervisor.restarts == 0 and child.process is second
 
 
 def test_a_restart_waits_for_the_delay(workers: WorkerPool) -> None:
