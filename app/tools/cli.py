@@ -185,9 +185,14 @@ async def kafka_bound(awaitable: Any, what: str) -> Any:
     except (OSError, ConnectionError) as exc:
         raise CommandFailed(f"{what}: {describe(exc)}") from None
     except Exception as exc:
-        if type(exc).__module__.startswith("aiokafka"):
-            raise CommandFailed(f"{what}: Kafka at {settings.kafka_bootstrap}: {describe(exc)}") from None
+        raise_if_kafka(exc, f"{what}: ")
         raise
+
+
+def raise_if_kafka(exc: Exception, prefix: str = "") -> None:
+    """An error of the Kafka client as one line (CommandFailed); any other returns for its caller to raise."""
+    if type(exc).__module__.startswith("aiokafka"):
+        raise CommandFailed(f"{prefix}Kafka at {settings.kafka_bootstrap}: {describe(exc)}") from None
 
 
 # --- submit -----------------------------------------------------------------------------------------
@@ -303,8 +308,7 @@ async def tail(self: ClientCommand, user_id: int, from_beginning: bool, limit: O
     except TimeoutError as exc:
         raise CommandFailed(str(exc)) from None
     except Exception as exc:
-        if type(exc).__module__.startswith("aiokafka"):
-            raise CommandFailed(f"Kafka at {settings.kafka_bootstrap}: {describe(exc)}") from None
+        raise_if_kafka(exc)
         raise
     return 0
 

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .harness import CQL_HOSTS, CQL_PORT, Worker, World
+from .harness import CQL_HOSTS, CQL_PORT, Worker, World, ready_worker
 
 
 @pytest.fixture(scope="session")
@@ -16,14 +16,8 @@ def world() -> World:
 
 @pytest.fixture(scope="session")
 def worker(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    base = tmp_path_factory.mktemp("worker")
-    process = Worker(world, base / "data", base / "worker.log").start()
-    try:
-        process.wait_ready(partitions=8)
+    with ready_worker(world, tmp_path_factory.mktemp("worker")) as process:
         yield process
-    finally:
-        process.stop()
-        print(f"\n--- worker log tail ({process.log_path}) ---\n{process.tail(30)}")
 
 
 @pytest.fixture(scope="session")

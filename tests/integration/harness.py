@@ -8,6 +8,7 @@ each other's data and the worker starts before any of its topics exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from aiokafka import AIOKafkaProducer
 
@@ -184,6 +185,18 @@ class Worker:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def ready_worker(world: World, base: Path) -> Iterator[Worker]:
+    """One worker of ``world`` under ``base``, ready with every partition, stopped (its log tail shown) after."""
+    worker = Worker(world, base / "data", base / "worker.log").start()
+    try:
+        worker.wait_ready(partitions=PARTITIONS)
+        yield worker
+    finally:
+        worker.stop()
+        print(f"\n--- worker log tail ({worker.log_path}) ---\n{worker.tail(30)}")
 
 
 async def read_topic(

@@ -28,7 +28,7 @@ import pytest
 from app.consumer_lag import read_lag
 from tests.readme_examples import Block, Command, Names, extract_blocks, match_output, restore, rewrite, script
 
-from .harness import REPO, Worker, World, world_settings
+from .harness import REPO, Worker, World, ready_worker, world_settings
 
 pytestmark = pytest.mark.integration
 
@@ -42,14 +42,8 @@ IDLE_TIMEOUT_S = 20.0
 @pytest.fixture(scope="module")
 def readme_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     """A world of its own, so the README's user ids start from nothing (seq 1)."""
-    base = tmp_path_factory.mktemp("readme-worker")
-    worker = Worker(World(), base / "data", base / "worker.log").start()
-    try:
-        worker.wait_ready(partitions=8)
+    with ready_worker(World(), tmp_path_factory.mktemp("readme-worker")) as worker:
         yield worker
-    finally:
-        worker.stop()
-        print(f"\n--- worker log tail ({worker.log_path}) ---\n{worker.tail(30)}")
 
 
 @dataclass

@@ -10,34 +10,15 @@ from prometheus_client import CollectorRegistry
 
 from app import app
 from app.monitoring import FaustSensor
+from bench.sensor import Owner
+from bench.sensor import deliver as drive
 
 TOPIC = "it.balance.operations"
 
 
-class Owner:
-    """A stream's task owner (the Monitor keys its counts by it, weakly)."""
-
-
-class Message:
-    def __init__(self) -> None:
-        self.time_in: Optional[float] = None
-        self.time_out: Optional[float] = None
-        self.time_total: Optional[float] = None
-
-
-class Event:
-    def __init__(self) -> None:
-        self.message = Message()
-
-
 def deliver(sensor: FaustSensor, stream: Any, offset: int, done: bool = True) -> None:
-    """One message through the hooks Faust calls: in, to the stream, out of the stream, acknowledged."""
-    tp, event = TP(TOPIC, 3), Event()
-    sensor.on_message_in(tp, offset, event.message)  # type: ignore[arg-type]
-    state = sensor.on_stream_event_in(tp, offset, stream, event)  # type: ignore[arg-type]
-    sensor.on_stream_event_out(tp, offset, stream, event, state)  # type: ignore[arg-type]
-    if done:
-        sensor.on_message_out(tp, offset, event.message)  # type: ignore[arg-type]
+    """One message through the hooks Faust calls (bench.sensor drives them the same way)."""
+    drive(sensor, stream, TP(TOPIC, 3), offset, done)
 
 
 def test_the_series_show_what_the_monitor_counted_once_synced() -> None:
