@@ -31,6 +31,10 @@ OPERATIONS = Counter(
 )
 DUPLICATES = Counter("ubscore_duplicates_total", "Redelivered or retried operations answered from the results table.")
 DEAD_LETTERS = Counter("ubscore_dead_letters_total", "Messages sent to balance.operations.dlq, by reason.", ["reason"])
+LEGS_REFUSED = Counter(
+    "ubscore_legs_refused_total",
+    "Legs on balance.credits the agent could not read: money a payer sent that no payee received. Always an alarm.",
+)
 PROCESSING_FAILURES = Counter(
     "ubscore_processing_failures_total",
     "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",

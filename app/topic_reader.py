@@ -31,6 +31,7 @@ async def read_topic(
     start: Optional[Mapping[int, int]] = None,
     end: Optional[Mapping[int, int]] = None,
     until: Optional[Until] = None,
+    limit: Optional[int] = None,
     timeout_s: float = 60.0,
 ) -> List[ConsumerRecord]:
     """Committed records of ``topic``, each partition in offset order.
@@ -38,7 +39,8 @@ async def read_topic(
     From ``start`` (default: the beginning) to ``end`` (exclusive; default: the end
     offsets when the read begins), or, with ``until``, for as long as ``until`` is
     false over everything read so far (checked after every poll, never before the
-    first). Raises TimeoutError when ``timeout_s`` pass first.
+    first). With ``limit``, it stops once that many records are read (it may read a
+    few more). Raises TimeoutError when ``timeout_s`` pass first.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -49,7 +51,7 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        return await asyncio.wait_for(_read(consumer, topic, partitions, start, end, until), timeout_s)
+        return await asyncio.wait_for(_read(consumer, topic, partitions, start, end, until, limit), timeout_s)
     except asyncio.TimeoutError:
         raise TimeoutError(f"reading {topic} took longer than {timeout_s:.0f} s") from None
     finally:
@@ -63,6 +65,7 @@ async def _read(
     start: Optional[Mapping[int, int]],
     end: Optional[Mapping[int, int]],
     until: Optional[Until],
+    limit: Optional[int] = None,
 ) -> List[ConsumerRecord]:
     tps = [TopicPartition(topic, p) for p in sorted(partitions or await _partitions(consumer, topic))]
     consumer.assign(tps)
@@ -75,7 +78,10 @@ async def _read(
         batch = await consumer.getmany(*tps, timeout_ms=POLL_MS)
         for tp, polled in batch.items():
             seen.extend(r for r in polled if until is not None or r.offset < lasts[tp.partition])
-        done = until(seen) if until is not None else await _all_reached(consumer, tps, lasts)
+        if until is not None:
+            done = until(seen)
+        else:
+            done = (limit is not None and len(seen) >= limit) or await _all_reached(consumer, tps, lasts)
         if done:
             return sorted(seen, key=lambda record: (record.partition, record.offset))
 

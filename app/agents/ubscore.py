@@ -71,7 +71,7 @@ import json
 import logging
 import traceback
 from functools import partial
-from typing import Any, Callable, List, Optional, Sequence, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, cast
 
 from faust import Stream
 from faust.types import EventT, StreamT
@@ -99,7 +99,7 @@ from app.core.ledger import (
     reject_invalid,
 )
 from app.core.legs import Credit, Expiry, Leg, TradeLeg, read_leg
-from app.core.models import Event, Operation, Trade, read_operation
+from app.core.models import MAX_TS, Event, Operation, Trade, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
 from app.guards import failpoints
@@ -141,25 +141,35 @@ async def process(stream: StreamT[bytes]) -> None:
 async def take(checkpoints: Checkpoints, event: EventT) -> None:
     """Handle one input event into the open batch, after any records Faust skipped before it.
 
-    The checkpoint may take the open batch at any ``await``. So the skipped records
-    are read first, and only then is the batch picked: everything one message
-    decides, its skipped predecessors included, lands in one batch, never in one
-    whose checkpoint has already begun.
+    Skipped records are read back and handled in chunks of at most a batch
+    (``UBS_BATCH_MAX``), each chunk with the cursor past it, so a hole of any size
+    is bounded in memory and in read time. The checkpoint may take the open batch
+    at any ``await``: each chunk, and then the event, picks the open batch only
+    after its last ``await``, so what one chunk decides lands in one batch whose
+    checkpoint has not begun.
     """
     message = event.message
     set_current_event(event)  # table reads go to this message's partition
     position = cursor_key(message.topic, message.partition)
-    last = checkpoints.open.get(cursors, message.partition, position)
-    missed: List[Message] = []
-    if last is None and message.offset > 0:
-        missed = await read_hole(message, None, message.offset)  # nothing applied here: all before it is due
-    elif last is not None and message.offset > last + 1:
-        missed = await read_hole(message, last + 1, message.offset)
+    chunks = 0
+    while True:
+        last = checkpoints.open.get(cursors, message.partition, position)
+        if message.offset <= (0 if last is None else last + 1):
+            break
+        # Nothing applied here (no cursor): all that Kafka holds before the event is due.
+        missed = await read_hole(message, None if last is None else last + 1, settings.batch_max, chunks)
+        if not missed:
+            break
+        chunks += 1
+        batch = checkpoints.open  # no await until the chunk is in it
+        for skipped in missed:
+            handle(batch, skipped)
+        batch.filled.extend(missed)
+        batch.put(cursors, message.partition, position, missed[-1].offset)
+        await checkpoints.added()
     batch = checkpoints.open  # no await from here to the end of this function
-    for skipped in missed:
-        handle(batch, skipped)
-    batch.filled.extend(missed)
     handle(batch, message)
+    last = batch.get(cursors, message.partition, position)
     if last is None or message.offset > last:
         batch.put(cursors, message.partition, position, message.offset)
     batch.events.append(event)
@@ -173,20 +183,29 @@ def handle(batch: Batch, message: Message) -> None:
         handle_operation(batch, message)
 
 
-async def read_hole(current: Message, start: Optional[int], end: int) -> List[Message]:
-    """The records Faust skipped before ``current``, read straight from Kafka, in order.
+async def read_hole(current: Message, start: Optional[int], limit: int, chunks: int) -> List[Message]:
+    """Up to ``limit`` of the records Faust skipped before ``current``, read straight from Kafka, in order.
 
     With ``start`` None nothing was ever applied on the partition, so every record
     Kafka still holds before ``current`` is due; none there (a partition whose
-    first records retention removed) is no hole.
+    first records retention removed) is no hole. A hole counts once, at its first
+    chunk (``chunks`` read before this one).
     """
-    missed = await read_range(current.topic, current.partition, start, end)
-    if start is None and not missed:
+    end = current.offset
+    missed = await read_range(current.topic, current.partition, start, end, limit)
+    if not missed:
         return missed
     first = start if start is not None else missed[0].offset
-    metrics.INPUT_GAPS.inc()
-    log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, first, end - 1)
-    log.warning("input_gap_filled topic=%s partition=%s records=%s", current.topic, current.partition, len(missed))
+    if chunks == 0:
+        metrics.INPUT_GAPS.inc()
+        log.error("input_gap topic=%s partition=%s missing=%s-%s", current.topic, current.partition, first, end - 1)
+    log.warning(
+        "input_gap_filled topic=%s partition=%s offsets=%s-%s",
+        current.topic,
+        current.partition,
+        first,
+        missed[-1].offset,
+    )
     return missed
 
 
@@ -206,39 +225,58 @@ def handle_operation(batch: Batch, message: Message) -> None:
         return
 
     ts = _timestamp_ms(message)
+    invalid = intake.error
+    request = intake.operation
+    if not 0 < ts <= MAX_TS:
+        # The input topics take the broker's time (LogAppendTime); a topic changed behind the
+        # worker's back may carry anything a producer chose. No money moves on such a time.
+        invalid = InvalidOperation(None, "invalid_timestamp", f"the record's timestamp {ts} is outside 1..{MAX_TS}")
+        request = None
+        ts = min(max(ts, 1), MAX_TS)
 
     origin = Origin("operations", message.offset)
-    request = intake.operation
-    used = isinstance(request, Operation) and hold_used(batch, message.partition, request, origin)
+    used = isinstance(request, Operation) and hold_used(batch, message.partition, request, origin, ts)
 
     def outcome_for(account: Account) -> Outcome:
         if isinstance(request, Trade):
             return trading.reserve(account, request, ts)
         if request is not None:
             return apply_operation(account, request, ts, hold_used=used)
-        assert intake.error is not None
-        return reject_invalid(account, intake.user_id, intake.op_id, intake.body, intake.error.reason, ts)
+        assert invalid is not None
+        return reject_invalid(account, intake.user_id, intake.op_id, intake.body, invalid.reason, ts)
 
     def failure_for(account: Account) -> Outcome:
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, PROCESSING_FAILED, ts)
 
     key = operation_key(intake.user_id, intake.op_id).encode()
-    applied = apply_once(batch, message, key, intake.user_id, origin, outcome_for, failure_for)
-    if applied and intake.error is not None:
-        dead_letter(batch, message, intake.error)
+    applied = apply_once(batch, message, key, intake.user_id, origin, ts, outcome_for, failure_for)
+    if applied and invalid is not None:
+        dead_letter(batch, message, invalid)
 
 
-def hold_used(batch: Batch, partition: int, operation: Operation, origin: Origin) -> bool:
-    """Whether a lock's hold id was used before, by another message than this one.
+def hold_used(batch: Batch, partition: int, operation: Operation, origin: Origin, now_ms: int) -> bool:
+    """Whether a lock's hold id was used before, by another message than this one, within the window.
 
     The mark is a result row, durable before the account that opens the hold:
     found with this message's own origin, it was left by this very lock, whose
-    account a crash lost, and the lock applies again.
+    account a crash lost, and the lock applies again. A mark whose window has
+    passed (``StoredResult.expired``, the same rule) frees the id.
     """
     if operation.kind != "lock" or operation.hold_id is None:
         return False
-    mark = batch.get(results, partition, hold_key(operation.user_id, operation.hold_id).encode())
-    return mark is not None and Origin(*mark["hold"]) != origin
+    mark = read_mark(batch, partition, operation.user_id, operation.hold_id)
+    if mark is None or mark.origin == origin:
+        return False
+    return not mark.expired(now_ms, settings.results_retention_s * 1000)
+
+
+def read_mark(batch: Batch, partition: int, user_id: int, hold_id: str) -> Optional[StoredResult]:
+    """A hold id's mark, in the shape of a result row without an event (its origin and time)."""
+    mark = batch.get(results, partition, hold_key(user_id, hold_id).encode())
+    if mark is None:
+        return None
+    at = mark.get("at")
+    return StoredResult(None, Origin(*mark["hold"]), at=None if at is None else int(at))
 
 
 def handle_leg(batch: Batch, message: Message) -> None:
@@ -246,23 +284,41 @@ def handle_leg(batch: Batch, message: Message) -> None:
     try:
         leg = read_leg(message.value)
     except InvalidOperation as error:
-        # Only this agent and its timer write legs; a malformed one is a bug or a forgery.
-        dead_letter(batch, message, error)
+        refuse_leg(batch, message, error)
         return
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
-        dead_letter(batch, message, processing_failed(message, exc))
+        refuse_leg(batch, message, processing_failed(message, exc))
         return
     origin = Origin("credits", message.offset)
     partition = message.partition
     if isinstance(leg, Credit):
-        apply_once(batch, message, credit_key(leg).encode(), leg.payee, origin, partial(apply_credit, credit=leg))
+        key = credit_key(leg).encode()
+        apply_once(batch, message, key, leg.payee, origin, leg.ts, partial(apply_credit, credit=leg))
     elif isinstance(leg, Expiry):
-        apply_once(batch, message, expiry_key(leg).encode(), leg.user_id, origin, partial(apply_expiry, expiry=leg))
+        key = expiry_key(leg).encode()
+        apply_once(batch, message, key, leg.user_id, origin, leg.expires_at_ms, partial(apply_expiry, expiry=leg))
         hold = Account.from_json(batch.get(accounts, partition, user_key(leg.user_id))).holds.get(leg.hold_id)
         if hold is None or hold.expires_at_ms != leg.expires_at_ms:
             batch.put(expiries, partition, expiry_row(leg), None)  # released or closed: due no more
     else:
         handle_trade_step(batch, message, leg, origin)
+
+
+def refuse_leg(batch: Batch, message: Message, error: InvalidOperation) -> None:
+    """A leg that cannot be read: only this agent and its timer write legs, so it is a bug or a forgery.
+
+    Its money may be in flight (a payer debited, a buyer's quote reserved), so it is
+    an alarm (``ubscore_legs_refused_total``, UBSCoreLegRefused), never a quiet dead letter.
+    """
+    metrics.LEGS_REFUSED.inc()
+    log.error(
+        "leg_refused partition=%s offset=%s reason=%s field=%s",
+        message.partition,
+        message.offset,
+        error.reason,
+        error.field,
+    )
+    dead_letter(batch, message, error)
 
 
 def handle_trade_step(batch: Batch, message: Message, leg: TradeLeg, origin: Origin) -> None:
@@ -272,13 +328,13 @@ def handle_trade_step(batch: Batch, message: Message, leg: TradeLeg, origin: Ori
         # A seller's step that raises refuses the trade, so that the buyer's reservation is released.
         refusal = partial(trading.refuse, leg=leg, reason=PROCESSING_FAILED)
         key = trading.sell_key(leg).encode()
-        apply_once(batch, message, key, user, origin, partial(trading.sell, leg=leg), refusal)
+        apply_once(batch, message, key, user, origin, leg.ts, partial(trading.sell, leg=leg), refusal)
     elif leg.step == "settle":
         key = operation_key(user, leg.trade.op_id).encode()  # the trade's result, pending until now
-        apply_once(batch, message, key, user, origin, partial(trading.settle, leg=leg), settles=True)
+        apply_once(batch, message, key, user, origin, leg.ts, partial(trading.settle, leg=leg), settles=True)
     else:
         key = trading.fee_key(leg).encode()
-        apply_once(batch, message, key, user, origin, partial(trading.collect_fee, leg=leg))
+        apply_once(batch, message, key, user, origin, leg.ts, partial(trading.collect_fee, leg=leg))
 
 
 def apply_once(
@@ -287,61 +343,101 @@ def apply_once(
     result_key: bytes,
     user_id: int,
     origin: Origin,
+    now_ms: int,
     outcome_for: Callable[[Account], Outcome],
     failure_for: Optional[Callable[[Account], Outcome]] = None,
     settles: bool = False,
 ) -> bool:
     """Apply the message at ``origin`` unless it already was; True when it was applied now.
 
-    A ``settles`` message gives a pending result (a trade's, stored without an
-    event) its final form: the pending row does not count as its result.
+    ``now_ms`` is the message's decision time, taken from the log (an operation's
+    record time; a leg's own time, its operation's): a stored row counts only within
+    its window (``StoredResult.expired``). A ``settles`` message gives a pending
+    result (a trade's, stored without an event) its final form: the pending row
+    does not count as its result.
+
+    A message decided again after a crash (its own row found beyond the account)
+    replaces what its first attempt stored: the new decision's rows, or none
+    (``forget_attempt``), so nothing stale answers for a decision not taken again.
 
     Reading and writing the tables is infrastructure: if that raises, the agent
     stops, as it must. The decision in between depends only on the message and the
     account; if it raises, the message is dead-lettered and, unless it has a stored
-    result already, answered with what ``failure_for`` gives (a rejection that takes
-    the next seq and moves no money; for a trade's sell step, the trade refused). A
-    credit leg has no such answer, its payer has paid, nor do a trade's settle and
-    fee steps, which follow a delivery: they are only dead-lettered.
+    result of an earlier message, answered with what ``failure_for`` gives (a
+    rejection that takes the next seq and moves no money; for a trade's sell step,
+    the trade refused). A credit leg has no such answer, its payer has paid, nor do
+    a trade's settle and fee steps, which follow a delivery: they are only
+    dead-lettered.
     """
     partition = message.partition
     account = Account.from_json(batch.get(accounts, partition, user_key(user_id)))
     stored = StoredResult.from_json(batch.get(results, partition, result_key))
     if settles and stored is not None and stored.event is None:
         stored = None
+    if stored is not None and stored.expired(now_ms, settings.results_retention_s * 1000):
+        stored = None
+    decision: Optional[Decision] = None
     try:
         decision = decide(account, stored, origin)
         outcome: Optional[Outcome] = None
         if decision == Decision.DEFER:
             assert stored is not None  # decide() defers only to a stored result
-            log.warning(
-                "deferred user_id=%s result_key=%s stream=%s offset=%s result_stream=%s result_offset=%s",
-                user_id,
-                result_key.decode(errors="replace"),
-                origin.stream,
-                origin.offset,
-                stored.origin.stream,
-                stored.origin.offset,
-            )
+            log_deferred(user_id, result_key, origin, stored)
             return False
         if decision != Decision.RESEND:
             failpoints.hit("raise_in_decision", failpoints.raise_injected)
             outcome = outcome_for(account)
     except Exception as exc:  # noqa: BLE001 - the firewall: no message may stop the partition
         dead_letter(batch, message, processing_failed(message, exc))
-        # A stored result is this operation's one result: it is never replaced by a failure.
-        if stored is None and failure_for is not None:
-            answer_failure(batch, message, result_key, user_id, origin, lambda: failure_for(account))
+        first_attempt = stored is not None and decision == Decision.APPLY
+        if first_attempt:
+            assert stored is not None
+            forget_attempt(batch, partition, result_key, stored)
+        # A stored result of an earlier message is the operation's one result: never replaced by a failure.
+        if (stored is None or first_attempt) and failure_for is not None:
+            answer_failure(batch, message, result_key, user_id, origin, now_ms, lambda: failure_for(account))
         return False
     if outcome is None:
         assert stored is not None  # decide() resends only what is stored
         resend(batch, partition, result_key, user_id, account, stored, origin)
         return False
+    if decision == Decision.APPLY and stored is not None:
+        forget_attempt(batch, partition, result_key, stored)
     if decision == Decision.APPLY_LATE and outcome.event is not None:
         metrics.APPLIED_LATE.inc()
         log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
-    record(batch, partition, result_key, user_id, outcome, origin)
+    record(batch, partition, result_key, user_id, outcome, origin, now_ms)
     return True
+
+
+def log_deferred(user_id: int, result_key: bytes, origin: Origin, stored: StoredResult) -> None:
+    """One line for a message left for its stored result's own message to settle (ledger.decide)."""
+    log.warning(
+        "deferred user_id=%s result_key=%s stream=%s offset=%s result_stream=%s result_offset=%s",
+        user_id,
+        result_key.decode(errors="replace"),
+        origin.stream,
+        origin.offset,
+        stored.origin.stream,
+        stored.origin.offset,
+    )
+
+
+def forget_attempt(batch: Batch, partition: int, result_key: bytes, first: StoredResult) -> None:
+    """Drop the rows a first attempt of this message stored, whose account a crash lost.
+
+    The message is being decided again, and only what that decision stores may
+    stay: its result row, and the hold mark of a lock it accepted (a lock refused
+    now must not leave its id marked). An expiries row of such a hold needs no
+    undoing: the leg it sends finds no hold and removes it.
+    """
+    batch.put(results, partition, result_key, None)
+    event = first.event
+    if event is None or event.kind != "lock" or not event.accepted or event.hold_id is None:
+        return
+    mark = read_mark(batch, partition, event.user_id, event.hold_id)
+    if mark is not None and mark.origin == first.origin:
+        batch.put(results, partition, hold_key(event.user_id, event.hold_id).encode(), None)
 
 
 def answer_failure(
@@ -350,6 +446,7 @@ def answer_failure(
     result_key: bytes,
     user_id: int,
     origin: Origin,
+    now_ms: int,
     rejection: Callable[[], Outcome],
 ) -> None:
     """Record the ``processing_failed`` rejection of a message whose decision raised, if it can be built."""
@@ -364,10 +461,12 @@ def answer_failure(
             exc,
         )
         return
-    record(batch, message.partition, result_key, user_id, outcome, origin)
+    record(batch, message.partition, result_key, user_id, outcome, origin, now_ms)
 
 
-def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcome: Outcome, origin: Origin) -> None:
+def record(
+    batch: Batch, partition: int, result_key: bytes, user_id: int, outcome: Outcome, origin: Origin, now_ms: int
+) -> None:
     """Put the result row and the account, then queue the event and the legs.
 
     A message that decided nothing (an expiry with nothing to release yet) stores
@@ -375,12 +474,12 @@ def record(batch: Batch, partition: int, result_key: bytes, user_id: int, outcom
     """
     event = outcome.event
     if event is not None or outcome.legs:
-        batch.put(results, partition, result_key, StoredResult(event, origin, outcome.legs).to_json())
+        batch.put(results, partition, result_key, StoredResult(event, origin, outcome.legs, now_ms).to_json())
     batch.put(accounts, partition, user_key(user_id), outcome.account.mark(origin).to_json())
     send_all(batch, event, outcome.legs)
     if event is None:
         return
-    put_hold_rows(batch, partition, event, outcome.account, origin)
+    put_hold_rows(batch, partition, event, outcome.account, origin, now_ms)
     metrics.count_operation(event.kind, event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s"
@@ -417,7 +516,7 @@ def resend(
     batch.put(accounts, partition, user_key(user_id), account.mark(origin).to_json())
     send_all(batch, stored_event, stored.legs)
     if stored_event is not None:
-        put_hold_rows(batch, partition, stored_event, account, stored.origin)
+        put_hold_rows(batch, partition, stored_event, account, stored.origin, stored.at)
     metrics.DUPLICATES.inc()
     log.info(
         "duplicate user_id=%s result_key=%s kind=%s seq=%s partition=%s stream=%s offset=%s resent=true",
@@ -431,15 +530,20 @@ def resend(
     )
 
 
-def put_hold_rows(batch: Batch, partition: int, event: Event, account: Account, origin: Origin) -> None:
+def put_hold_rows(
+    batch: Batch, partition: int, event: Event, account: Account, origin: Origin, at: Optional[int]
+) -> None:
     """For a lock that opened a hold: mark its id used, and list it as due while it is open and expires.
 
     Written again with every resend, so that rows a failed checkpoint lost come back
-    with the redelivery that finds the lock applied.
+    with the redelivery that finds the lock applied; the mark keeps the lock's own
+    time, so a resend never extends its window.
     """
     if event.kind != "lock" or event.hold_id is None or not event.accepted:
         return
-    mark = {"hold": [origin.stream, origin.offset]}
+    mark: Dict[str, Any] = {"hold": [origin.stream, origin.offset]}
+    if at is not None:
+        mark["at"] = at
     batch.put(results, partition, hold_key(event.user_id, event.hold_id).encode(), mark)
     hold = account.holds.get(event.hold_id)
     if hold is not None and hold.expires_at_ms is not None:

@@ -171,15 +171,30 @@ class Account:
 
 @dataclass(frozen=True)
 class StoredResult:
-    """A results-table row: what a message decided the first time, and the message itself.
+    """A results-table row: what a message decided the first time, the message itself, and when.
 
     ``event`` is its result (None for a leg that changed no one's balances), and
-    ``legs`` what it sent to other partitions: a redelivery re-sends both.
+    ``legs`` what it sent to other partitions: a redelivery re-sends both. ``at``
+    is the decision time of the message (milliseconds, from the log: see
+    ``expired``); None on rows written before it was stored.
     """
 
     event: Optional[Event]
     origin: Origin
     legs: Tuple[Leg, ...] = ()
+    at: Optional[int] = None
+
+    def expired(self, now_ms: int, window_ms: int) -> bool:
+        """Whether a message decided at ``now_ms`` no longer meets this row: its window has passed.
+
+        Retention is a property of the data: both times come from the log, so every
+        worker, every replay and every rebuild of the table decides alike, whenever
+        RocksDB or the changelog physically drop the row (never before twice the
+        window). A message never outlives its own row: a redelivery carries the
+        time it was first decided at. Rows without a time expire only physically.
+        """
+        at = self.at if self.at is not None else (None if self.event is None else self.event.ts)
+        return at is not None and now_ms - at >= window_ms
 
     def to_json(self) -> Dict[str, Any]:
         """Table form."""
@@ -190,6 +205,8 @@ class StoredResult:
         }
         if self.legs:
             body["legs"] = [leg.to_json() for leg in self.legs]
+        if self.at is not None:
+            body["at"] = self.at
         return body
 
     @classmethod
@@ -203,7 +220,8 @@ class StoredResult:
             legs = tuple(leg_from_json(leg) for leg in body["legs"])
         else:
             legs = _legs_of_first_rows(event)
-        return cls(event=event, origin=Origin(str(stream), int(offset)), legs=legs)
+        at = body.get("at")
+        return cls(event=event, origin=Origin(str(stream), int(offset)), legs=legs, at=None if at is None else int(at))
 
 
 def _legs_of_first_rows(event: Optional[Event]) -> Tuple[Leg, ...]:
@@ -242,8 +260,12 @@ def hold_key(user_id: int, hold_id: str) -> str:
 
 
 def expiry_key(expiry: Expiry) -> str:
-    """Results-table key of an expiry leg: one hold expires once."""
-    return f"{expiry.user_id}|exp|{expiry.hold_id}"
+    """Results-table key of an expiry leg: one hold expires once.
+
+    The expiry time is part of the key, so a hold id used again (after its mark's
+    window) never meets the row of its earlier hold's expiry.
+    """
+    return f"{expiry.user_id}|exp|{expiry.hold_id}|{expiry.expires_at_ms}"
 
 
 class Decision(Enum):

@@ -62,7 +62,7 @@ class Credit:
             numbers[name] = whole_number(body[name], maximum)
             if numbers[name] is None:
                 raise InvalidOperation(name, "invalid_credit", f"{name} of a credit leg is {show(body[name])}")
-        ts = whole_number(body["ts"], MAX_ID)
+        ts = whole_number(body["ts"], MAX_TS)
         if ts is None:
             raise InvalidOperation("ts", "invalid_credit", f"ts of a credit leg is {show(body['ts'])}")
         try:

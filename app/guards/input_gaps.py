@@ -38,16 +38,24 @@ def cursor_key(topic: str, partition: int) -> bytes:
     return f"{topic}:{partition}".encode()
 
 
-async def read_range(topic: str, partition: int, start: Optional[int], end: int) -> List[Message]:
-    """The records of one partition at offsets [start, end), as Faust messages, in order; no start: its first."""
+async def read_range(topic: str, partition: int, start: Optional[int], end: int, limit: int) -> List[Message]:
+    """The first ``limit`` records of one partition at offsets [start, end), as Faust messages, in order.
+
+    No start: from the partition's first record. A hole is read in chunks of a
+    batch, so no read outlasts READ_TIMEOUT_S however large the hole.
+    """
+    if start is not None:
+        end = min(end, start + limit)
     records = await read_topic(
         settings.kafka_bootstrap,
         topic,
         partitions=[partition],
         start={partition: start} if start is not None else None,
         end={partition: end},
+        limit=limit,
         timeout_s=READ_TIMEOUT_S,
     )
+    records = records[:limit]
     return [
         Message(
             topic=record.topic,

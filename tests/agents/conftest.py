@@ -96,6 +96,8 @@ class Ledger:
         self.monkeypatch = monkeypatch
         #: Records on "Kafka" that the stream never delivered (see skip), for the hole reader.
         self.skipped: Dict[Tuple[str, int, int], Message] = {}
+        #: Every hole read: (topic, partition, start, end, limit).
+        self.reads: List[Tuple[str, int, Optional[int], int, int]] = []
 
     def skip(self, operation: Dict[str, Any], offset: int, timestamp: float = 1_700_000_000.0) -> None:
         """An operation that sits on its partition at ``offset`` but that Faust never delivers."""
@@ -114,10 +116,14 @@ class Ledger:
             tp=TP(OPERATIONS, partition),
         )
 
-    async def read_range(self, topic: str, partition: int, start: Optional[int], end: int) -> List[Message]:
-        """Stands in for app.guards.input_gaps.read_range: the skipped records in [start, end), start None: 0."""
+    async def read_range(
+        self, topic: str, partition: int, start: Optional[int], end: int, limit: int = 1_000_000
+    ) -> List[Message]:
+        """Stands in for app.guards.input_gaps.read_range: the first ``limit`` skipped records in [start, end)."""
         first = start or 0
-        return [self.skipped[k] for k in sorted(self.skipped) if k[:2] == (topic, partition) and first <= k[2] < end]
+        self.reads.append((topic, partition, start, end, limit))
+        found = [self.skipped[k] for k in sorted(self.skipped) if k[:2] == (topic, partition) and first <= k[2] < end]
+        return found[:limit]
 
     async def put_raw(
         self,

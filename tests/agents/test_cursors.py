@@ -8,9 +8,11 @@ checked on the table itself.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Dict
 
 from app import metrics
+from app.agents import ubscore
 from app.guards.input_gaps import cursor_key
 from app.partitioning import partition_for, user_key
 from app.settings import settings
@@ -64,3 +66,21 @@ async def test_a_first_record_with_nothing_before_it_in_kafka_is_no_hole(ledger:
     await ledger.submit(offset=40, **deposit("after_retention"))  # offsets 0-39 removed by retention
     assert [e["op_id"] for e in sent.values("events")] == ["after_retention"]
     assert metrics.value("ubscore_input_gaps_total") == gaps
+
+
+async def test_a_hole_larger_than_a_batch_is_read_and_applied_in_chunks_of_a_batch(
+    ledger: Ledger, sent: Sent, monkeypatch: Any
+) -> None:
+    """A hole is never one read nor one batch: each chunk is at most UBS_BATCH_MAX records, cursor after it."""
+    monkeypatch.setattr(ubscore, "settings", dataclasses.replace(settings, batch_max=3))
+    gaps = metrics.value("ubscore_input_gaps_total")
+    for offset in range(50, 58):
+        ledger.skip(deposit(f"h{offset}"), offset=offset)
+    await ledger.submit(offset=49, **deposit("before"))
+    await ledger.submit(offset=58, **deposit("after"))
+    assert [e["op_id"] for e in sent.values("events")] == ["before", *[f"h{o}" for o in range(50, 58)], "after"]
+    assert [e["seq"] for e in sent.values("events")] == list(range(1, 11))
+    holes = [read for read in ledger.reads if read[2] is not None and read[2] >= 50]
+    assert [(start, limit) for _, _, start, _, limit in holes] == [(50, 3), (53, 3), (56, 3)]
+    assert cursor() == 58
+    assert metrics.value("ubscore_input_gaps_total") == gaps + 1  # one hole, however many chunks

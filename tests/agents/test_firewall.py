@@ -91,16 +91,33 @@ async def test_redelivered_failure_is_answered_with_its_first_result(ledger: Led
     assert balance() == Balance(0, 0)
 
 
-async def test_failure_never_replaces_a_stored_result(
+async def test_failure_never_replaces_a_stored_result_of_an_earlier_message(
     ledger: Ledger, sent: Sent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await ledger.submit(offset=1, **op("d1", amount=10))
-    # The account rolled back past d1 (a crash between the two writes): d1 is re-applied...
+    monkeypatch.setattr(ubscore, "apply_operation", lambda *args, **kwargs: 1 / 0)
+    await ledger.submit(offset=2, **op("d1", amount=10))  # a client retry: answered from the stored result
+    first, second = sent.values("events")
+    assert first == second and first["status"] == "accepted"
+    assert balance() == Balance(10, 0)
+
+
+async def test_a_failure_on_replay_replaces_the_first_attempts_row_and_is_the_one_result(
+    ledger: Ledger, sent: Sent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the result write and before the account write, d1 is decided again; if that raises,
+    its stale row must not stay: the failure is its one result, and retries get it."""
+    await ledger.submit(offset=1, **op("d1", amount=10))
+    sent.publisher.calls.clear()  # the crash came before the outputs: nothing was announced
     accounts.data[user_key(USER)] = Account().to_json()
-    monkeypatch.setattr(ubscore, "apply_operation", lambda *args: 1 / 0)
-    await ledger.submit(offset=1, **op("d1", amount=10))  # ...and that raises
-    assert len(sent.values("events")) == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ubscore, "apply_operation", lambda *args, **kwargs: 1 / 0)
+        await ledger.submit(offset=1, **op("d1", amount=10))
+    await ledger.submit(offset=2, **op("d1", amount=10))  # a client retry
+    first, second = sent.values("events")
+    assert first == second and first["reason"] == "processing_failed" and first["seq"] == 1
     assert sent.values("dlq")[0]["error"]["error"] == "processing_failed"
+    assert balance() == Balance(0, 0)
 
 
 async def test_unforeseen_error_while_reading_is_a_dead_letter(

@@ -37,7 +37,7 @@ async def test_a_lock_opens_the_hold_marks_its_id_and_lists_its_expiry(ledger: L
     event = sent.values("events")[-1]
     assert (event["kind"], event["status"], event["hold_id"], event["locked"]) == ("lock", "accepted", "order-1", 60)
     assert account().holds["order-1"].remaining == 60
-    assert results.get(hold_key(11, "order-1").encode()) == {"hold": ["operations", 1]}
+    assert results.get(hold_key(11, "order-1").encode()) == {"hold": ["operations", 1], "at": 1_700_000_000_000}
     due = Expiry(11, "order-1", TS_MS + 60_000)
     assert expiries.get(expiry_row(due)) == due.to_json()
 

@@ -60,11 +60,29 @@ async def test_withdraw_rejected_when_funds_insufficient(ledger: Ledger, sent: S
 
 
 async def test_retried_op_id_is_applied_once_and_answered_with_first_result(ledger: Ledger, sent: Sent) -> None:
+    window = settings.results_retention_s
     await ledger.submit(offset=1, **op("d1", "deposit", amount=70))
-    await ledger.submit(offset=2, timestamp=1_800_000_000.0, **op("d1", "deposit", amount=70))
+    await ledger.submit(offset=2, timestamp=1_700_000_000.0 + window - 1, **op("d1", "deposit", amount=70))
     assert balance_of(11) == Balance(70, 0)
     first, second = sent.values("events")
     assert first == second
+
+
+async def test_an_op_id_used_again_after_its_window_is_a_new_operation_on_every_worker(
+    ledger: Ledger, sent: Sent
+) -> None:
+    """The window is decided from the log (the row's time and the message's), not from when RocksDB wrote the row."""
+    window = settings.results_retention_s
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=70))
+    await ledger.submit(offset=2, timestamp=1_700_000_000.0 + window, **op("d1", "deposit", amount=70))
+    assert balance_of(11) == Balance(140, 0)
+    assert [e["seq"] for e in sent.values("events")] == [1, 2]
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=70))  # redeliveries apply nothing again
+    await ledger.submit(offset=2, timestamp=1_700_000_000.0 + window, **op("d1", "deposit", amount=70))
+    assert balance_of(11) == Balance(140, 0)
+    events = sent.values("events")
+    assert {e["seq"] for e in events} == {1, 2}
+    assert all(e == next(f for f in events if f["seq"] == e["seq"]) for e in events)  # copies, no conflict
 
 
 async def test_retry_rewrites_account_and_result_for_the_changelog(ledger: Ledger, sent: Sent) -> None:
@@ -282,10 +300,10 @@ async def test_a_checkpoint_taking_the_batch_during_a_hole_read_loses_nothing(
         await gate.wait()
         return await original(records)
 
-    async def slow_read(topic: str, partition: int, start: Optional[int], end: int) -> Any:
+    async def slow_read(topic: str, partition: int, start: Optional[int], end: int, limit: int) -> Any:
         gate.set()  # the first checkpoint completes and the second takes the open batch meanwhile
         await asyncio.sleep(0.1)
-        return await ledger.read_range(topic, partition, start, end)
+        return await ledger.read_range(topic, partition, start, end, limit)
 
     monkeypatch.setattr(sent.publisher, "publish", held)
     monkeypatch.setattr(ubscore, "read_range", slow_read)

@@ -173,7 +173,7 @@ async def test_a_topic_that_does_not_exist_times_out() -> None:
 
 async def test_read_range_gives_faust_messages_of_exactly_the_range(filled: Filled) -> None:
     partition, held = busiest(await read_topic(BOOTSTRAP, filled.topic, timeout_s=30))
-    messages = await read_range(filled.topic, partition, 1, 4)
+    messages = await read_range(filled.topic, partition, 1, 4, 100)
     assert [m.offset for m in messages] == [1, 2, 3]
     for message, record in zip(messages, held[1:4], strict=True):
         assert (message.topic, message.partition, message.tp) == (filled.topic, partition, TP(filled.topic, partition))
@@ -181,4 +181,6 @@ async def test_read_range_gives_faust_messages_of_exactly_the_range(filled: Fill
         assert message.timestamp == record.timestamp / 1000.0  # Faust's messages carry seconds
         assert filled.produced_from_s - 1 <= message.timestamp <= filled.produced_to_s + 1
         assert message.timestamp_type == record.timestamp_type
-    assert await read_range(filled.topic, partition, 2, 2) == []
+    assert await read_range(filled.topic, partition, 2, 2, 100) == []
+    assert [m.offset for m in await read_range(filled.topic, partition, 1, 4, 2)] == [1, 2]
+    assert [m.offset for m in await read_range(filled.topic, partition, None, 4, 2)] == [0, 1]
