@@ -35,6 +35,11 @@ LEGS_REFUSED = Counter(
     "ubscore_legs_refused_total",
     "Legs on balance.credits the agent could not read: money a payer sent that no payee received. Always an alarm.",
 )
+CREDITS_PARKED = Counter(
+    "ubscore_credits_parked_total",
+    "Credits that could land nowhere under the balance limit (a returned transfer, a trade's fees): parked for an"
+    " operator, as a rejected event that moved nothing. Always an alarm.",
+)
 PROCESSING_FAILURES = Counter(
     "ubscore_processing_failures_total",
     "Messages whose handling raised an unforeseen error; each was dead-lettered and the partition went on.",

@@ -82,6 +82,7 @@ from app.agents.batch import Batch
 from app.agents.checkpoint import Checkpoints
 from app.core import trading
 from app.core.ledger import (
+    BALANCE_OVERFLOW,
     PROCESSING_FAILED,
     Account,
     Decision,
@@ -480,6 +481,18 @@ def record(
     if event is None:
         return
     put_hold_rows(batch, partition, event, outcome.account, origin, now_ms)
+    if event.reason == BALANCE_OVERFLOW and (event.kind == "transfer_returned" or event.role == "fee"):
+        metrics.CREDITS_PARKED.inc()
+        log.error(
+            "credit_parked user_id=%s op_id=%s kind=%s amount=%s counterparty=%s partition=%s offset=%s",
+            event.user_id,
+            event.op_id,
+            event.kind,
+            event.amount,
+            event.counterparty,
+            partition,
+            origin.offset,
+        )
     metrics.count_operation(event.kind, event.status)
     log.info(
         "event user_id=%s op_id=%s kind=%s status=%s reason=%s seq=%s asset=%s amount=%s available=%s locked=%s"

@@ -38,6 +38,13 @@ class Status(StrEnum):
 #: The reason of a rejection the agent gives when handling the operation raised an unforeseen error.
 PROCESSING_FAILED = "processing_failed"
 
+#: The reason of a rejection that would take a balance past MAX_BALANCE.
+BALANCE_OVERFLOW = "balance_overflow"
+
+#: The most one user holds of one asset, available, locked and incoming together: a signed 64-bit
+#: integer, what every client, the events' JSON readers and the database columns can represent.
+MAX_BALANCE = 2**63 - 1
+
 
 @dataclass(frozen=True)
 class Balance:
@@ -115,6 +122,9 @@ class Account:
     seq: int = 0
     balances: Mapping[int, Balance] = field(default_factory=dict)
     holds: Mapping[str, Hold] = field(default_factory=dict)
+    #: Per asset, what trades this user buys in are yet to credit (reserved, not settled): room
+    #: kept under MAX_BALANCE, so that a settlement, which cannot be refused, always fits.
+    incoming: Mapping[int, int] = field(default_factory=dict)
     # Last applied offset per input stream: bookkeeping of the agent, not money,
     # so two accounts with equal balances and seq compare equal without it.
     applied: Mapping[str, int] = field(default_factory=dict, compare=False)
@@ -122,6 +132,11 @@ class Account:
     def balance(self, asset: int) -> Balance:
         """The balance of one asset; zero for an asset never touched."""
         return self.balances.get(asset, ZERO)
+
+    def room(self, asset: int) -> int:
+        """How much more of an asset this user can receive before reaching MAX_BALANCE."""
+        balance = self.balance(asset)
+        return MAX_BALANCE - balance.available - balance.locked - self.incoming.get(asset, 0)
 
     def held(self, asset: int) -> int:
         """What the holds of one asset lock; the rest of ``locked`` is anonymous."""
@@ -142,6 +157,8 @@ class Account:
         body: Dict[str, Any] = {"seq": self.seq, "balances": self.balances_json(), "applied": dict(self.applied)}
         if self.holds:
             body["holds"] = self.holds_json()
+        if self.incoming:
+            body["incoming"] = {str(asset): amount for asset, amount in sorted(self.incoming.items())}
         return body
 
     @classmethod
@@ -155,6 +172,7 @@ class Account:
                 int(asset): Balance(int(b["available"]), int(b["locked"])) for asset, b in body["balances"].items()
             },
             holds={str(hold_id): Hold.from_json(hold) for hold_id, hold in body.get("holds", {}).items()},
+            incoming={int(asset): int(amount) for asset, amount in body.get("incoming", {}).items()},
             applied={str(k): int(v) for k, v in body.get("applied", {}).items()},
         )
 
@@ -246,12 +264,14 @@ def operation_key(user_id: int, op_id: str) -> str:
 
 
 def credit_key(credit: Credit) -> str:
-    """Results-table key of a transfer's credit leg, on the payee's partition.
+    """Results-table key of a transfer's credit leg, on the payee's partition (a return: on the payer's).
 
-    ``op`` and ``in`` sit at a fixed place after the digits of the user id, so a
-    client's op_id can never collide with a credit's key.
+    ``op``, ``in`` and ``ret`` sit at a fixed place after the digits of the user
+    id, so a client's op_id can never collide with a credit's key, nor a return
+    with a transfer the other way under the same op_id.
     """
-    return f"{credit.payee}|in|{credit.payer}|{credit.op_id}"
+    tag = "ret" if credit.returned else "in"
+    return f"{credit.payee}|{tag}|{credit.payer}|{credit.op_id}"
 
 
 def hold_key(user_id: int, hold_id: str) -> str:
@@ -365,6 +385,8 @@ def apply_operation(account: Account, operation: Operation, ts: int, hold_used: 
     seq = account.seq + 1
     if new.available < 0 or new.locked < account.held(operation.asset):
         return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, "insufficient_funds"))
+    if operation.kind == "deposit" and operation.amount > account.room(operation.asset):
+        return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, BALANCE_OVERFLOW))
     balances = {**account.balances, operation.asset: new}
     return Outcome(
         replace(account, seq=seq, balances=balances), _result(operation, new, seq, ts, None), _credit(operation, ts)
@@ -472,27 +494,41 @@ def apply_expiry(account: Account, expiry: Expiry) -> Outcome:
 
 
 def apply_credit(account: Account, credit: Credit) -> Outcome:
-    """Apply the credit leg of a transfer to the payee; it cannot fail, the payer already paid."""
-    current = account.balance(credit.asset)
-    new = Balance(current.available + credit.amount, current.locked)
-    balances = dict(account.balances)
-    balances[credit.asset] = new
+    """Apply a transfer's credit leg to the payee, or its return to the payer.
+
+    The payer has paid, so a credit is never lost: one that would take the payee
+    past MAX_BALANCE is refused (a rejected ``transfer_in``) and goes back to the
+    payer as a return (``transfer_returned``). A return that cannot land either
+    (the payer too filled up meanwhile) is parked: a rejected ``transfer_returned``
+    that moves nothing, for an operator to settle (the agent raises an alarm).
+    """
+    kind = "transfer_returned" if credit.returned else "transfer_in"
     seq = account.seq + 1
-    event = Event(
+    current = account.balance(credit.asset)
+    if credit.amount > account.room(credit.asset):
+        event = _credit_event(credit, kind, current, seq, BALANCE_OVERFLOW)
+        legs: Tuple[Leg, ...] = () if credit.returned else (credit.returned_to_payer(),)
+        return Outcome(replace(account, seq=seq), event, legs)
+    new = Balance(current.available + credit.amount, current.locked)
+    balances = {**account.balances, credit.asset: new}
+    return Outcome(replace(account, seq=seq, balances=balances), _credit_event(credit, kind, new, seq, None))
+
+
+def _credit_event(credit: Credit, kind: str, balance: Balance, seq: int, reason: Optional[str]) -> Event:
+    return Event(
         op_id=credit.op_id,
-        kind="transfer_in",
+        kind=kind,
         user_id=credit.payee,
         asset=credit.asset,
         amount=credit.amount,
-        status=Status.ACCEPTED,
-        reason=None,
-        available=new.available,
-        locked=new.locked,
+        status=Status.ACCEPTED if reason is None else Status.REJECTED,
+        reason=reason,
+        available=balance.available,
+        locked=balance.locked,
         seq=seq,
         ts=credit.ts,
         counterparty=credit.payer,
     )
-    return Outcome(replace(account, seq=seq, balances=balances), event)
 
 
 def reject_invalid(

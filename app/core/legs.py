@@ -8,7 +8,7 @@ refused (dead-lettered), never turned into money by a lenient ``int()``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Dict, Mapping, Optional, Union
 
 from app.core.models import MAX_AMOUNT, MAX_ASSET, MAX_ID, MAX_TS, Trade, check_hold_id, check_op_id, parse_trade
@@ -36,15 +36,24 @@ class Credit:
     asset: int
     amount: int
     ts: int
+    #: A credit the payee could not take, on its way back: ``payer`` is then the refusing payee.
+    returned: bool = False
 
     @property
     def recipient(self) -> int:
         """The user whose partition applies it."""
         return self.payee
 
+    def returned_to_payer(self) -> "Credit":
+        """This credit sent back to its payer, who is owed it when the payee cannot take it."""
+        return replace(self, payer=self.payee, payee=self.payer, returned=True)
+
     def to_json(self) -> Dict[str, Any]:
-        """Wire form on the credits topic."""
-        return {name: getattr(self, name) for name in _CREDIT_FIELD_ORDER}
+        """Wire form on the credits topic; ``returned`` only on a return, as legs were first written without it."""
+        body: Dict[str, Any] = {name: getattr(self, name) for name in _CREDIT_FIELD_ORDER}
+        if self.returned:
+            body["returned"] = True
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> "Credit":
@@ -53,10 +62,13 @@ class Credit:
         Only the agent writes that topic, but Kafka does not enforce it: a malformed or
         forged leg must be refused, never turned into money by a lenient ``int()``.
         """
-        if not isinstance(body, dict) or set(body) != _CREDIT_FIELDS:
+        if not isinstance(body, dict) or set(body) - {"returned"} != _CREDIT_FIELDS:
             raise InvalidOperation(
-                None, "invalid_credit", f"a credit leg has exactly the fields {sorted(_CREDIT_FIELDS)}"
+                None, "invalid_credit", f"a credit leg has exactly the fields {sorted(_CREDIT_FIELDS)} (and returned)"
             )
+        returned = body.get("returned", False)
+        if returned is not True and "returned" in body:
+            raise InvalidOperation("returned", "invalid_credit", "returned of a credit leg is true when present")
         numbers = {}
         for name, maximum in (("payer", MAX_ID), ("payee", MAX_ID), ("asset", MAX_ASSET), ("amount", MAX_AMOUNT)):
             numbers[name] = whole_number(body[name], maximum)
@@ -69,7 +81,7 @@ class Credit:
             op_id = check_op_id(body["op_id"])
         except InvalidOperation as error:
             raise InvalidOperation("op_id", "invalid_credit", f"op_id of a credit leg: {error.message}") from None
-        return cls(op_id=op_id, ts=ts, **numbers)  # type: ignore[arg-type]
+        return cls(op_id=op_id, ts=ts, returned=returned, **numbers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -168,7 +180,7 @@ class TradeLeg:
         return cls(step, trade, ts, after, reason)
 
 
-_CREDIT_FIELD_ORDER = tuple(field.name for field in fields(Credit))
+_CREDIT_FIELD_ORDER = tuple(field.name for field in fields(Credit) if field.name != "returned")
 
 Leg = Union[Credit, Expiry, TradeLeg]
 

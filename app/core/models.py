@@ -238,6 +238,7 @@ EVENT_KINDS = (
     "unlock",
     "transfer_out",
     "transfer_in",
+    "transfer_returned",
     "hold_expired",
     "trade",
     "unknown",

@@ -27,9 +27,9 @@ both spend it: the buyer's quote stays locked until ``settle``.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
-from app.core.ledger import Account, Balance, Hold, Outcome, Status, with_hold
+from app.core.ledger import BALANCE_OVERFLOW, Account, Balance, Hold, Outcome, Status, with_hold
 from app.core.legs import Leg, TradeLeg
 from app.core.models import Change, Event, Trade
 
@@ -60,16 +60,23 @@ def hold_refusal(hold: Optional[Hold], asset: int, amount: int, ts: int) -> Opti
 
 
 def reserve(account: Account, trade: Trade, ts: int) -> Outcome:
-    """Step 1, the buyer: reserve the quote in the buyer's hold and ask the seller, or refuse."""
+    """Step 1, the buyer: reserve the quote in the buyer's hold and room for the base, and ask the seller; or refuse.
+
+    The base the trade will credit is kept as ``incoming`` until it settles, so the
+    settlement, which cannot be refused, always fits under MAX_BALANCE.
+    """
     hold_id = trade.buyer.hold_id
     hold = account.holds.get(hold_id)
     reason = hold_refusal(hold, trade.quote_asset, trade.quote_amount, ts)
+    if reason is None and _base_in(trade) > account.room(trade.base_asset):
+        reason = BALANCE_OVERFLOW
     if reason is not None:
         seq = account.seq + 1
         return Outcome(replace(account, seq=seq), _event(account, trade, "buyer", seq, ts, reason))
     assert hold is not None
     holds = {**account.holds, hold_id: replace(hold, pending=hold.pending + trade.quote_amount)}
-    return Outcome(replace(account, holds=holds), None, (TradeLeg("sell", trade, ts, account.seq),))
+    incoming = _with_incoming(account, trade.base_asset, _base_in(trade))
+    return Outcome(replace(account, holds=holds, incoming=incoming), None, (TradeLeg("sell", trade, ts, account.seq),))
 
 
 def sell(account: Account, leg: TradeLeg) -> Outcome:
@@ -78,6 +85,8 @@ def sell(account: Account, leg: TradeLeg) -> Outcome:
     hold_id = trade.seller.hold_id
     hold = account.holds.get(hold_id)
     reason = hold_refusal(hold, trade.base_asset, trade.base_amount, leg.ts)
+    if reason is None and trade.quote_amount - trade.seller_fee > account.room(trade.quote_asset):
+        reason = BALANCE_OVERFLOW
     if reason is not None:
         return refuse(account, leg, reason)
     assert hold is not None
@@ -103,6 +112,7 @@ def settle(account: Account, leg: TradeLeg) -> Outcome:
     hold = account.holds[hold_id]  # a reservation keeps its hold open
     hold = replace(hold, pending=hold.pending - trade.quote_amount)
     seq = account.seq + 1
+    account = replace(account, incoming=_with_incoming(account, trade.base_asset, -_base_in(trade)))
     if leg.reason is not None:
         refused = replace(account, seq=seq, holds={**account.holds, hold_id: hold})
         return Outcome(refused, _event(refused, trade, "buyer", seq, leg.ts, leg.reason, leg.reserved_after_seq))
@@ -114,13 +124,36 @@ def settle(account: Account, leg: TradeLeg) -> Outcome:
 
 
 def collect_fee(account: Account, leg: TradeLeg) -> Outcome:
-    """Step 4, the fee account: both fees, in base and in quote; it cannot fail, the trade is done."""
+    """Step 4, the fee account: both fees, in base and in quote; the trade is done, so it is not refused.
+
+    Fees that would take the fee account past MAX_BALANCE are parked: a rejected
+    event that moves nothing, for an operator to settle (the agent raises an alarm).
+    """
     trade = leg.trade
+    if trade.buyer_fee > account.room(trade.base_asset) or trade.seller_fee > account.room(trade.quote_asset):
+        parked = replace(account, seq=account.seq + 1)
+        return Outcome(parked, _event(parked, trade, "fee", parked.seq, leg.ts, BALANCE_OVERFLOW))
     base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
     base = Balance(base.available + trade.buyer_fee, base.locked)
     quote = Balance(quote.available + trade.seller_fee, quote.locked)
     updated = _with_balances(account, trade, base, quote, account.holds)
     return Outcome(updated, _event(updated, trade, "fee", updated.seq, leg.ts, None))
+
+
+def _base_in(trade: Trade) -> int:
+    """What a trade credits its buyer: the base less the buyer's fee."""
+    return trade.base_amount - trade.buyer_fee
+
+
+def _with_incoming(account: Account, asset: int, change: int) -> Dict[int, int]:
+    """The account's incoming amounts with one changed; an asset with nothing incoming is dropped."""
+    incoming = dict(account.incoming)
+    amount = max(0, incoming.get(asset, 0) + change)  # a trade reserved before incoming was kept adds none
+    if amount:
+        incoming[asset] = amount
+    else:
+        incoming.pop(asset, None)
+    return incoming
 
 
 def _capture(hold: Hold, balance: Balance, amount: int, release_rest: bool) -> Tuple[Hold, Balance]:

@@ -11,13 +11,15 @@ applied that user's operations; replaying those operations through
 - ``duplicate_result``: one (user, op_id), or one credit leg, with two different seqs.
 - ``missing_result`` / ``unexplained_event``: an operation without a result, or the reverse.
 - ``reference_mismatch``: an event other than what the pure core gives for that operation.
-- ``negative_balance``; ``transfer_not_landed`` (an accepted transfer_out without its transfer_in).
+- ``negative_balance``; ``transfer_not_landed`` (an accepted transfer_out without its transfer_in, or
+  refused there for the balance limit and not returned to its payer).
 - ``holds_over_locked``: a user's holds of an asset lock more than the asset's ``locked``;
   ``hold_overdrawn``: a hold reserved beyond what it locks, or left open with nothing in it.
 - ``trade_half_applied``: a trade with some of its events and not the others (buyer, seller, fee
   account), or with events that disagree on its terms. A trade's reservation of the buyer's quote
   has no event; the buyer's settled event names the seq it came after, and the model applies it there.
-- ``conservation``: per asset, sum of available + locked != accepted deposits - withdrawals.
+- ``conservation``: per asset, sum of available + locked, plus credits parked past the balance
+  limit, != accepted deposits - withdrawals.
 - ``table_mismatch`` / ``db_mismatch``: the tables or the database differ from the fold of events.
 """
 
@@ -29,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 
 from app.core import trading
 from app.core.ledger import (
+    BALANCE_OVERFLOW,
     PROCESSING_FAILED,
     Account,
     Outcome,
@@ -131,6 +134,10 @@ class Replay:
     results: Dict[Tuple[Any, ...], int] = field(default_factory=dict)
     outgoing: Dict[Tuple[int, str], Event] = field(default_factory=dict)
     incoming: Dict[Tuple[int, str], Event] = field(default_factory=dict)
+    #: Transfers a payee refused (balance_overflow) that came back to their payer, by (payer, op_id).
+    returned: Dict[Tuple[int, str], Event] = field(default_factory=dict)
+    #: Per asset, credits parked outside every balance (a return or fees past the balance limit).
+    parked: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
     deposits: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
     withdrawals: Dict[int, int] = field(default_factory=lambda: defaultdict(int))
     #: Per trade (buyer, trade id), its events by role.
@@ -208,10 +215,15 @@ def _model_outcome(
     report: Report,
 ) -> Optional[Outcome]:
     """What the pure core gives for the message behind this event; None (and a violation) if there is none."""
-    if event.kind == "transfer_in":
+    if event.kind in ("transfer_in", "transfer_returned"):
         assert event.counterparty is not None and event.asset is not None and event.amount is not None
-        replay.incoming[(event.counterparty, event.op_id)] = event
-        return apply_credit(account, Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts))
+        returned = event.kind == "transfer_returned"
+        if returned:
+            replay.returned[(user, event.op_id)] = event
+        else:
+            replay.incoming[(event.counterparty, event.op_id)] = event
+        credit = Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts, returned)
+        return apply_credit(account, credit)
     if event.kind == "hold_expired":
         assert event.hold_id is not None
         report.counts["holds_expired"] += 1
@@ -258,6 +270,8 @@ def _note_result(user: int, event: Event, replay: Replay, report: Report) -> Non
     """One result per (user, op_id) or credit leg: a second one with another seq is a violation."""
     if event.kind == "transfer_in":
         key: Tuple[Any, ...] = (user, "in", event.counterparty, event.op_id)
+    elif event.kind == "transfer_returned":
+        key = (user, "ret", event.counterparty, event.op_id)
     elif event.kind == "hold_expired":
         key = (user, "exp", event.hold_id)
     elif event.role in ("seller", "fee") and event.trade is not None:
@@ -284,6 +298,9 @@ def _check_balances(user: int, event: Event, account: Account, report: Report) -
 
 def _note_money(user: int, event: Event, replay: Replay) -> None:
     """Money entering or leaving the ledger, and transfers to match with their credit legs."""
+    if event.reason == BALANCE_OVERFLOW and (event.kind == "transfer_returned" or event.role == "fee"):
+        for asset, amount in _parked(event):
+            replay.parked[asset] += amount
     if event.status != Status.ACCEPTED:
         return
     if event.kind == "deposit":
@@ -294,6 +311,14 @@ def _note_money(user: int, event: Event, replay: Replay) -> None:
         replay.outgoing[(user, event.op_id)] = event
 
 
+def _parked(event: Event) -> List[Tuple[int, int]]:
+    """What a parked credit holds, per asset: the returned amount, or the trade's two fees."""
+    if event.trade is not None:
+        trade = event.trade
+        return [(trade.base_asset, trade.buyer_fee), (trade.quote_asset, trade.seller_fee)]
+    return [(event.asset or 0, event.amount or 0)]
+
+
 def _check_results(report: Report, bodies: Mapping[Tuple[int, str], Intake], replay: Replay) -> None:
     for user, op_id in bodies:
         if (user, op_id) not in replay.results:
@@ -301,11 +326,17 @@ def _check_results(report: Report, bodies: Mapping[Tuple[int, str], Intake], rep
 
 
 def _check_transfers(report: Report, replay: Replay) -> None:
-    """Every accepted transfer_out has its transfer_in, and every transfer_in its transfer_out."""
+    """Every accepted transfer_out has its transfer_in (or, refused there, its return), and the reverse."""
     for (payer, op_id), out in replay.outgoing.items():
         landed = replay.incoming.get((payer, op_id))
         if landed is None or (landed.user_id, landed.asset, landed.amount) != (out.counterparty, out.asset, out.amount):
             report.violate("transfer_not_landed", f"payer {payer} op_id {op_id!r} -> {out.counterparty}")
+        elif not landed.accepted and (payer, op_id) not in replay.returned:
+            report.violate("transfer_not_landed", f"payer {payer} op_id {op_id!r}: refused by the payee, not returned")
+    for (payer, op_id), back in replay.returned.items():
+        landed = replay.incoming.get((payer, op_id))
+        if landed is None or landed.accepted or (back.asset, back.amount) != (landed.asset, landed.amount):
+            report.violate("unexplained_event", f"transfer_returned to {payer} op_id {op_id!r}: no refused transfer_in")
     for (payer, op_id), landed in replay.incoming.items():
         if (payer, op_id) not in replay.outgoing:
             report.violate(
@@ -340,11 +371,14 @@ def _check_conservation(report: Report, replay: Replay) -> None:
     for account in report.accounts.values():
         for asset, balance in account.balances.items():
             held[asset] += balance.available + balance.locked
+    for asset, amount in replay.parked.items():
+        report.counts["credits_parked"] += 1 if amount else 0
+        held[asset] += amount
     for asset in sorted(set(held) | set(replay.deposits) | set(replay.withdrawals)):
         if held[asset] != replay.deposits[asset] - replay.withdrawals[asset]:
             report.violate(
                 "conservation",
-                f"asset {asset}: held {held[asset]} != deposits {replay.deposits[asset]}"
+                f"asset {asset}: held (with parked credits) {held[asset]} != deposits {replay.deposits[asset]}"
                 f" - withdrawals {replay.withdrawals[asset]}",
             )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.ledger import (
+    MAX_BALANCE,
     Account,
     Balance,
     Decision,
@@ -128,13 +129,36 @@ def test_seq_counts_every_result_without_gaps() -> None:
     assert seqs == [1, 2, 3, 4]
 
 
-def test_big_integers_stay_exact() -> None:
-    big = 2**63 - 1
-    account = Account()
-    for i in range(3):
-        account = apply_operation(account, op("deposit", big, op_id=f"d{i}"), TS).account
-    assert account.balance(1).available == 3 * big
+def test_a_balance_stops_at_max_balance_and_a_deposit_past_it_is_rejected() -> None:
+    account = apply_operation(Account(), op("deposit", MAX_BALANCE - 1, op_id="d0"), TS).account
+    account = apply_operation(account, op("lock", 5, op_id="l0"), TS).account
+    outcome = apply_operation(account, op("deposit", 2, op_id="d1"), TS)
+    assert (outcome.event.status, outcome.event.reason, outcome.event.seq) == ("rejected", "balance_overflow", 3)
+    assert outcome.account.balance(1) == account.balance(1)
+    account = apply_operation(account, op("deposit", 1, op_id="d2"), TS).account
+    assert account.balance(1) == Balance(MAX_BALANCE - 5, 5)
     assert Account.from_json(account.to_json()) == account
+
+
+def test_a_credit_past_max_balance_goes_back_to_its_payer() -> None:
+    payee = apply_operation(Account(), op("deposit", MAX_BALANCE, op_id="d0"), TS).account
+    credit = Credit(7, 8, "t1", 1, 10, TS)
+    refused = apply_credit(payee, credit)
+    assert (refused.event.kind, refused.event.status, refused.event.reason) == (
+        "transfer_in",
+        "rejected",
+        "balance_overflow",
+    )
+    assert refused.account.balance(1) == payee.balance(1) and refused.account.seq == 2
+    (back,) = refused.legs
+    assert back == Credit(8, 7, "t1", 1, 10, TS, returned=True)
+    assert credit_key(back) == "7|ret|8|t1" != credit_key(Credit(8, 7, "t1", 1, 10, TS))
+    landed = apply_credit(Account(), back)
+    assert (landed.event.kind, landed.event.status, landed.event.counterparty) == ("transfer_returned", "accepted", 8)
+    assert landed.account.balance(1) == Balance(10, 0)
+    full = apply_operation(Account(), op("deposit", MAX_BALANCE, op_id="d1"), TS).account
+    parked = apply_credit(full, back)  # the payer filled up meanwhile: parked, never bounced again
+    assert (parked.event.status, parked.event.reason, parked.legs) == ("rejected", "balance_overflow", ())
 
 
 def test_reject_invalid_takes_a_seq_and_reports_nulls() -> None:

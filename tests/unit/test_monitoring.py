@@ -32,6 +32,8 @@ CATALOGUE: Dict[str, str] = {
     "ubscore_duplicates_total": "counter",
     "ubscore_dead_letters_total": "counter",
     "ubscore_processing_failures_total": "counter",
+    "ubscore_legs_refused_total": "counter",
+    "ubscore_credits_parked_total": "counter",
     "ubscore_input_gaps_total": "counter",
     "ubscore_input_stalls_total": "counter",
     "ubscore_recovery_stalls_total": "counter",

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from app.core import trading
-from app.core.ledger import Account, Balance, Hold, apply_expiry, apply_operation
+from app.core.ledger import MAX_BALANCE, Account, Balance, Hold, apply_expiry, apply_operation
 from app.core.legs import Expiry, TradeLeg, read_leg
 from app.core.models import Change, Event, Operation, Party, Trade, parse_operation, parse_trade, read_event
 from app.errors import InvalidOperation
@@ -275,3 +275,39 @@ def test_events_of_other_kinds_carry_no_trade_fields() -> None:
     event = apply_operation(Account(), Operation("d", "deposit", 1, 1, 5), TS).event
     assert event is not None
     assert "role" not in event.to_json() and "trade" not in event.to_json()
+
+
+def test_a_buyer_without_room_for_the_base_is_refused_at_reserve() -> None:
+    full = replace(buyer(), balances={**buyer().balances, BASE: Balance(MAX_BALANCE - 1, 0)})
+    refused = trading.reserve(full, trade(), TS)
+    assert refused.event is not None and refused.event.reason == "balance_overflow" and refused.legs == ()
+
+
+def test_a_reservation_keeps_room_for_its_base_until_it_settles() -> None:
+    near = replace(buyer(), balances={**buyer().balances, BASE: Balance(MAX_BALANCE - 10, 0)})
+    reserved = trading.reserve(near, trade(), TS)  # 3 base less a fee of 1: 2 incoming
+    assert reserved.account.incoming == {BASE: 2}
+    deposit = Operation(op_id="d", kind="deposit", user_id=BUYER, asset=BASE, amount=9)
+    assert apply_operation(reserved.account, deposit, TS).event.reason == "balance_overflow"
+    account, _, _, _ = run(trade(), near, seller())
+    assert account.incoming == {} and account.balance(BASE).available == MAX_BALANCE - 8
+    (sell_leg,) = reserved.legs
+    refused = trading.settle(reserved.account, replace(sell_leg, step="settle", reason="insufficient_hold"))
+    assert refused.account.incoming == {}
+
+
+def test_a_seller_without_room_for_the_quote_refuses_the_trade() -> None:
+    full = replace(seller(), balances={**seller().balances, QUOTE: Balance(MAX_BALANCE - 100, 0)})
+    (sell_leg,) = trading.reserve(buyer(), trade(), TS).legs
+    refused = trading.sell(full, sell_leg)
+    assert refused.event is None and refused.account == full
+    (settle_leg,) = refused.legs
+    assert (settle_leg.step, settle_leg.reason) == ("settle", "balance_overflow")
+
+
+def test_fees_past_the_limit_are_parked_in_a_rejected_event() -> None:
+    full = Account(seq=2, balances={QUOTE: Balance(MAX_BALANCE - 10, 0)})
+    (sell_leg,) = trading.reserve(buyer(), trade(), TS).legs
+    parked = trading.collect_fee(full, replace(sell_leg, step="fee"))
+    assert parked.event is not None and (parked.event.status, parked.event.reason) == ("rejected", "balance_overflow")
+    assert parked.account.balances == full.balances and parked.account.seq == 3

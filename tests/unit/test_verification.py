@@ -28,11 +28,14 @@ def simulate(
         outcome = apply_operation(accounts.get(op.user_id, Account()), op, TS)
         accounts[op.user_id] = outcome.account
         events.append(outcome.event.to_json())
-        for credit in outcome.legs:
+        legs = list(outcome.legs)
+        while legs:  # a credit, and the return of a credit its payee had no room for
+            credit = legs.pop(0)
             assert isinstance(credit, Credit)
             landed = apply_credit(accounts.get(credit.payee, Account()), credit)
             accounts[credit.payee] = landed.account
             events.append(landed.event.to_json())
+            legs.extend(landed.legs)
     return operations, events, {u: a.to_json() for u, a in accounts.items()}
 
 
@@ -93,3 +96,27 @@ def test_event_without_operation_is_unexplained() -> None:
     operations, events, _ = simulate(BODIES)
     report = check(operations[1:], events, max_operation_bytes=LIMIT)
     assert "unexplained_event" in report.violations
+
+
+FULL_PAYEE = [
+    {"op_id": "a", "kind": "deposit", "user_id": 1, "asset": 1, "amount": 100},
+    {"op_id": "f", "kind": "deposit", "user_id": 2, "asset": 1, "amount": 2**63 - 50},
+    {"op_id": "c", "kind": "transfer", "user_id": 1, "to_user_id": 2, "asset": 1, "amount": 60},
+]
+
+
+def test_a_transfer_its_payee_had_no_room_for_passes_once_returned() -> None:
+    operations, events, tables = simulate(FULL_PAYEE)
+    assert [(e["kind"], e["status"], e["user_id"]) for e in events[2:]] == [
+        ("transfer_out", "accepted", 1),
+        ("transfer_in", "rejected", 2),
+        ("transfer_returned", "accepted", 1),
+    ]
+    report = check(operations, events, tables, max_operation_bytes=LIMIT)
+    assert report.ok, report.summary()
+
+
+def test_a_refused_transfer_that_never_came_back_is_not_landed() -> None:
+    operations, events, _ = simulate(FULL_PAYEE)
+    report = check(operations, events[:-1], max_operation_bytes=LIMIT)
+    assert "transfer_not_landed" in report.violations and "conservation" in report.violations
