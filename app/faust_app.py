@@ -8,7 +8,7 @@ and the ``ubscore`` console script see the same complete app.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, Dict, List
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import faust
 from faust.types import ConsumerT, ProducerT, TopicT
@@ -21,7 +21,7 @@ from app.guards.local_state import set_aside_mismatched
 from app.guards.producer_buffer import install as install_draining_buffer
 from app.log_format import install as install_log_format
 from app.settings import settings
-from app.tools.kafka_admin import ensure_topics
+from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class UBSCoreApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.owned_topics: List[TopicT] = []
+        self.outlives: List[Tuple[str, str]] = []
         self.startup_tasks: List[Callable[[], Awaitable[None]]] = []
 
     def _new_consumer(self) -> ConsumerT:
@@ -67,9 +68,14 @@ class UBSCoreApp(faust.App):
         """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""
         return install_draining_buffer(super()._new_producer())
 
-    def own_topic(self, topic: TopicT) -> TopicT:
-        """Register a topic to be created at start-up if missing."""
+    def own_topic(self, topic: TopicT, outlives: Optional[TopicT] = None) -> TopicT:
+        """Register a topic to be created at start-up if missing, with its ``config`` checked at every start.
+
+        ``outlives``: a topic whose records this one must keep at least as long (the start is refused otherwise).
+        """
         self.owned_topics.append(topic)
+        if outlives is not None:
+            self.outlives.extend((name, other) for name in topic.topics for other in outlives.topics)
         return topic
 
     def startup_task(self, fun: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -82,7 +88,10 @@ class UBSCoreApp(faust.App):
 
         The tables' changelog topics are created here too: Faust would create
         them itself, but on a cold broker its consumer can still miss them in
-        the first metadata and the agent then crashes on a partition mismatch.
+        the first metadata and the agent then crashes on a partition mismatch;
+        and Faust gives a changelog its settings only when it creates it, so
+        here they are also checked and corrected on changelogs made by anyone
+        (compacted, never cut by size, plus the table's own settings).
         The freeze watch and the startup tasks start here too: only a running worker owns partitions,
         and a first recovery can be what needs watching.
         Then local stores that do not match the cluster are set aside, still before any store opens
@@ -97,13 +106,17 @@ class UBSCoreApp(faust.App):
         for topic in self.owned_topics:
             for name in topic.topics:
                 wanted[name] = topic.partitions or settings.partitions
+                if topic.config:
+                    configs[name] = {key: str(value) for key, value in topic.config.items()}
         for table in self.tables.values():
             changelog = table.changelog_topic
             for name in changelog.topics:
                 wanted[name] = changelog.partitions or settings.partitions
                 extra = {key: str(value) for key, value in (changelog.config or {}).items()}
-                configs[name] = {"cleanup.policy": "compact", **extra}
-        await ensure_topics(settings.kafka_bootstrap, wanted, settings.topic_replication_factor, configs)
+                configs[name] = {**CHANGELOG_CONFIGS, **extra}
+        await ensure_topics(
+            settings.kafka_bootstrap, wanted, settings.topic_replication_factor, configs, outlives=self.outlives
+        )
         await set_aside_mismatched(self.tables.values(), settings.partitions, settings.kafka_bootstrap)
 
 

@@ -89,7 +89,8 @@ class Settings:
     results_retention_s: int = _setting(
         "UBS_RESULTS_RETENTION_S",
         7 * 24 * 3600,
-        "how long an op_id is remembered for idempotency (7 days)",
+        "how long an op_id, hold id or trade id is remembered, in the log's time (7 days); input topics and the"
+        " results changelog keep twice that",
         "integer",
         60,
     )

@@ -23,6 +23,16 @@ The rules:
   in-sync replica has. A load cut short (a rebalance cancels it, the budget runs
   out, the broker goes away) leaves a store that is a prefix of the changelog
   with its offset, which is what Faust's recovery continues from.
+- From the log start. A partition is read from the record after its store's
+  offset, or from the changelog's log start (its beginning offset) when that is
+  later: retention or ``kafka-delete-records`` removed the records before it,
+  so a fresh store starts there, never at 0. Should the log start move past the
+  seek meanwhile, the consumer resets to the earliest record; a reset to the
+  latest would skip the partition to its end and rebuild it empty.
+- Never on top of an untrusted store. A store whose offset is behind the log
+  start misses records it can no longer read; it is emptied before any load
+  (app.guards.local_state, ``drop_behind_log_start``), for active and standby
+  partitions, and rebuilt from the log start.
 - One writer per partition. Faust fetches no changelog partition before it
   seeks them, after this step; the recovery watch holds still while it runs
   (``loading``), so its resume cannot start a second reader either.
@@ -37,7 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Dict, Iterable, MutableMapping, Optional, Set
+from typing import Any, Dict, Iterable, Mapping, MutableMapping, Optional, Set
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -45,6 +55,7 @@ from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, CollectionT, ConsumerT
 
+from app.guards.local_state import drop_behind_log_start
 from app.settings import settings
 
 log = logging.getLogger(__name__)
@@ -75,13 +86,16 @@ class _Record:
 
 
 class BulkFirstRecovery(Recovery):
-    """Faust's recovery, with the far-behind partitions loaded in bulk before it reads offsets."""
+    """Faust's recovery: stores behind the log start emptied, then far-behind partitions loaded in bulk."""
 
     async def _build_offsets(
         self, consumer: ConsumerT, tps: Set[TP], destination: MutableMapping[TP, Any], title: str
     ) -> None:
-        if title == "active" and tps:
-            await load_far_behind(self.tp_to_table, tps, destination, self.active_highwaters)
+        if tps:
+            log_starts = await consumer.earliest_offsets(*tps)
+            drop_behind_log_start(self.tp_to_table, tps, destination, log_starts)
+            if title == "active":
+                await load_far_behind(self.tp_to_table, tps, destination, self.active_highwaters, log_starts)
         await super()._build_offsets(consumer, tps, destination, title)  # type: ignore[arg-type]
 
 
@@ -97,13 +111,21 @@ class UBSCoreTableManager(TableManager):
 
 
 def far_behind(
-    tps: Iterable[TP], offsets: MutableMapping[TP, Any], highwaters: MutableMapping[TP, Any], minimum: int
+    tps: Iterable[TP],
+    offsets: MutableMapping[TP, Any],
+    highwaters: MutableMapping[TP, Any],
+    minimum: int,
+    log_starts: Optional[Mapping[TP, Any]] = None,
 ) -> Dict[TP, int]:
-    """The partitions with at least ``minimum`` records beyond the offset applied, and the offset to read from."""
+    """The partitions with at least ``minimum`` records beyond the offset applied, and the offset to read from.
+
+    Reading starts after the offset applied, and never before the partition's log start.
+    """
     starts: Dict[TP, int] = {}
     for tp in tps:
         offset, highwater = offsets.get(tp), highwaters.get(tp)
-        start = 0 if offset is None or offset < 0 else offset + 1
+        log_start = (log_starts or {}).get(tp) or 0
+        start = max(log_start, 0 if offset is None or offset < 0 else offset + 1)
         if highwater is not None and highwater - start + 1 >= minimum:
             starts[tp] = start
     return starts
@@ -114,11 +136,12 @@ async def load_far_behind(
     tps: Set[TP],
     offsets: MutableMapping[TP, Any],
     highwaters: MutableMapping[TP, Any],
+    log_starts: Mapping[TP, Any],
 ) -> None:
-    """Load every far-behind partition up to its highwater; ``offsets`` follows what is applied."""
+    """Load every far-behind partition up to its highwater, from its log start at the earliest; ``offsets`` follows."""
     global loading
     on_disk = {tp for tp in tps if isinstance(getattr(tables.get(tp), "data", None), RocksDBStore)}
-    starts = far_behind(on_disk, offsets, highwaters, settings.bulk_recovery_min_records)
+    starts = far_behind(on_disk, offsets, highwaters, settings.bulk_recovery_min_records, log_starts)
     if not starts:
         return
     loading = True
@@ -126,6 +149,8 @@ async def load_far_behind(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
+        # A seek below the log start (it moved since it was read) resumes at the first record, not the end.
+        auto_offset_reset="earliest",
         max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
         fetch_max_bytes=FETCH_BYTES,
     )

@@ -13,6 +13,17 @@ changelog's end holds a history the cluster does not have; Faust would refuse
 it at every start (``ConsistencyError``). Such a store is moved aside, with one
 log line, before any store opens, and that partition is rebuilt from what the
 cluster has. The files are kept, not deleted, for whoever wants to look.
+
+A store can also be behind the changelog's log start: the records after its
+offset were deleted (retention, ``kafka-delete-records``) while it was away. What
+it holds then misses changes it can never read, so it is not trusted: the
+partition is rebuilt from the log start. The rule is applied where every
+partition's recovery begins (app.guards.bulk_recovery calls
+``drop_behind_log_start``), at start and at every later assignment alike, so a
+partition that comes back to a running worker is covered too; the store is open
+there, so it is emptied in place (one ``local_table_dropped`` line) rather than
+moved aside. Faust's own recovery would instead move the store's offset up to the
+log start and keep its rows.
 """
 
 from __future__ import annotations
@@ -21,13 +32,15 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple
 
+import rocksdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from faust.types import TableT
+from faust.types import TP, CollectionT, TableT
 
 from app.backoff import backoff
+from app.guards.faust_internals import open_partition_db
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +133,48 @@ def _move_aside(table: TableT, partition: int, offset: int, end: int) -> Path:
         target,
     )
     return target
+
+
+def behind_log_start(persisted: Optional[int], log_start: Optional[int]) -> bool:
+    """Whether a store that applied up to ``persisted`` misses records its changelog no longer has."""
+    return persisted is not None and persisted >= 0 and log_start is not None and persisted + 1 < log_start
+
+
+def drop_behind_log_start(
+    tables: Mapping[TP, CollectionT], tps: Iterable[TP], offsets: MutableMapping[TP, Any], log_starts: Mapping[TP, Any]
+) -> List[TP]:
+    """Empty every open store behind its changelog's log start; its recovery then reads from the log start.
+
+    ``offsets`` holds the offsets the recovery reads from (the stores' own); a
+    dropped partition's becomes None, as for a store that never had any.
+    """
+    dropped = []
+    for tp in tps:
+        persisted, log_start = offsets.get(tp), log_starts.get(tp)
+        db = open_partition_db(tables[tp], tp.partition) if tp in tables else None
+        if db is None or not behind_log_start(persisted, log_start):
+            continue
+        rows = _empty(db)
+        offsets[tp] = None
+        dropped.append(tp)
+        log.warning(
+            "local_table_dropped table=%s partition=%s persisted_offset=%s log_start=%s rows=%s "
+            "reason=local_files_behind_log_start",
+            tables[tp].name,
+            tp.partition,
+            persisted,
+            log_start,
+            rows,
+        )
+    return dropped
+
+
+def _empty(db: Any) -> int:
+    """Delete every key of an open store (rows and the recorded offset) in one write; the number deleted."""
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    rows = 0
+    for key in db.keys():
+        batch.delete(key)
+        rows += 1
+    db.write(batch)
+    return rows

@@ -16,11 +16,19 @@
 The first four are written only by the ubscore agent, on the partition of the input
 record being handled, which is the partition of the user an entry belongs to.
 They share one declaration (``_table``) so they stay co-partitioned with the
-input topics and keyed the same way. Retention of ``results`` is bounded by time, ``UBS_RESULTS_RETENTION_S``
-(default 7 days): RocksDB drops entries older than that at compaction, and the
-changelog is ``compact,delete`` with the same retention, so a worker rebuilding
-from Kafka sees the same window. A retry with the same op_id inside the window is
-applied at most once; one after it is a new operation.
+input topics and keyed the same way.
+
+Retention of ``results`` has two clocks. The ledger decides whether a row is
+still alive from the row's own time, at ``UBS_RESULTS_RETENTION_S`` (default 7
+days): the same answer on every worker and after every rebuild. A retry with the
+same op_id inside that window is applied at most once; one after it is a new
+operation. Physical removal comes no earlier than twice that window
+(``app.topics.KEPT_S``): RocksDB's TTL, which counts from the local write and so
+restarts on a rebuild, and the changelog's ``compact,delete`` retention, which
+counts from the broker's append. So it never removes a row the ledger still
+treats as alive, and a worker rebuilding from Kafka finds every such row. No
+changelog is ever cut by size (``retention.bytes=-1``); the other changelogs are
+compacted only. app.faust_app checks all of it at start (app.tools.kafka_admin).
 """
 
 from __future__ import annotations
@@ -35,7 +43,8 @@ from app.core.legs import Expiry
 from app.faust_app import app
 from app.guards.faust_internals import open_partition_db
 from app.settings import settings
-from app.topics import ASSETS
+from app.tools.kafka_admin import CLEANUP_POLICY, RETENTION_BYTES, RETENTION_MS
+from app.topics import ASSETS, KEPT_MS, KEPT_S
 
 
 def _table(name: str, help: str, options: Optional[Dict[str, Any]] = None, **kwargs: Any) -> TableT:
@@ -71,11 +80,8 @@ accounts = _table("accounts", help="Balances and last seq of every user.")
 results = _table(
     "results",
     help="First result of every recent operation and credit leg, for idempotency.",
-    options={"ttl": settings.results_retention_s},
-    extra_topic_configs={
-        "cleanup.policy": "compact,delete",
-        "retention.ms": str(settings.results_retention_s * 1000),
-    },
+    options={"ttl": KEPT_S},
+    extra_topic_configs={CLEANUP_POLICY: "compact,delete", RETENTION_MS: str(KEPT_MS), RETENTION_BYTES: "-1"},
 )
 
 cursors = _table("cursors", help="Highest input offset applied, per input topic partition.")
