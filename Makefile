@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-sensor bench-recovery chaos compose-check monitoring-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-sensor bench-recovery simulate chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ bench-sensor: install
 ## bench-recovery: time to ready for 100k and 1M accounts, with and without local RocksDB files
 bench-recovery: install stack-up
 	$(PY) -m bench.recovery
+
+## simulate: the deterministic simulator: SEEDS seeded runs of the ledger agent under kills, redeliveries and retention (default 2000)
+SEEDS ?= 2000
+simulate: install
+	$(PY) -m tests.simulator --seeds $(SEEDS)
 
 ## chaos: the long fault-injection suite (20 seeded runs of 20k operations each, ~1 h); prints and writes its table
 CHAOS_ARGS ?= --runs 20 --ops 20000 --seed 1
