@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-sensor bench-recovery simulate chaos compose-check monitoring-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,14 @@ bench-backlog: install stack-up
 ## bench-sensor: Faust's monitoring per message: plain Monitor, the stock Prometheus sensor, UBSCore's
 bench-sensor: install
 	$(PY) -m bench.sensor
+
+## bench-holds: us per operation for a user with 10 and with 50,000 open holds, this code beside HOLDS_BASELINE
+## (a git worktree of HOLDS_BASELINE_COMMIT, added when missing); no stack needed
+HOLDS_BASELINE ?= /tmp/holds-old
+HOLDS_BASELINE_COMMIT ?= f32973c
+bench-holds: install
+	@test -d $(HOLDS_BASELINE) || git worktree add --detach $(HOLDS_BASELINE) $(HOLDS_BASELINE_COMMIT)
+	$(PY) -m bench.holds --baseline $(HOLDS_BASELINE)
 
 ## bench-recovery: time to ready for 100k and 1M accounts, with and without local RocksDB files
 bench-recovery: install stack-up

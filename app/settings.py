@@ -167,6 +167,15 @@ class Settings:
         "integer",
         1,
     )
+    max_assets_per_account: int = _setting(
+        "UBS_MAX_ASSETS_PER_ACCOUNT",
+        1000,
+        "assets one account may hold; an operation that would add one more is rejected `too_many_assets` (a credit "
+        "is returned to its payer, trade fees parked). An account row takes at most 150 bytes per asset and must "
+        "fit one Kafka record (`max.message.bytes`, 1 MiB by default): keep it below 6,000",
+        "integer",
+        1,
+    )
     expiry_check_s: float = _setting(
         "UBS_EXPIRY_CHECK_S",
         1.0,

@@ -66,6 +66,10 @@ class Batch:
             return self.previous.rows[row]
         return read(table, partition, key)
 
+    def wrote(self, table: TableT, partition: int, key: bytes) -> bool:
+        """Whether this batch changed the row already (its changelog record is not out yet)."""
+        return (table.name, partition, key) in self.rows
+
     def put(self, table: TableT, partition: int, key: bytes, value: Any) -> None:
         """Change a row (None deletes it); only the last value per key reaches the changelog."""
         self.rows[(table.name, partition, key)] = value

@@ -7,13 +7,24 @@ The rules, each resting on the one before:
    replicas before RocksDB receives them, in one write per table partition
    together with the changelog offset (Faust's own recovery path). A worker
    killed at any moment reopens its files and reads only the changelog tail.
-2. A result row is durable before the account row that records its offset.
-   The result rows are acknowledged first, then the accounts (with the
-   expiries of the holds they open) and the cursors. A
+2. A result row, and a hold row, is durable before the account row that
+   records its offset. The result and hold rows are acknowledged first, then
+   the accounts (with the expiries of the holds they open) and the cursors. A
    crash between the two leaves results beyond their accounts' offsets, which
    ``ledger.decide`` applies again from the same account, to the same result;
    the other order could leave an account that applied an operation with no
    result to answer its redelivery with, and it would be applied twice.
+   Hold rows follow the same rule, because one user's state now spans records
+   of two changelogs, which no produce writes atomically. Written with the
+   accounts, a kill could leave an account without the hold rows it counts
+   (money locked under holds no row holds: a redelivery only resends and
+   cannot tell), or hold rows without their account (applied again on top of
+   themselves). Written before, a row can only be ahead of its account, and
+   such a row reads as the hold it replaced until its account applies the
+   input that wrote it (app.core.hold_rows): the message is applied again from
+   what its account knows. A hold that closed keeps a row without a hold until
+   step 4, which deletes it once its account is durable; a crash before that
+   leaves a row that reads as no hold, deleted when a message names it.
 3. No output before the state it reports. Events, credit legs, moved operations
    and dead letters are produced only after every result and account row of
    the batch is acknowledged, on any number of brokers; the input is
@@ -21,7 +32,8 @@ The rules, each resting on the one before:
    only after the outputs. A crash before that redelivers the input, which
    finds its results and is answered by resending (the redelivery rules of
    app.agents.ubscore).
-4. An input partition's cursor moves only after the outputs. The hole reader
+4. An input partition's cursor moves only after the outputs (and the rows of
+   holds closed in the batch are deleted then). The hole reader
    (app.guards.input_gaps) trusts every record up to the cursor to be fully
    done and reads back only what lies beyond it. A cursor written with the
    accounts would claim records whose outputs a crash then lost; when Faust
@@ -51,10 +63,11 @@ from faust.types.tuples import Message
 from app import metrics
 from app.agents.batch import Batch, Record
 from app.agents.waiters import waiters
+from app.core.hold_rows import closed_hold
 from app.exit_codes import ExitCode
 from app.guards import failpoints
 from app.settings import settings
-from app.tables import accounts, cursors, expiries, results
+from app.tables import accounts, cursors, expiries, holds, results
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +221,7 @@ async def checkpoint(batch: Batch) -> None:
     """Make the batch durable and announce it (rules 1-4); exit the worker if Kafka refuses."""
     started = time.monotonic()
     try:
-        await _write_rows(batch, results)
+        await _write_rows(batch, results, holds)
         failpoints.hit("after_results", passes=batch.inputs)
         await _write_rows(batch, accounts, expiries)
         failpoints.hit("after_table_write", passes=batch.inputs)
@@ -218,7 +231,7 @@ async def checkpoint(batch: Batch) -> None:
             await publisher.publish(batch.outputs)
         announced = time.time()
         failpoints.hit("after_send", passes=batch.inputs)
-        await _write_rows(batch, cursors)
+        await _write_rows(batch, cursors, closed_holds=True)
     except Exception as exc:  # noqa: BLE001 - any failure leaves this process's table view unknown
         log.critical(
             "checkpoint_failed inputs=%s rows=%s outputs=%s error=%r",
@@ -237,13 +250,19 @@ async def checkpoint(batch: Batch) -> None:
     metrics.observe_latencies(metrics.APPLY_LATENCY, announced, batch.input_timestamps())
 
 
-async def _write_rows(batch: Batch, *tables: TableT) -> None:
-    """Rule 1 for some tables: their rows to the changelogs, and once all are acknowledged, to RocksDB."""
+async def _write_rows(batch: Batch, *tables: TableT, closed_holds: bool = False) -> None:
+    """Rule 1 for some tables: their rows to the changelogs, and once all are acknowledged, to RocksDB.
+
+    ``closed_holds`` adds the deletion of the batch's rows of closed holds, whose
+    accounts are durable by then (rule 2).
+    """
     changes = [_Change(table, *row) for table in tables for row in batch.rows_of(table)]
+    if closed_holds:
+        changes += [_Change(holds, p, key, None) for p, key, row in batch.rows_of(holds) if closed_hold(row)]
     if not changes:
         return
     offsets = await publisher.publish([change.record for change in changes])
-    for table in tables:
+    for table in dict.fromkeys(change.table for change in changes):
         applied = [
             change.event(offset) for change, offset in zip(changes, offsets, strict=True) if change.table is table
         ]

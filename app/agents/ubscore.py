@@ -23,11 +23,15 @@ The flow, top to bottom in this file:
    more (see "Redelivery" below).
 5. Otherwise the pure core (``app.core.ledger``) computes the new account and the
    one result event; invalid fields give a rejected event (and a dead letter).
-   The result row, the account (which records the message's offset), the event
-   and any legs go into the batch (app.agents.batch), an overlay in front of
-   the tables: the next message of the same user sees this one's account. A
-   hold opened marks its id as used (``hold_key``) and, if it expires, enters
-   the ``expiries`` table the timer reads. A trade is a chain of such steps,
+   The decision starts from the account row and the holds the message names
+   (``load_account``: each hold is a row of its own in the ``holds`` table, so
+   a user with 50,000 open holds costs what a user with one does). The result
+   row, the account (which records the message's offset), each hold row the
+   decision opened, changed or closed (``put_account``), the event and any legs
+   go into the batch (app.agents.batch), an overlay in front of the tables: the
+   next message of the same user sees this one's account. A hold opened marks
+   its id as used (``hold_key``) and, if it expires, enters the ``expiries``
+   table the timer reads. A trade is a chain of such steps,
    one per partition of its users, joined by legs (app.core.trading): its
    first step reserves the buyer's quote and stores a pending result, without
    an event, that its ``settle`` leg later completes.
@@ -54,6 +58,8 @@ one of four things:
 - its result row beyond the account's recorded offset: the worker died after
   the results were durable and before the accounts were. The message is applied
   again, from the same account, to the same result; its event was never sent.
+  The hold rows it wrote are durable too, and read as the holds they replaced
+  until the account applies the message (app.core.hold_rows).
 - no result row: never applied. Applied now. (If the account's offset is past it
   anyway, Faust handed it over out of order; see ledger.decide.)
 - a result row written by another message that the account has not applied: a
@@ -71,7 +77,7 @@ import json
 import logging
 import traceback
 from functools import partial
-from typing import Any, Callable, Dict, List, Optional, Sequence, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 from faust import Stream
 from faust.types import EventT, StreamT
@@ -81,8 +87,8 @@ from app import metrics
 from app.agents.batch import Batch
 from app.agents.checkpoint import Checkpoints
 from app.core import trading
+from app.core.hold_rows import HoldsLoaded, hold_row_key, load
 from app.core.ledger import (
-    BALANCE_OVERFLOW,
     PROCESSING_FAILED,
     Account,
     Decision,
@@ -96,11 +102,12 @@ from app.core.ledger import (
     decide,
     expiry_key,
     hold_key,
+    is_parked,
     operation_key,
     reject_invalid,
 )
 from app.core.legs import Credit, Expiry, Leg, TradeLeg, read_leg
-from app.core.models import MAX_TS, Event, Operation, Trade, read_operation
+from app.core.models import MAX_TS, Command, Event, Operation, Trade, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
 from app.guards import failpoints
@@ -108,7 +115,7 @@ from app.guards.faust_internals import set_current_event
 from app.guards.input_gaps import cursor_key, read_range
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, cursors, expiries, expiry_row, results
+from app.tables import accounts, cursors, expiries, expiry_row, holds, results
 from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS, ledger_input
 
 log = logging.getLogger(__name__)
@@ -237,12 +244,14 @@ def handle_operation(batch: Batch, message: Message) -> None:
 
     origin = Origin("operations", message.offset)
     used = isinstance(request, Operation) and hold_used(batch, message.partition, request, origin, ts)
+    named = _hold_named(request)
+    max_assets = settings.max_assets_per_account
 
     def outcome_for(account: Account) -> Outcome:
         if isinstance(request, Trade):
-            return trading.reserve(account, request, ts)
+            return trading.reserve(account, request, ts, max_assets)
         if request is not None:
-            return apply_operation(account, request, ts, hold_used=used)
+            return apply_operation(account, request, ts, hold_used=used, max_assets=max_assets)
         assert invalid is not None
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, invalid.reason, ts)
 
@@ -250,9 +259,18 @@ def handle_operation(batch: Batch, message: Message) -> None:
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, PROCESSING_FAILED, ts)
 
     key = operation_key(intake.user_id, intake.op_id).encode()
-    applied = apply_once(batch, message, key, intake.user_id, origin, ts, outcome_for, failure_for)
+    applied = apply_once(batch, message, key, intake.user_id, origin, ts, outcome_for, failure_for, holds=named)
     if applied and invalid is not None:
         dead_letter(batch, message, invalid)
+
+
+def _hold_named(request: Optional[Command]) -> Tuple[str, ...]:
+    """The hold an operation can change: a lock's, unlock's or transfer's ``hold_id``, a trade's buyer's hold."""
+    if isinstance(request, Trade):
+        return (request.buyer.hold_id,)
+    if request is not None and request.hold_id is not None:
+        return (request.hold_id,)
+    return ()
 
 
 def hold_used(batch: Batch, partition: int, operation: Operation, origin: Origin, now_ms: int) -> bool:
@@ -294,11 +312,13 @@ def handle_leg(batch: Batch, message: Message) -> None:
     partition = message.partition
     if isinstance(leg, Credit):
         key = credit_key(leg).encode()
-        apply_once(batch, message, key, leg.payee, origin, leg.ts, partial(apply_credit, credit=leg))
+        credit = partial(apply_credit, credit=leg, max_assets=settings.max_assets_per_account)
+        apply_once(batch, message, key, leg.payee, origin, leg.ts, credit)
     elif isinstance(leg, Expiry):
         key = expiry_key(leg).encode()
-        apply_once(batch, message, key, leg.user_id, origin, leg.expires_at_ms, partial(apply_expiry, expiry=leg))
-        hold = Account.from_json(batch.get(accounts, partition, user_key(leg.user_id))).holds.get(leg.hold_id)
+        expire = partial(apply_expiry, expiry=leg)
+        apply_once(batch, message, key, leg.user_id, origin, leg.expires_at_ms, expire, holds=(leg.hold_id,))
+        hold = load_account(batch, partition, leg.user_id, (leg.hold_id,)).account.holds.get(leg.hold_id)
         if hold is None or hold.expires_at_ms != leg.expires_at_ms:
             batch.put(expiries, partition, expiry_row(leg), None)  # released or closed: due no more
     else:
@@ -325,17 +345,21 @@ def refuse_leg(batch: Batch, message: Message, error: InvalidOperation) -> None:
 def handle_trade_step(batch: Batch, message: Message, leg: TradeLeg, origin: Origin) -> None:
     """A trade's sell, settle or fee step on the partition of the user it is for (app.core.trading)."""
     user = leg.recipient
+    max_assets = settings.max_assets_per_account
     if leg.step == "sell":
         # A seller's step that raises refuses the trade, so that the buyer's reservation is released.
         refusal = partial(trading.refuse, leg=leg, reason=PROCESSING_FAILED)
         key = trading.sell_key(leg).encode()
-        apply_once(batch, message, key, user, origin, leg.ts, partial(trading.sell, leg=leg), refusal)
+        sell = partial(trading.sell, leg=leg, max_assets=max_assets)
+        apply_once(batch, message, key, user, origin, leg.ts, sell, refusal, holds=(leg.trade.seller.hold_id,))
     elif leg.step == "settle":
         key = operation_key(user, leg.trade.op_id).encode()  # the trade's result, pending until now
-        apply_once(batch, message, key, user, origin, leg.ts, partial(trading.settle, leg=leg), settles=True)
+        settle = partial(trading.settle, leg=leg)
+        apply_once(batch, message, key, user, origin, leg.ts, settle, settles=True, holds=(leg.trade.buyer.hold_id,))
     else:
         key = trading.fee_key(leg).encode()
-        apply_once(batch, message, key, user, origin, leg.ts, partial(trading.collect_fee, leg=leg))
+        fee = partial(trading.collect_fee, leg=leg, max_assets=max_assets)
+        apply_once(batch, message, key, user, origin, leg.ts, fee)
 
 
 def apply_once(
@@ -348,6 +372,7 @@ def apply_once(
     outcome_for: Callable[[Account], Outcome],
     failure_for: Optional[Callable[[Account], Outcome]] = None,
     settles: bool = False,
+    holds: Sequence[str] = (),
 ) -> bool:
     """Apply the message at ``origin`` unless it already was; True when it was applied now.
 
@@ -355,7 +380,8 @@ def apply_once(
     record time; a leg's own time, its operation's): a stored row counts only within
     its window (``StoredResult.expired``). A ``settles`` message gives a pending
     result (a trade's, stored without an event) its final form: the pending row
-    does not count as its result.
+    does not count as its result. ``holds`` are the ids of the holds the message
+    can change, loaded with the account: no other hold can matter to its decision.
 
     A message decided again after a crash (its own row found beyond the account)
     replaces what its first attempt stored: the new decision's rows, or none
@@ -371,7 +397,8 @@ def apply_once(
     dead-lettered.
     """
     partition = message.partition
-    account = Account.from_json(batch.get(accounts, partition, user_key(user_id)))
+    loaded = load_account(batch, partition, user_id, holds)
+    account = loaded.account
     stored = StoredResult.from_json(batch.get(results, partition, result_key))
     if settles and stored is not None and stored.event is None:
         stored = None
@@ -396,19 +423,48 @@ def apply_once(
             forget_attempt(batch, partition, result_key, stored)
         # A stored result of an earlier message is the operation's one result: never replaced by a failure.
         if (stored is None or first_attempt) and failure_for is not None:
-            answer_failure(batch, message, result_key, user_id, origin, now_ms, lambda: failure_for(account))
+            answer_failure(batch, message, result_key, user_id, loaded, origin, now_ms, lambda: failure_for(account))
         return False
     if outcome is None:
         assert stored is not None  # decide() resends only what is stored
-        resend(batch, partition, result_key, user_id, account, stored, origin)
+        resend(batch, partition, result_key, user_id, loaded, stored, origin)
         return False
     if decision == Decision.APPLY and stored is not None:
         forget_attempt(batch, partition, result_key, stored)
     if decision == Decision.APPLY_LATE and outcome.event is not None:
         metrics.APPLIED_LATE.inc()
         log.warning("applied_late user_id=%s stream=%s offset=%s", user_id, origin.stream, origin.offset)
-    record(batch, partition, result_key, user_id, outcome, origin, now_ms)
+    record(batch, partition, result_key, user_id, loaded, outcome, origin, now_ms)
     return True
+
+
+def load_account(batch: Batch, partition: int, user_id: int, hold_ids: Sequence[str]) -> HoldsLoaded:
+    """A user's account as the batch sees it, with the named holds from their rows (app.core.hold_rows)."""
+
+    def row(hold_id: str) -> Any:
+        return batch.get(holds, partition, hold_row_key(user_id, hold_id))
+
+    def fresh(hold_id: str) -> bool:
+        return batch.wrote(holds, partition, hold_row_key(user_id, hold_id))
+
+    return load(batch.get(accounts, partition, user_key(user_id)), hold_ids, row, fresh)
+
+
+def put_account(
+    batch: Batch, partition: int, user_id: int, loaded: HoldsLoaded, account: Account, origin: Origin
+) -> None:
+    """Put a user's account row, marked with ``origin``, and every hold row that must change with it.
+
+    The account row never carries holds: each hold the decision opened, changed
+    or closed is a row of its own (a closed one first a row without a hold, which
+    the checkpoint deletes once the account is durable), and so is each hold of a
+    row written before holds had rows, the first time that account is written.
+    """
+    batch.put(accounts, partition, user_key(user_id), account.mark(origin).row_json())
+    for hold_id, hold_row in loaded.rows_after(account, origin):
+        batch.put(holds, partition, hold_row_key(user_id, hold_id), None if hold_row is None else hold_row.to_json())
+    if loaded.carried:
+        log.info("holds_moved user_id=%s holds=%s partition=%s", user_id, len(loaded.account.holds), partition)
 
 
 def log_deferred(user_id: int, result_key: bytes, origin: Origin, stored: StoredResult) -> None:
@@ -446,6 +502,7 @@ def answer_failure(
     message: Message,
     result_key: bytes,
     user_id: int,
+    loaded: HoldsLoaded,
     origin: Origin,
     now_ms: int,
     rejection: Callable[[], Outcome],
@@ -462,26 +519,38 @@ def answer_failure(
             exc,
         )
         return
-    record(batch, message.partition, result_key, user_id, outcome, origin, now_ms)
+    record(batch, message.partition, result_key, user_id, loaded, outcome, origin, now_ms)
 
 
 def record(
-    batch: Batch, partition: int, result_key: bytes, user_id: int, outcome: Outcome, origin: Origin, now_ms: int
+    batch: Batch,
+    partition: int,
+    result_key: bytes,
+    user_id: int,
+    loaded: HoldsLoaded,
+    outcome: Outcome,
+    origin: Origin,
+    now_ms: int,
 ) -> None:
-    """Put the result row and the account, then queue the event and the legs.
+    """Put the result row, the account and its changed hold rows, then queue the event and the legs.
 
     A message that decided nothing (an expiry with nothing to release yet) stores
-    no result: applied again, it decides again, and a later copy can still act.
+    no result and leaves the account as it was, its offset unrecorded: applied
+    again, it decides again, as a message not applied yet (a late application
+    would stamp its hold rows with an input the old account already counts as
+    applied: app.core.hold_rows), and a later copy can still act.
     """
     event = outcome.event
+    if event is None and not outcome.legs and outcome.account == loaded.account:
+        return
     if event is not None or outcome.legs:
         batch.put(results, partition, result_key, StoredResult(event, origin, outcome.legs, now_ms).to_json())
-    batch.put(accounts, partition, user_key(user_id), outcome.account.mark(origin).to_json())
+    put_account(batch, partition, user_id, loaded, outcome.account, origin)
     send_all(batch, event, outcome.legs)
     if event is None:
         return
     put_hold_rows(batch, partition, event, outcome.account, origin, now_ms)
-    if event.reason == BALANCE_OVERFLOW and (event.kind == "transfer_returned" or event.role == "fee"):
+    if is_parked(event):
         metrics.CREDITS_PARKED.inc()
         log.error(
             "credit_parked user_id=%s op_id=%s kind=%s amount=%s counterparty=%s partition=%s offset=%s",
@@ -519,17 +588,17 @@ def resend(
     partition: int,
     result_key: bytes,
     user_id: int,
-    account: Account,
+    loaded: HoldsLoaded,
     stored: StoredResult,
     origin: Origin,
 ) -> None:
     """Answer a redelivered or retried message with its first result, and re-send all it caused."""
     stored_event = stored.event
     batch.put(results, partition, result_key, stored.to_json())
-    batch.put(accounts, partition, user_key(user_id), account.mark(origin).to_json())
+    put_account(batch, partition, user_id, loaded, loaded.account, origin)
     send_all(batch, stored_event, stored.legs)
     if stored_event is not None:
-        put_hold_rows(batch, partition, stored_event, account, stored.origin, stored.at)
+        put_hold_rows(batch, partition, stored_event, loaded.account, stored.origin, stored.at)
     metrics.DUPLICATES.inc()
     log.info(
         "duplicate user_id=%s result_key=%s kind=%s seq=%s partition=%s stream=%s offset=%s resent=true",

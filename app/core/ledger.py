@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 from app.core.legs import Credit, Expiry, Leg, leg_from_json
 from app.core.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Event, Operation, check_hold_id
@@ -44,6 +44,14 @@ BALANCE_OVERFLOW = "balance_overflow"
 #: The most one user holds of one asset, available, locked and incoming together: a signed 64-bit
 #: integer, what every client, the events' JSON readers and the database columns can represent.
 MAX_BALANCE = 2**63 - 1
+
+#: The reason of a rejection that would give an account one asset more than ``max_assets``.
+TOO_MANY_ASSETS = "too_many_assets"
+
+#: The most assets one account holds (its balances and incoming together) unless the caller says
+#: otherwise (the agent passes UBS_MAX_ASSETS_PER_ACCOUNT): the account row grows with its assets,
+#: and it must stay one Kafka record.
+MAX_ASSETS = 1000
 
 
 @dataclass(frozen=True)
@@ -115,9 +123,22 @@ class Origin:
     offset: int
 
 
+class _Derived(Dict[int, int]):
+    """``Account.held_total`` when none is given: derived from ``holds``, which are then all of them."""
+
+
 @dataclass(frozen=True)
 class Account:
-    """Everything a user holds, the seq of the user's last event, and the input it has applied."""
+    """Everything a user holds, the seq of the user's last event, and the input it has applied.
+
+    ``holds`` are the holds a decision needs, not necessarily all of them: each hold
+    is a row of its own (the ``holds`` table), and the agent loads the ones its
+    message names, so no decision costs more with more open holds (the verifier's
+    model keeps all). ``held_total`` is, per asset, what all open holds lock,
+    loaded or not; whatever opens, changes or closes a hold keeps it
+    (``with_hold``). An account built without it derives it from ``holds``, which
+    must then be all of them (rows written before holds had rows of their own, tests).
+    """
 
     seq: int = 0
     balances: Mapping[int, Balance] = field(default_factory=dict)
@@ -125,9 +146,18 @@ class Account:
     #: Per asset, what trades this user buys in are yet to credit (reserved, not settled): room
     #: kept under MAX_BALANCE, so that a settlement, which cannot be refused, always fits.
     incoming: Mapping[int, int] = field(default_factory=dict)
+    #: Per asset, what all open holds lock (an asset without holds is absent); ``held`` reads it.
+    held_total: Mapping[int, int] = field(default_factory=_Derived)
     # Last applied offset per input stream: bookkeeping of the agent, not money,
     # so two accounts with equal balances and seq compare equal without it.
     applied: Mapping[str, int] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.held_total, _Derived):
+            totals: Dict[int, int] = {}
+            for hold in self.holds.values():
+                _add(totals, hold.asset, hold.remaining)
+            object.__setattr__(self, "held_total", totals)
 
     def balance(self, asset: int) -> Balance:
         """The balance of one asset; zero for an asset never touched."""
@@ -139,8 +169,13 @@ class Account:
         return MAX_BALANCE - balance.available - balance.locked - self.incoming.get(asset, 0)
 
     def held(self, asset: int) -> int:
-        """What the holds of one asset lock; the rest of ``locked`` is anonymous."""
-        return sum(hold.remaining for hold in self.holds.values() if hold.asset == asset)
+        """What the holds of one asset lock, all of them, loaded or not; the rest of ``locked`` is anonymous."""
+        return self.held_total.get(asset, 0)
+
+    def takes_assets(self, assets: Iterable[int], limit: int) -> bool:
+        """Whether the account may hold these assets too: it has each already, or the new ones fit under ``limit``."""
+        new = {asset for asset in assets if asset not in self.balances and asset not in self.incoming}
+        return not new or len(self.balances.keys() | self.incoming.keys() | new) <= limit
 
     def balances_json(self) -> Dict[str, Dict[str, int]]:
         """Balances as JSON: asset ids become object keys (strings)."""
@@ -152,20 +187,36 @@ class Account:
         """Open holds as JSON, by hold id."""
         return {hold_id: hold.to_json() for hold_id, hold in sorted(self.holds.items())}
 
-    def to_json(self) -> Dict[str, Any]:
-        """Table form; ``holds`` only when there are any, as rows written before holds existed."""
+    def row_json(self) -> Dict[str, Any]:
+        """The ``accounts`` table row: all but the holds, which are rows of their own, so it stays small.
+
+        What grows with the account is its assets (balances, ``held``, ``incoming``),
+        bounded by the asset limit (``takes_assets``); empty maps are left out.
+        """
         body: Dict[str, Any] = {"seq": self.seq, "balances": self.balances_json(), "applied": dict(self.applied)}
-        if self.holds:
-            body["holds"] = self.holds_json()
+        if self.held_total:
+            body["held"] = {str(asset): amount for asset, amount in sorted(self.held_total.items())}
         if self.incoming:
             body["incoming"] = {str(asset): amount for asset, amount in sorted(self.incoming.items())}
         return body
 
+    def to_json(self) -> Dict[str, Any]:
+        """The row and the holds this account carries, by id: the form of rows written before holds had rows."""
+        body = self.row_json()
+        if self.holds:
+            body["holds"] = self.holds_json()
+        return body
+
     @classmethod
     def from_json(cls, body: Optional[Mapping[str, Any]]) -> "Account":
-        """Inverse of to_json; None (a user never seen) is the empty account."""
+        """Inverse of to_json and row_json; None (a user never seen) is the empty account.
+
+        A row written before holds had rows of their own carries every hold and no
+        ``held``: the totals are derived from its holds.
+        """
         if not body:
             return cls()
+        held = body.get("held")
         return cls(
             seq=int(body["seq"]),
             balances={
@@ -173,6 +224,7 @@ class Account:
             },
             holds={str(hold_id): Hold.from_json(hold) for hold_id, hold in body.get("holds", {}).items()},
             incoming={int(asset): int(amount) for asset, amount in body.get("incoming", {}).items()},
+            held_total=_Derived() if held is None else {int(asset): int(amount) for asset, amount in held.items()},
             applied={str(k): int(v) for k, v in body.get("applied", {}).items()},
         )
 
@@ -371,11 +423,15 @@ def _result(
     )
 
 
-def apply_operation(account: Account, operation: Operation, ts: int, hold_used: bool = False) -> Outcome:
+def apply_operation(
+    account: Account, operation: Operation, ts: int, hold_used: bool = False, max_assets: int = MAX_ASSETS
+) -> Outcome:
     """Apply one validated client operation; reject it, changing nothing but the seq, if it cannot apply.
 
     ``hold_used`` says that the user's results still mark the operation's hold id
-    as used (the agent looks it up): a hold id never opens a second hold.
+    as used (the agent looks it up): a hold id never opens a second hold. A deposit
+    of an asset the account does not hold yet is refused (``too_many_assets``) when
+    the account already holds ``max_assets``.
     """
     if operation.hold_id is not None:
         return _apply_to_hold(account, operation, ts, hold_used)
@@ -385,6 +441,8 @@ def apply_operation(account: Account, operation: Operation, ts: int, hold_used: 
     seq = account.seq + 1
     if new.available < 0 or new.locked < account.held(operation.asset):
         return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, "insufficient_funds"))
+    if operation.kind == "deposit" and not account.takes_assets((operation.asset,), max_assets):
+        return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, TOO_MANY_ASSETS))
     if operation.kind == "deposit" and operation.amount > account.room(operation.asset):
         return Outcome(replace(account, seq=seq), _result(operation, current, seq, ts, BALANCE_OVERFLOW))
     balances = {**account.balances, operation.asset: new}
@@ -405,14 +463,13 @@ def _apply_to_hold(account: Account, operation: Operation, ts: int, hold_used: b
     if operation.kind == "lock":
         assert operation.amount is not None
         amount = operation.amount
-        opened = Hold(operation.asset, amount, operation.expires_at_ms)
-        holds = {**account.holds, operation.hold_id: opened}
+        holding = with_hold(account, operation.hold_id, Hold(operation.asset, amount, operation.expires_at_ms))
     else:
         assert hold is not None
         amount = hold.free if operation.amount is None else operation.amount
-        holds = with_hold(account.holds, operation.hold_id, replace(hold, remaining=hold.remaining - amount))
+        holding = with_hold(account, operation.hold_id, replace(hold, remaining=hold.remaining - amount))
     new = _moved(current, operation.kind, operation.source, amount)
-    updated = replace(account, seq=seq, balances={**account.balances, operation.asset: new}, holds=holds)
+    updated = replace(holding, seq=seq, balances={**account.balances, operation.asset: new})
     return Outcome(
         updated, _result(operation, new, seq, ts, None, amount), _credit(replace(operation, amount=amount), ts)
     )
@@ -443,14 +500,34 @@ def _hold_refusal(
     return None
 
 
-def with_hold(holds: Mapping[str, Hold], hold_id: str, hold: Hold) -> Dict[str, Hold]:
-    """The holds with one replaced; a hold that locks nothing more is closed."""
-    updated = dict(holds)
+def with_hold(account: Account, hold_id: str, hold: Hold) -> Account:
+    """The account with one hold opened or changed, closed when it locks nothing more, and ``held`` to match.
+
+    The totals count every open hold, loaded or not, so they move by the difference
+    from the hold this one replaces, which the account must carry if it exists (the
+    agent loads every hold its message names): the cost is the same for 1 or 50,000
+    open holds.
+    """
+    previous = account.holds.get(hold_id)
+    holds = dict(account.holds)
     if hold.remaining == 0:
-        updated.pop(hold_id, None)
+        holds.pop(hold_id, None)
     else:
-        updated[hold_id] = hold
-    return updated
+        holds[hold_id] = hold
+    held = dict(account.held_total)
+    if previous is not None:
+        _add(held, previous.asset, -previous.remaining)
+    _add(held, hold.asset, hold.remaining)
+    return replace(account, holds=holds, held_total=held)
+
+
+def _add(totals: Dict[int, int], asset: int, amount: int) -> None:
+    """Add to one asset's total, leaving out an asset whose total is zero."""
+    total = totals.get(asset, 0) + amount
+    if total:
+        totals[asset] = total
+    else:
+        totals.pop(asset, None)
 
 
 def _credit(operation: Operation, ts: int) -> Tuple[Leg, ...]:
@@ -489,24 +566,31 @@ def apply_expiry(account: Account, expiry: Expiry) -> Outcome:
         ts=expiry.expires_at_ms,
         hold_id=expiry.hold_id,
     )
-    holds = with_hold(account.holds, expiry.hold_id, replace(hold, remaining=0))
-    return Outcome(replace(account, seq=seq, balances={**account.balances, hold.asset: new}, holds=holds), event)
+    released = with_hold(account, expiry.hold_id, replace(hold, remaining=0))
+    return Outcome(replace(released, seq=seq, balances={**account.balances, hold.asset: new}), event)
 
 
-def apply_credit(account: Account, credit: Credit) -> Outcome:
+def apply_credit(account: Account, credit: Credit, max_assets: int = MAX_ASSETS) -> Outcome:
     """Apply a transfer's credit leg to the payee, or its return to the payer.
 
     The payer has paid, so a credit is never lost: one that would take the payee
-    past MAX_BALANCE is refused (a rejected ``transfer_in``) and goes back to the
-    payer as a return (``transfer_returned``). A return that cannot land either
-    (the payer too filled up meanwhile) is parked: a rejected ``transfer_returned``
-    that moves nothing, for an operator to settle (the agent raises an alarm).
+    past MAX_BALANCE, or give it an asset more than ``max_assets``, is refused (a
+    rejected ``transfer_in``, ``balance_overflow`` or ``too_many_assets``) and goes
+    back to the payer as a return (``transfer_returned``). A return that cannot
+    land either (the payer too filled up meanwhile) is parked: a rejected
+    ``transfer_returned`` that moves nothing, for an operator to settle (the agent
+    raises an alarm).
     """
     kind = "transfer_returned" if credit.returned else "transfer_in"
     seq = account.seq + 1
     current = account.balance(credit.asset)
-    if credit.amount > account.room(credit.asset):
-        event = _credit_event(credit, kind, current, seq, BALANCE_OVERFLOW)
+    reason = None
+    if not account.takes_assets((credit.asset,), max_assets):
+        reason = TOO_MANY_ASSETS
+    elif credit.amount > account.room(credit.asset):
+        reason = BALANCE_OVERFLOW
+    if reason is not None:
+        event = _credit_event(credit, kind, current, seq, reason)
         legs: Tuple[Leg, ...] = () if credit.returned else (credit.returned_to_payer(),)
         return Outcome(replace(account, seq=seq), event, legs)
     new = Balance(current.available + credit.amount, current.locked)
@@ -529,6 +613,16 @@ def _credit_event(credit: Credit, kind: str, balance: Balance, seq: int, reason:
         ts=credit.ts,
         counterparty=credit.payer,
     )
+
+
+def is_parked(event: Event) -> bool:
+    """Whether an event parks a credit outside every balance: a return or a trade's fees that a limit refused.
+
+    Those credits follow a payment already made, so nobody can be answered with
+    a refusal; they wait for an operator (the agent's alarm, the verifier's count).
+    """
+    limits = (BALANCE_OVERFLOW, TOO_MANY_ASSETS)
+    return event.reason in limits and (event.kind == "transfer_returned" or event.role == "fee")
 
 
 def reject_invalid(

@@ -27,9 +27,19 @@ both spend it: the buyer's quote stays locked until ``settle``.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-from app.core.ledger import BALANCE_OVERFLOW, Account, Balance, Hold, Outcome, Status, with_hold
+from app.core.ledger import (
+    BALANCE_OVERFLOW,
+    MAX_ASSETS,
+    TOO_MANY_ASSETS,
+    Account,
+    Balance,
+    Hold,
+    Outcome,
+    Status,
+    with_hold,
+)
 from app.core.legs import Leg, TradeLeg
 from app.core.models import Change, Event, Trade
 
@@ -59,41 +69,42 @@ def hold_refusal(hold: Optional[Hold], asset: int, amount: int, ts: int) -> Opti
     return None
 
 
-def reserve(account: Account, trade: Trade, ts: int) -> Outcome:
+def reserve(account: Account, trade: Trade, ts: int, max_assets: int = MAX_ASSETS) -> Outcome:
     """Step 1, the buyer: reserve the quote in the buyer's hold and room for the base, and ask the seller; or refuse.
 
     The base the trade will credit is kept as ``incoming`` until it settles, so the
-    settlement, which cannot be refused, always fits under MAX_BALANCE.
+    settlement, which cannot be refused, always fits under MAX_BALANCE and under
+    ``max_assets`` (an incoming asset counts as one the account holds).
     """
     hold_id = trade.buyer.hold_id
     hold = account.holds.get(hold_id)
     reason = hold_refusal(hold, trade.quote_asset, trade.quote_amount, ts)
-    if reason is None and _base_in(trade) > account.room(trade.base_asset):
-        reason = BALANCE_OVERFLOW
+    if reason is None:
+        reason = _room_refusal(account, trade.base_asset, _base_in(trade), max_assets)
     if reason is not None:
         seq = account.seq + 1
         return Outcome(replace(account, seq=seq), _event(account, trade, "buyer", seq, ts, reason))
     assert hold is not None
-    holds = {**account.holds, hold_id: replace(hold, pending=hold.pending + trade.quote_amount)}
+    reserved = with_hold(account, hold_id, replace(hold, pending=hold.pending + trade.quote_amount))
     incoming = _with_incoming(account, trade.base_asset, _base_in(trade))
-    return Outcome(replace(account, holds=holds, incoming=incoming), None, (TradeLeg("sell", trade, ts, account.seq),))
+    return Outcome(replace(reserved, incoming=incoming), None, (TradeLeg("sell", trade, ts, account.seq),))
 
 
-def sell(account: Account, leg: TradeLeg) -> Outcome:
+def sell(account: Account, leg: TradeLeg, max_assets: int = MAX_ASSETS) -> Outcome:
     """Step 2, the seller: deliver the base from the seller's hold and take the quote less its fee, or refuse."""
     trade = leg.trade
     hold_id = trade.seller.hold_id
     hold = account.holds.get(hold_id)
     reason = hold_refusal(hold, trade.base_asset, trade.base_amount, leg.ts)
-    if reason is None and trade.quote_amount - trade.seller_fee > account.room(trade.quote_asset):
-        reason = BALANCE_OVERFLOW
+    if reason is None:
+        reason = _room_refusal(account, trade.quote_asset, trade.quote_amount - trade.seller_fee, max_assets)
     if reason is not None:
         return refuse(account, leg, reason)
     assert hold is not None
     hold, base = _capture(hold, account.balance(trade.base_asset), trade.base_amount, trade.release_seller)
     quote = account.balance(trade.quote_asset)
     quote = Balance(quote.available + trade.quote_amount - trade.seller_fee, quote.locked)
-    updated = _with_balances(account, trade, base, quote, with_hold(account.holds, hold_id, hold))
+    updated = _with_balances(with_hold(account, hold_id, hold), trade, base, quote)
     legs: Tuple[Leg, ...] = (replace(leg, step="settle", reason=None),)
     if trade.has_fees:
         legs += (replace(leg, step="fee", reason=None),)
@@ -114,30 +125,45 @@ def settle(account: Account, leg: TradeLeg) -> Outcome:
     seq = account.seq + 1
     account = replace(account, incoming=_with_incoming(account, trade.base_asset, -_base_in(trade)))
     if leg.reason is not None:
-        refused = replace(account, seq=seq, holds={**account.holds, hold_id: hold})
+        refused = replace(with_hold(account, hold_id, hold), seq=seq)
         return Outcome(refused, _event(refused, trade, "buyer", seq, leg.ts, leg.reason, leg.reserved_after_seq))
     hold, quote = _capture(hold, account.balance(trade.quote_asset), trade.quote_amount, trade.release_buyer)
     base = account.balance(trade.base_asset)
     base = Balance(base.available + trade.base_amount - trade.buyer_fee, base.locked)
-    updated = _with_balances(account, trade, base, quote, with_hold(account.holds, hold_id, hold))
+    updated = _with_balances(with_hold(account, hold_id, hold), trade, base, quote)
     return Outcome(updated, _event(updated, trade, "buyer", seq, leg.ts, None, leg.reserved_after_seq))
 
 
-def collect_fee(account: Account, leg: TradeLeg) -> Outcome:
+def collect_fee(account: Account, leg: TradeLeg, max_assets: int = MAX_ASSETS) -> Outcome:
     """Step 4, the fee account: both fees, in base and in quote; the trade is done, so it is not refused.
 
-    Fees that would take the fee account past MAX_BALANCE are parked: a rejected
-    event that moves nothing, for an operator to settle (the agent raises an alarm).
+    Fees that would take the fee account past MAX_BALANCE, or past ``max_assets``,
+    are parked: a rejected event that moves nothing, for an operator to settle (the
+    agent raises an alarm).
     """
     trade = leg.trade
-    if trade.buyer_fee > account.room(trade.base_asset) or trade.seller_fee > account.room(trade.quote_asset):
+    reason = None
+    if not account.takes_assets((trade.base_asset, trade.quote_asset), max_assets):
+        reason = TOO_MANY_ASSETS
+    elif trade.buyer_fee > account.room(trade.base_asset) or trade.seller_fee > account.room(trade.quote_asset):
+        reason = BALANCE_OVERFLOW
+    if reason is not None:
         parked = replace(account, seq=account.seq + 1)
-        return Outcome(parked, _event(parked, trade, "fee", parked.seq, leg.ts, BALANCE_OVERFLOW))
+        return Outcome(parked, _event(parked, trade, "fee", parked.seq, leg.ts, reason))
     base, quote = account.balance(trade.base_asset), account.balance(trade.quote_asset)
     base = Balance(base.available + trade.buyer_fee, base.locked)
     quote = Balance(quote.available + trade.seller_fee, quote.locked)
-    updated = _with_balances(account, trade, base, quote, account.holds)
+    updated = _with_balances(account, trade, base, quote)
     return Outcome(updated, _event(updated, trade, "fee", updated.seq, leg.ts, None))
+
+
+def _room_refusal(account: Account, asset: int, amount: int, max_assets: int) -> Optional[str]:
+    """Why the account cannot be credited ``amount`` of ``asset`` (an asset too many, past MAX_BALANCE), or None."""
+    if not account.takes_assets((asset,), max_assets):
+        return TOO_MANY_ASSETS
+    if amount > account.room(asset):
+        return BALANCE_OVERFLOW
+    return None
 
 
 def _base_in(trade: Trade) -> int:
@@ -166,10 +192,10 @@ def _capture(hold: Hold, balance: Balance, amount: int, release_rest: bool) -> T
     return hold, balance
 
 
-def _with_balances(account: Account, trade: Trade, base: Balance, quote: Balance, holds: Mapping[str, Hold]) -> Account:
-    """The account after a step: its two balances, its holds, the next seq."""
+def _with_balances(account: Account, trade: Trade, base: Balance, quote: Balance) -> Account:
+    """The account after a step (its holds already set): its two balances, the next seq."""
     balances = {**account.balances, trade.base_asset: base, trade.quote_asset: quote}
-    return replace(account, seq=account.seq + 1, balances=balances, holds=holds)
+    return replace(account, seq=account.seq + 1, balances=balances)
 
 
 def _event(

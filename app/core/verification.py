@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 
 from app.core import trading
 from app.core.ledger import (
-    BALANCE_OVERFLOW,
+    MAX_ASSETS,
     PROCESSING_FAILED,
     Account,
     Outcome,
@@ -39,6 +39,7 @@ from app.core.ledger import (
     apply_credit,
     apply_expiry,
     apply_operation,
+    is_parked,
     reject_invalid,
 )
 from app.core.legs import Credit, Expiry, TradeLeg
@@ -144,6 +145,8 @@ class Replay:
     trades: Dict[Tuple[int, str], Dict[str, Event]] = field(default_factory=lambda: defaultdict(dict))
     #: (user, hold_id) of every hold opened: a hold id opens one hold.
     holds_opened: Set[Tuple[int, str]] = field(default_factory=set)
+    #: The workers' asset limit per account (UBS_MAX_ASSETS_PER_ACCOUNT).
+    max_assets: int = MAX_ASSETS
 
 
 def check(
@@ -154,16 +157,18 @@ def check(
     db_balances: Optional[Iterable[Mapping[str, Any]]] = None,
     *,
     max_operation_bytes: int,
+    max_assets: int = MAX_ASSETS,
 ) -> Report:
-    """Check every invariant; ``tables`` maps user id -> account JSON (None if unknown).
+    """Check every invariant; ``tables`` maps user id -> account JSON with all its holds (None if unknown).
 
     ``max_operation_bytes`` is the workers' UBS_MAX_BODY_BYTES: larger messages are
-    refused unread and are owed no result.
+    refused unread and are owed no result. ``max_assets`` is their
+    UBS_MAX_ASSETS_PER_ACCOUNT, which the model applies as they do.
     """
     report = Report()
     bodies = _first_operations(operations, report, max_operation_bytes)
     users = _events_by_user(events, report)
-    replay = Replay()
+    replay = Replay(max_assets=max_assets)
     for user, user_events in users.items():
         report.accounts[user] = _replay_user(user, user_events, bodies, replay, report)
     _check_results(report, bodies, replay)
@@ -184,7 +189,7 @@ def _replay_user(
     if [e.seq for e in events] != list(range(1, len(events) + 1)):
         report.violate("seq_gap", f"user {user}: seqs {[e.seq for e in events][:20]}")
     reservations = _reservations(events)
-    account = _reserve(user, Account(), reservations.get(0, ()), report)
+    account = _reserve(user, Account(), reservations.get(0, ()), replay, report)
     for event in events:
         report.counts[f"events_{event.status}"] += 1
         _note_result(user, event, replay, report)
@@ -200,7 +205,7 @@ def _replay_user(
             report.violate(
                 "reference_mismatch", f"user {user} seq {event.seq}: got {event}, model says {outcome.event}"
             )
-        account = _reserve(user, outcome.account, reservations.get(event.seq, ()), report)
+        account = _reserve(user, outcome.account, reservations.get(event.seq, ()), replay, report)
         _check_balances(user, event, account, report)
         _note_money(user, event, replay)
     return account
@@ -223,7 +228,7 @@ def _model_outcome(
         else:
             replay.incoming[(event.counterparty, event.op_id)] = event
         credit = Credit(event.counterparty, user, event.op_id, event.asset, event.amount, event.ts, returned)
-        return apply_credit(account, credit)
+        return apply_credit(account, credit, replay.max_assets)
     if event.kind == "hold_expired":
         assert event.hold_id is not None
         report.counts["holds_expired"] += 1
@@ -231,7 +236,9 @@ def _model_outcome(
     if event.kind == "trade" and event.role in ("seller", "fee") and event.trade is not None:
         replay.trades[(event.trade.buyer.user_id, event.op_id)][event.role] = event
         leg = TradeLeg("sell" if event.role == "seller" else "fee", event.trade, event.ts, 0)
-        return trading.sell(account, leg) if event.role == "seller" else trading.collect_fee(account, leg)
+        if event.role == "seller":
+            return trading.sell(account, leg, replay.max_assets)
+        return trading.collect_fee(account, leg, replay.max_assets)
     intake = bodies.get((user, event.op_id))
     if intake is None:
         report.violate("unexplained_event", f"user {user} op_id {event.op_id!r} seq {event.seq}: no such operation")
@@ -253,10 +260,10 @@ def _reservations(events: Sequence[Event]) -> Dict[int, List[Trade]]:
     return found
 
 
-def _reserve(user: int, account: Account, trades: Sequence[Trade], report: Report) -> Account:
+def _reserve(user: int, account: Account, trades: Sequence[Trade], replay: Replay, report: Report) -> Account:
     """Apply the reservations that came after the account's last event; each must have been possible."""
     for trade in trades:
-        outcome = trading.reserve(account, trade, 0)
+        outcome = trading.reserve(account, trade, 0, replay.max_assets)
         if outcome.event is not None:
             report.violate(
                 "reference_mismatch", f"user {user} after seq {account.seq}: trade {trade.op_id!r} cannot reserve"
@@ -298,7 +305,7 @@ def _check_balances(user: int, event: Event, account: Account, report: Report) -
 
 def _note_money(user: int, event: Event, replay: Replay) -> None:
     """Money entering or leaving the ledger, and transfers to match with their credit legs."""
-    if event.reason == BALANCE_OVERFLOW and (event.kind == "transfer_returned" or event.role == "fee"):
+    if is_parked(event):
         for asset, amount in _parked(event):
             replay.parked[asset] += amount
     if event.status != Status.ACCEPTED:
@@ -398,9 +405,10 @@ def _reference(account: Account, event: Event, intake: Intake, replay: Replay, r
         return reject_invalid(account, user, op_id, body, intake.error.reason, event.ts)
     operation = intake.operation
     if isinstance(operation, Trade):
-        return trading.reserve(account, operation, event.ts)
+        return trading.reserve(account, operation, event.ts, replay.max_assets)
     hold = (user, operation.hold_id) if operation.kind == "lock" and operation.hold_id is not None else None
-    outcome = apply_operation(account, operation, event.ts, hold_used=hold in replay.holds_opened)
+    used = hold in replay.holds_opened
+    outcome = apply_operation(account, operation, event.ts, hold_used=used, max_assets=replay.max_assets)
     if hold is not None and outcome.event is not None and outcome.event.accepted:
         replay.holds_opened.add(hold)
     return outcome

@@ -1,6 +1,10 @@
-"""The ledger's state: three RocksDB tables (rocksdict) backed by changelog topics.
+"""The ledger's state: five RocksDB tables (rocksdict) backed by changelog topics.
 
-``accounts``: user id -> {"seq": n, "balances": {asset: {"available", "locked"}}}.
+``accounts``: user id -> {"seq": n, "balances": {asset: {"available", "locked"}},
+              "held": {asset: what its open holds lock}, ...}: a row whose size grows
+              with the user's assets (UBS_MAX_ASSETS_PER_ACCOUNT), never with its holds.
+``holds``:    "<user id>|<hold id>" -> one open hold, the input that wrote it and the
+              hold it replaced (app.core.hold_rows); a user's holds are one key range.
 ``results``:  result key (see ledger.operation_key / credit_key) -> the first event.
 ``cursors``:  "<input topic>:<partition>" -> the highest input offset applied there,
               so a record Faust skipped shows as a hole even across restarts
@@ -13,7 +17,7 @@
               (every worker holds all of it) kept in memory and read at start
               from its changelog, the compacted topic ``balance.assets``.
 
-The first four are written only by the ubscore agent, on the partition of the input
+The first five are written only by the ubscore agent, on the partition of the input
 record being handled, which is the partition of the user an entry belongs to.
 They share one declaration (``_table``) so they stay co-partitioned with the
 input topics and keyed the same way.
@@ -34,14 +38,18 @@ compacted only. app.faust_app checks all of it at start (app.tools.kafka_admin).
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
+from faust.stores.memory import Store as MemoryStore
 from faust.tables.globaltable import GlobalTable
 from faust.types import StoreT, TableT
 
+from app.core.hold_rows import HoldRow, hold_rows_prefix, load
+from app.core.ledger import Account, Hold
 from app.core.legs import Expiry
 from app.faust_app import app
 from app.guards.faust_internals import open_partition_db
+from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tools.kafka_admin import CLEANUP_POLICY, RETENTION_BYTES, RETENTION_MS
 from app.topics import ASSETS, KEPT_MS, KEPT_S
@@ -75,7 +83,27 @@ def read(table: TableT, partition: int, key: bytes) -> Any:
     return None if raw is None else json.loads(raw)
 
 
+def scan(table: TableT, partition: int, prefix: bytes, start: bytes) -> Iterator[Tuple[bytes, Any]]:
+    """The rows of one partition whose keys start with ``prefix``, from the first key at or after ``start``, in order.
+
+    RocksDB seeks to ``start`` and reads on, so a page costs what it returns. The
+    agent tests' memory store keeps every partition in one mapping, sorted here.
+    Nothing is read of a partition whose database is not open here.
+    """
+    db = open_partition_db(table, partition)
+    if db is not None:
+        for key, raw in db.items(from_key=start):
+            if not key.startswith(prefix):
+                return
+            yield key, json.loads(raw)
+    elif isinstance(table.data, MemoryStore):
+        for key in sorted(key for key in table.data.keys() if key.startswith(prefix) and key >= start):
+            yield key, table.data[key]
+
+
 accounts = _table("accounts", help="Balances and last seq of every user.")
+
+holds = _table("holds", help="Open holds, one row each, by user and hold id.")
 
 results = _table(
     "results",
@@ -87,6 +115,33 @@ results = _table(
 cursors = _table("cursors", help="Highest input offset applied, per input topic partition.")
 
 expiries = _table("expiries", help="Open holds that expire, by expiry time.")
+
+
+def open_holds(user_id: int, after: Optional[str] = None) -> Tuple[Optional[Any], Iterator[Tuple[str, Hold]]]:
+    """A user's account row and open holds, in hold id order after ``after``, from the owning partition here.
+
+    Each hold as the account row knows it (app.core.hold_rows: a row ahead of its
+    account reads as what it replaced, a closed one as none); a row written
+    before holds had rows of their own carries them. The holds are read lazily,
+    so a page costs what it takes.
+    """
+    key = user_key(user_id)
+    partition = partition_for(key, settings.partitions)
+    row = read(accounts, partition, key)
+    loaded = load(row, (), lambda hold_id: None, lambda hold_id: False)
+    if loaded.carried:
+        carried = sorted(loaded.account.holds.items())
+        return row, iter([(hold_id, hold) for hold_id, hold in carried if after is None or hold_id > after])
+    return row, _seen(loaded.account, partition, hold_rows_prefix(user_id), after)
+
+
+def _seen(account: Account, partition: int, prefix: bytes, after: Optional[str]) -> Iterator[Tuple[str, Hold]]:
+    start = prefix if after is None else prefix + after.encode() + b"\x00"  # the first key past ``after``
+    for key, value in scan(holds, partition, prefix, start):
+        row = HoldRow.from_json(value)
+        hold = None if row is None else row.seen_by(account)
+        if hold is not None:
+            yield key[len(prefix) :].decode(), hold
 
 
 def expiry_row(expiry: Expiry) -> bytes:

@@ -43,7 +43,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def account_text(account: Mapping[str, Any]) -> str:
-    """GET /accounts/{user}: balances per asset, then the open holds."""
+    """GET /accounts/{user}: balances per asset, then the open holds (the first ones, and a line if there are more)."""
     balances = sorted(account.get("balances", {}).items(), key=lambda item: int(item[0]))
     rows = [[int(asset), balance["available"], balance["locked"]] for asset, balance in balances]
     headers = ["asset", "available", "locked"]
@@ -56,6 +56,8 @@ def account_text(account: Mapping[str, Any]) -> str:
     if holds:
         hold_rows = [[h["hold_id"], h["asset"], h["remaining"], _time(h.get("expires_at_ms"))] for h in holds]
         parts.append(table(["hold", "asset", "remaining", "expires"], hold_rows))
+        if account.get("holds_more"):
+            parts.append(f"more open holds after {holds[-1]['hold_id']}: GET /accounts/{account['user_id']}/holds")
     else:
         parts.append("no open holds")
     return "\n".join(parts)

@@ -23,6 +23,8 @@ from app.topic_reader import read_topic
 
 Record = Tuple[Optional[bytes], bytes]
 READ_TIMEOUT_S = 300.0
+#: Holds per page when an account has more than its answer lists (the holds view's largest page).
+HOLDS_PAGE = 1000
 #: Told each reading stage's name and how many records or rows it read, once the stage is done.
 Stage = Callable[[str, int], None]
 
@@ -36,7 +38,11 @@ async def read_records(settings: Settings, base: str) -> List[Record]:
 async def read_tables(
     worker_url: str, users: Sequence[int], concurrency: int = 32
 ) -> Dict[int, Optional[Dict[str, Any]]]:
-    """Each user's account as the owning worker's table holds it (404 -> None)."""
+    """Each user's account as the owning worker's tables hold it, with all its open holds (404 -> None).
+
+    An account's answer lists its first holds; one with more (``holds_more``) is
+    read on through the holds view, a page at a time.
+    """
     limit = asyncio.Semaphore(concurrency)
     tables: Dict[int, Optional[Dict[str, Any]]] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -49,11 +55,27 @@ async def read_tables(
                         return
                     response.raise_for_status()
                     body = await response.json()
-                    holds = {hold.pop("hold_id"): hold for hold in body["holds"]}
-                    tables[user] = {"seq": body["seq"], "balances": body["balances"], "holds": holds}
+                listed = body["holds"]
+                if body.get("holds_more"):
+                    listed = await _all_holds(http, worker_url, user)
+                holds = {hold.pop("hold_id"): hold for hold in listed}
+                tables[user] = {"seq": body["seq"], "balances": body["balances"], "holds": holds}
 
         await asyncio.gather(*(one(user) for user in users))
     return tables
+
+
+async def _all_holds(http: aiohttp.ClientSession, worker_url: str, user: int) -> List[Dict[str, Any]]:
+    """Every open hold of a user, following the holds view's pages."""
+    found: List[Dict[str, Any]] = []
+    page: Optional[str] = f"/accounts/{user}/holds?limit={HOLDS_PAGE}"
+    while page is not None:
+        async with http.get(f"{worker_url}{page}") as response:
+            response.raise_for_status()
+            body = await response.json()
+        found.extend(body["holds"])
+        page = body["next"]
+    return found
 
 
 def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
@@ -87,7 +109,15 @@ async def verify(
     if with_database:
         db_events, db_balances = await asyncio.get_running_loop().run_in_executor(None, read_database, settings)
         done("database", len(db_events) + len(db_balances))
-    return check(operations, events, tables, db_events, db_balances, max_operation_bytes=settings.max_body_bytes)
+    return check(
+        operations,
+        events,
+        tables,
+        db_events,
+        db_balances,
+        max_operation_bytes=settings.max_body_bytes,
+        max_assets=settings.max_assets_per_account,
+    )
 
 
 def stages(with_tables: bool, with_database: bool) -> List[str]:

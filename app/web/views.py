@@ -2,7 +2,8 @@
 
     POST /operations[?wait=true]        submit an operation (202, or 200 with its result)
     GET  /operations/{user_id}/{op_id}  the stored result of one operation (404 until it exists)
-    GET  /accounts/{user_id}            balances from the accounts table
+    GET  /accounts/{user_id}            balances from the accounts table, and the first open holds
+    GET  /accounts/{user_id}/holds      open holds, a page at a time (?limit=N&after=HOLD_ID)
     GET  /accounts/{user_id}/events     history from the database, newest first (?limit=N)
     GET  /health                        liveness and what this worker owns
     GET  /metrics                       Prometheus text format (app.monitoring)
@@ -22,7 +23,9 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from itertools import islice
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import urlencode
 
 import aiohttp
 from faust.types import TP
@@ -32,8 +35,8 @@ from app import metrics
 from app.agents import checkpoint
 from app.agents.waiters import waiters
 from app.core.assets import Asset, parse_asset, to_minor_units
-from app.core.ledger import Account, StoredResult, operation_key
-from app.core.models import MAX_ASSET, MAX_ID, Command, Event, Trade, check_op_id, parse_operation
+from app.core.ledger import Account, Hold, StoredResult, operation_key
+from app.core.models import MAX_ASSET, MAX_ID, Command, Event, Trade, check_hold_id, check_op_id, parse_operation
 from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
@@ -43,7 +46,7 @@ from app.guards.input_watch import owned_inputs
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.sink.service import sink_partitions, store
-from app.tables import accounts, assets, cursors, read, results
+from app.tables import accounts, assets, cursors, open_holds, read, results
 from app.topics import ASSETS, operations_topic
 from app.web import admission, routing
 
@@ -51,6 +54,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY_LIMIT = 100
 MAX_HISTORY_LIMIT = 1000
+#: Open holds an account's answer lists at most; ``holds_more`` says there are more, paged by the holds view.
+ACCOUNT_HOLDS = 100
+DEFAULT_HOLDS_LIMIT = 100
+MAX_HOLDS_LIMIT = 1000
 MAX_OFFSET = 2**63 - 1  # Kafka offsets are signed 64-bit
 PRODUCE_TIMEOUT_S = 10.0
 #: A wait for a result looks the owner up again at least this often (a rebalance may move the user).
@@ -462,28 +469,67 @@ class AccountView(View):
     @counted("account")
     @routed
     async def get(self, request: Request, user_id: str) -> Response:
-        """200 with seq and balances per asset, or 404 for a user never seen."""
-        key = user_key(int(user_id))
-        stored = read(accounts, partition_for(key, settings.partitions), key)
+        """200 with seq, balances per asset and the first ``ACCOUNT_HOLDS`` open holds, or 404 for a user never seen.
+
+        ``"holds_more": true`` says the user has more open holds, which the holds
+        view pages through: an account's answer is bounded like its row.
+        """
+        stored, found = open_holds(int(user_id))
         if not stored:
             return _error(self, 404, "unknown_user", "user_id", "no account for this user")
         account = Account.from_json(stored)
         balances = {asset_id: _with_decimals(int(asset_id), b) for asset_id, b in account.balances_json().items()}
+        first = list(islice(found, ACCOUNT_HOLDS + 1))
         body = {"user_id": int(user_id), "seq": account.seq, "balances": balances}
-        return self.json({**body, "holds": _holds_list(account)})
+        body["holds"] = _holds_list(first[:ACCOUNT_HOLDS])
+        if len(first) > ACCOUNT_HOLDS:
+            body["holds_more"] = True
+        return self.json(body)
 
 
 @app.page("/accounts/{user_id}/holds")
 class HoldsView(View):
-    """Open holds of one user, from the accounts table of the owning worker."""
+    """Open holds of one user, a page at a time, from the holds table of the owning worker."""
 
     @counted("holds")
     @routed
     async def get(self, request: Request, user_id: str) -> Response:
-        """200 with every open hold (none for a user never seen): id, asset, what remains, expiry."""
-        key = user_key(int(user_id))
-        account = Account.from_json(read(accounts, partition_for(key, settings.partitions), key))
-        return self.json({"user_id": int(user_id), "seq": account.seq, "holds": _holds_list(account)})
+        """200 with up to ``limit`` open holds after the hold id ``after``, in hold id order (none for a new user).
+
+        ``next`` is the path and query of the next page, null on the last one. A
+        page reads only its own rows, whatever the number of holds. 422 names a
+        query parameter that is unknown, repeated or out of range.
+        """
+        try:
+            query = _query(request, ("limit", "after"))
+            limit = _holds_limit(query.get("limit"))
+            after = None if "after" not in query else _hold_id_after(query["after"])
+        except InvalidOperation as error:
+            return _error(self, 422, error.reason, error.field, error.message)
+        stored, found = open_holds(int(user_id), after)
+        page = list(islice(found, limit + 1))
+        shown = page[:limit]
+        following = None
+        if len(page) > limit:
+            following = f"/accounts/{int(user_id)}/holds?" + urlencode({"limit": limit, "after": shown[-1][0]})
+        seq = Account.from_json(stored).seq
+        return self.json({"user_id": int(user_id), "seq": seq, "holds": _holds_list(shown), "next": following})
+
+
+def _holds_limit(raw: Optional[str]) -> int:
+    if raw is None:
+        return DEFAULT_HOLDS_LIMIT
+    limit = decimal_text(raw, MAX_HOLDS_LIMIT)
+    if limit is None:
+        raise InvalidOperation("limit", "invalid_limit", f"limit must be an integer from 1 to {MAX_HOLDS_LIMIT}")
+    return limit
+
+
+def _hold_id_after(raw: str) -> str:
+    try:
+        return check_hold_id(raw)
+    except InvalidOperation as error:
+        raise InvalidOperation("after", "invalid_after", f"after must be a hold id: {error.message}") from None
 
 
 def _with_decimals(asset_id: int, balance: Dict[str, int]) -> Dict[str, Any]:
@@ -495,11 +541,11 @@ def _with_decimals(asset_id: int, balance: Dict[str, int]) -> Dict[str, Any]:
     return {**balance, "code": asset.code, **decimals}
 
 
-def _holds_list(account: Account) -> List[Dict[str, Any]]:
-    """Open holds as the API shows them: a list in hold id order."""
+def _holds_list(holds: Iterable[Tuple[str, Hold]]) -> List[Dict[str, Any]]:
+    """Open holds as the API shows them, in the order given (hold id order)."""
     return [
         {"hold_id": hold_id, "asset": hold.asset, "remaining": hold.remaining, "expires_at_ms": hold.expires_at_ms}
-        for hold_id, hold in sorted(account.holds.items())
+        for hold_id, hold in holds
     ]
 
 

@@ -15,9 +15,10 @@ from faust.types.tuples import Message
 from app import app
 from app.agents import checkpoint, ubscore
 from app.agents.batch import Record
+from app.core.ledger import Hold
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tables import accounts, cursors, expiries, results
+from app.tables import accounts, cursors, expiries, holds, open_holds, results
 from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS
 
 
@@ -29,7 +30,13 @@ def test_app() -> Any:
     results.data.clear()
     cursors.data.clear()
     expiries.data.clear()
+    holds.data.clear()
     return app
+
+
+def holds_of(user_id: int) -> Dict[str, Hold]:
+    """A user's open holds as the tables hold them (each a row of its own), by hold id."""
+    return dict(open_holds(user_id)[1])
 
 
 TOPICS = {"events": EVENTS, "credits": CREDITS, "dlq": DEAD_LETTERS, "operations": OPERATIONS}
@@ -79,6 +86,21 @@ class Sent:
 
 def changelog_of(table: TableT) -> str:
     return table.changelog_topic.get_topic_name()
+
+
+def crash_before_accounts(sent: Sent, user_id: int, before: Any) -> None:
+    """A kill after the batch's first checkpoint step: the account as the changelog held it before the batch,
+    its hold rows as step 1 left them (step 4 deletes those of holds it closed), none of its outputs sent."""
+    accounts.data[user_key(user_id)] = before
+    first_step = next(call for call in reversed(sent.publisher.calls) if any(_in(results, r) for r in call))
+    for record in first_step:
+        if _in(holds, record) and record.value is not None:
+            holds.data[record.key] = json.loads(record.value)
+    sent.publisher.calls.clear()
+
+
+def _in(table: TableT, record: Record) -> bool:
+    return record.topic == changelog_of(table)
 
 
 @pytest.fixture()

@@ -59,10 +59,10 @@ async def test_unforeseen_error_in_the_decision_is_a_rejection_and_a_dead_letter
 ) -> None:
     real = ubscore.apply_operation
 
-    def fragile(account: Account, operation: Any, ts: int, hold_used: bool) -> Any:
+    def fragile(account: Account, operation: Any, ts: int, hold_used: bool, **limits: Any) -> Any:
         if operation.op_id == "boom":
             raise KeyError("a bug no handler expects")
-        return real(account, operation, ts, hold_used)
+        return real(account, operation, ts, hold_used, **limits)
 
     monkeypatch.setattr(ubscore, "apply_operation", fragile)
     await ledger.submit(**op("d1", amount=50))

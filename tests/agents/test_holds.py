@@ -14,7 +14,7 @@ from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, expiries, expiry_row, results
 
-from .conftest import Ledger, Sent
+from .conftest import Ledger, Sent, holds_of
 
 TS_MS = 1_700_000_000_000
 
@@ -36,7 +36,7 @@ async def test_a_lock_opens_the_hold_marks_its_id_and_lists_its_expiry(ledger: L
     await funded_hold(ledger)
     event = sent.values("events")[-1]
     assert (event["kind"], event["status"], event["hold_id"], event["locked"]) == ("lock", "accepted", "order-1", 60)
-    assert account().holds["order-1"].remaining == 60
+    assert holds_of(11)["order-1"].remaining == 60
     assert results.get(hold_key(11, "order-1").encode()) == {"hold": ["operations", 1], "at": 1_700_000_000_000}
     due = Expiry(11, "order-1", TS_MS + 60_000)
     assert expiries.get(expiry_row(due)) == due.to_json()
@@ -46,7 +46,7 @@ async def test_a_used_hold_id_never_opens_again(ledger: Ledger, sent: Sent) -> N
     await funded_hold(ledger)
     await ledger.submit(**op("u1", "unlock", hold_id="order-1"))
     assert sent.values("events")[-1]["amount"] == 60
-    assert account().holds == {}
+    assert holds_of(11) == {}
     await ledger.submit(**op("l2", "lock", amount=10, hold_id="order-1"))
     assert (sent.values("events")[-1]["reason"], account().balance(1)) == ("hold_exists", Balance(100, 0))
 
@@ -60,7 +60,7 @@ async def test_a_redelivered_lock_whose_account_was_lost_opens_its_hold_again(le
     await ledger.submit(offset=2, **op("l1", "lock", amount=60, hold_id="order-1"))
     first, again = sent.values("events")[-2:]
     assert first == again and again["status"] == "accepted"
-    assert account().holds["order-1"].remaining == 60
+    assert holds_of(11)["order-1"].remaining == 60
 
 
 async def test_an_expiry_leg_releases_the_hold_once_and_clears_its_row(ledger: Ledger, sent: Sent) -> None:
@@ -75,7 +75,7 @@ async def test_an_expiry_leg_releases_the_hold_once_and_clears_its_row(ledger: L
         0,
         3,
     )
-    assert account().holds == {}
+    assert holds_of(11) == {}
     assert expiries.get(expiry_row(leg)) is None
     await ledger.credit_raw(json.dumps(leg.to_json()).encode(), 11)  # the timer sent it twice
     assert sent.values("events")[-1] == event  # the first result, re-sent; nothing released again

@@ -20,7 +20,7 @@ from app.partitioning import user_key
 from app.settings import settings
 from app.tables import accounts
 
-from .conftest import Ledger, Sent
+from .conftest import Ledger, Sent, crash_before_accounts, holds_of
 
 TS_MS = 1_700_000_000_000
 WINDOW_MS = settings.results_retention_s * 1000
@@ -32,12 +32,6 @@ def op(op_id: str, kind: str, user_id: int = 11, asset: int = 1, **extra: Any) -
 
 def account(user_id: int = 11) -> Account:
     return Account.from_json(accounts.get(user_key(user_id)))
-
-
-def crash_before_accounts(sent: Sent, user_id: int, before: Any) -> None:
-    """The account as the changelog held it before the batch, and none of the batch's outputs sent."""
-    accounts.data[user_key(user_id)] = before
-    sent.publisher.calls.clear()
 
 
 async def test_an_expiry_that_does_nothing_on_replay_leaves_no_row_to_answer_a_later_copy(
@@ -70,7 +64,7 @@ async def test_a_lock_refused_on_replay_leaves_its_hold_id_free(ledger: Ledger, 
         ("t1", "accepted", None, 2),
         ("l2", "accepted", None, 3),
     ]
-    assert account().holds["h"].remaining == 60
+    assert holds_of(11)["h"].remaining == 60
 
 
 async def test_a_hold_id_is_free_again_once_its_mark_is_past_the_window(ledger: Ledger, sent: Sent) -> None:

@@ -12,7 +12,7 @@ from app.core.ledger import Account, Balance, StoredResult, operation_key
 from app.partitioning import user_key
 from app.tables import accounts, results
 
-from .conftest import Ledger, Sent
+from .conftest import Ledger, Sent, holds_of
 
 BUYER, SELLER, FEES = 11, 22, 99
 BASE, QUOTE = 1, 2
@@ -151,7 +151,7 @@ async def test_a_seller_step_that_raises_refuses_the_trade_and_frees_the_reserva
     await deliver(ledger, sent, seen)
     (event,) = sent.values("events")[before:]
     assert (event["role"], event["status"], event["reason"]) == ("buyer", "rejected", "processing_failed")
-    assert Account.from_json(accounts.get(user_key(BUYER))).holds["buy-1"].pending == 0
+    assert holds_of(BUYER)["buy-1"].pending == 0
     assert sent.values("dlq")[-1]["error"]["error"] == "processing_failed"
 
 

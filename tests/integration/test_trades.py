@@ -37,6 +37,17 @@ def order(op_id: str, user: int, asset: int, amount: int, hold_id: str) -> Dict[
     return {"op_id": op_id, "kind": "lock", "user_id": user, "asset": asset, "amount": amount, "hold_id": hold_id}
 
 
+async def fee_account(http: aiohttp.ClientSession, url: str, fees: int) -> Dict[str, Any]:
+    """The fee account once its step applied: it runs on its own partition, not before the buyer's answer."""
+    for _ in range(100):
+        async with http.get(f"{url}/accounts/{fees}") as response:
+            if response.status != 404:
+                assert response.status == 200, await response.text()
+                return await response.json()
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the fee account {fees} has no account after 10 s")
+
+
 async def test_a_fill_between_workers_settles_every_leg_once(tmp_path: Path, cql: Any) -> None:
     world = World()
     a, b = start(world, tmp_path, "a"), start(world, tmp_path, "b")
@@ -80,11 +91,10 @@ async def test_a_fill_between_workers_settles_every_leg_once(tmp_path: Path, cql
                 str(QUOTE): {"available": 39_960, "locked": 0},
             }
             assert account["holds"] == [{"hold_id": "ask-1", "asset": BASE, "remaining": 5, "expires_at_ms": None}]
-            async with http.get(f"{b.url}/accounts/{fees}") as response:
-                assert (await response.json())["balances"] == {
-                    str(BASE): {"available": 1, "locked": 0},
-                    str(QUOTE): {"available": 40, "locked": 0},
-                }
+            assert (await fee_account(http, b.url, fees))["balances"] == {
+                str(BASE): {"available": 1, "locked": 0},
+                str(QUOTE): {"available": 40, "locked": 0},
+            }
             refused = await submit(http, a.url, {**fill, "op_id": "fill-2", "base_amount": 6, "quote_amount": 100})
             assert (refused["status"], refused["reason"]) == ("rejected", "unknown_hold")  # the bid was released
         (row,) = wait_db(cql, world, "trades", buyer, 1, key="buyer")

@@ -176,6 +176,18 @@ def test_account_table_shows_balances_and_holds() -> None:
     ]
 
 
+def test_account_table_says_when_more_holds_are_open_than_it_shows() -> None:
+    first = [{"hold_id": f"o-{i}", "asset": 1, "remaining": 1, "expires_at_ms": None} for i in range(2)]
+    body = {
+        "user_id": 7,
+        "seq": 9,
+        "balances": {"1": {"available": 0, "locked": 5}},
+        "holds": first,
+        "holds_more": True,
+    }
+    assert output.account_text(body).splitlines()[-1] == "more open holds after o-1: GET /accounts/7/holds"
+
+
 def test_lag_table_and_totals() -> None:
     lags: Dict[str, List[PartitionLag]] = {
         "ledger": [
