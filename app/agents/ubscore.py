@@ -243,7 +243,6 @@ def handle_operation(batch: Batch, message: Message) -> None:
         ts = min(max(ts, 1), MAX_TS)
 
     origin = Origin("operations", message.offset)
-    used = isinstance(request, Operation) and hold_used(batch, message.partition, request, origin, ts)
     named = _hold_named(request)
     max_assets = settings.max_assets_per_account
 
@@ -251,6 +250,7 @@ def handle_operation(batch: Batch, message: Message) -> None:
         if isinstance(request, Trade):
             return trading.reserve(account, request, ts, max_assets)
         if request is not None:
+            used = hold_used(batch, message.partition, request, account, origin, ts)
             return apply_operation(account, request, ts, hold_used=used, max_assets=max_assets)
         assert invalid is not None
         return reject_invalid(account, intake.user_id, intake.op_id, intake.body, invalid.reason, ts)
@@ -273,18 +273,22 @@ def _hold_named(request: Optional[Command]) -> Tuple[str, ...]:
     return ()
 
 
-def hold_used(batch: Batch, partition: int, operation: Operation, origin: Origin, now_ms: int) -> bool:
-    """Whether a lock's hold id was used before, by another message than this one, within the window.
+def hold_used(
+    batch: Batch, partition: int, operation: Operation, account: Account, origin: Origin, now_ms: int
+) -> bool:
+    """Whether a lock's hold id was used before this one, by a lock the account has applied, within the window.
 
-    The mark is a result row, durable before the account that opens the hold:
-    found with this message's own origin, it was left by this very lock, whose
-    account a crash lost, and the lock applies again. A mark whose window has
-    passed (``StoredResult.expired``, the same rule) frees the id.
+    The mark is a result row, durable before the account that opens the hold. A
+    mark of a lock the account has not applied was left by an attempt whose
+    account a kill lost: this very lock's, which applies again; or a later
+    lock's, which comes back after this one and is decided again then. Neither
+    counts. A mark whose window has passed (``StoredResult.expired``, the same
+    rule) frees the id.
     """
     if operation.kind != "lock" or operation.hold_id is None:
         return False
     mark = read_mark(batch, partition, operation.user_id, operation.hold_id)
-    if mark is None or mark.origin == origin:
+    if mark is None or mark.origin == origin or not account.has_applied(mark.origin):
         return False
     return not mark.expired(now_ms, settings.results_retention_s * 1000)
 

@@ -94,3 +94,43 @@ async def test_an_operation_on_a_record_time_outside_the_range_moves_no_money(le
     assert (event["status"], event["reason"], event["ts"]) == ("rejected", "invalid_timestamp", MAX_TS)
     assert sent.values("dlq")[-1]["error"]["error"] == "invalid_timestamp"
     assert account().balance(1) == Balance(0, 0)
+
+
+async def test_a_later_locks_mark_whose_account_a_kill_lost_does_not_refuse_an_earlier_lock(
+    ledger: Ledger, sent: Sent
+) -> None:
+    """Simulator seed 1044: the later lock's mark is durable, its account is not; the earlier lock, decided
+    again first, must meet the hold id as the clean run did: unused."""
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=50))
+    before = accounts.data[user_key(11)]
+    await ledger.submit(offset=2, **op("l1", "lock", amount=100, hold_id="h"))  # insufficient_funds
+    await ledger.submit(offset=3, **op("l2", "lock", amount=10, hold_id="h"))  # accepted: marks h
+    crash_before_accounts(sent, 11, before)
+    await ledger.submit(offset=2, **op("l1", "lock", amount=100, hold_id="h"))
+    await ledger.submit(offset=3, **op("l2", "lock", amount=10, hold_id="h"))
+    outcomes = [(e["op_id"], e["status"], e["reason"], e["seq"]) for e in sent.values("events")]
+    assert outcomes == [("l1", "rejected", "insufficient_funds", 2), ("l2", "accepted", None, 3)]
+    assert holds_of(11)["h"].remaining == 10
+
+
+async def test_an_expiry_that_found_no_hold_leaves_nothing_that_a_redelivery_could_contradict(
+    ledger: Ledger, sent: Sent
+) -> None:
+    """Simulator seed 1705: a leg that released nothing (the lock's account was lost, its expiries row kept)
+    records nothing, not even its offset; redelivered after the lock applied again, it is decided afresh, and
+    a kill after that decision's result row finds it beyond the account and decides it the same way again."""
+    await ledger.submit(offset=1, **op("d1", "deposit", amount=100))
+    before = accounts.data[user_key(11)]
+    await ledger.submit(offset=2, **op("l1", "lock", amount=60, hold_id="h", expires_at_ms=TS_MS + 1000))
+    crash_before_accounts(sent, 11, before)
+    leg = json.dumps(Expiry(11, "h", TS_MS + 1000).to_json()).encode()
+    await ledger.credit_raw(leg, 11, offset=1)  # finds no hold: nothing
+    assert sent.values("events") == [] and "credits" not in account().applied
+    await ledger.submit(offset=2, **op("l1", "lock", amount=60, hold_id="h", expires_at_ms=TS_MS + 1000))
+    locked = accounts.data[user_key(11)]
+    await ledger.credit_raw(leg, 11, offset=1)  # redelivered: releases the hold now
+    crash_before_accounts(sent, 11, locked)
+    await ledger.credit_raw(leg, 11, offset=1)  # and once more after a kill: the same decision
+    await ledger.credit_raw(leg, 11, offset=2)  # the timer's next copy: answered with that result
+    assert [(e["kind"], e["seq"]) for e in sent.values("events")] == [("hold_expired", 3)] * 2
+    assert account().balance(1) == Balance(100, 0)
