@@ -84,6 +84,22 @@ async def test_workers_share_partitions_and_route_reads(tmp_path: Path) -> None:
         b.stop()
 
 
+async def both_answer_alike(one: Worker, other: Worker, users: Sequence[int], timeout: float = 60) -> None:
+    """Two workers read every account at its owner alike.
+
+    The workload's holds expire on the clock, so an expiry may land between the two
+    reads: they are repeated until one pair agrees, and a real difference stays.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        through_one = await read_tables(one.url, users)
+        through_other = await read_tables(other.url, users)
+        if through_one == through_other or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert through_one == through_other
+
+
 async def test_a_worker_killed_and_restarted_at_its_address_keeps_its_partitions_without_a_rebalance(
     tmp_path: Path,
 ) -> None:
@@ -174,8 +190,7 @@ async def test_rebalances_under_load_keep_every_invariant(tmp_path: Path) -> Non
         assert report.ok, report.summary()
         assert report.counts["transfers_accepted"] > 100
         assert report.counts["events_distinct"] >= 3000 - 100
-        users = sorted(report.accounts)
-        assert await read_tables(a.url, users) == await read_tables(c2.url, users)
+        await both_answer_alike(a, c2, sorted(report.accounts))
     finally:
         for worker in workers.values():
             worker.stop()
