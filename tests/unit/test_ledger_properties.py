@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.core.ledger import (
+    MAX_BALANCE,
     Account,
     Decision,
     Origin,
@@ -49,7 +50,11 @@ streams = st.lists(st.tuples(operations, st.one_of(st.none(), st.integers(0, 40)
 
 
 class Reference:
-    """Naive model: balances as plain ints, one application per (user, op_id)."""
+    """Naive model: balances as plain ints, one application per (user, op_id).
+
+    A user's available + locked per asset stays within MAX_BALANCE: a deposit past
+    it is rejected, and a transfer the payee has no room for goes back to the payer.
+    """
 
     def __init__(self) -> None:
         self.available: Dict[Tuple[int, int], int] = defaultdict(int)
@@ -69,14 +74,16 @@ class Reference:
             "unlock": (a + op.amount, lk - op.amount),
             "transfer": (a, lk - op.amount) if op.source == "locked" else (a - op.amount, lk),
         }[op.kind]
-        if min(changes) < 0:
+        if min(changes) < 0 or sum(changes) > MAX_BALANCE:
             status = "rejected"
         else:
             status = "accepted"
             self.available[slot], self.locked[slot] = changes
             if op.kind == "transfer":
                 assert op.to_user_id is not None
-                self.available[(op.to_user_id, op.asset)] += op.amount
+                payee = (op.to_user_id, op.asset)
+                landing = payee if self.available[payee] + self.locked[payee] + op.amount <= MAX_BALANCE else slot
+                self.available[landing] += op.amount
         self.seen[key] = status
         return status
 
@@ -114,7 +121,9 @@ class Driven:
             self.deposited[op.asset] += op.amount
         if outcome.event.accepted and op.kind == "withdraw":
             self.withdrawn[op.asset] += op.amount
-        for credit in outcome.legs:
+        legs = list(outcome.legs)
+        while legs:  # a credit, and the return of one its payee had no room for
+            credit = legs.pop(0)
             assert isinstance(credit, Credit)
             credit_origin = Origin("credits", self.credit_offset)
             self.credit_offset += 1
@@ -124,11 +133,24 @@ class Driven:
             landed = apply_credit(payee, credit)
             self.results[ckey] = StoredResult(landed.event, credit_origin)
             self.accounts[credit.payee] = landed.account.mark(credit_origin)
+            legs.extend(landed.legs)
         return outcome.event.status
+
+
+def _op(op_id: str, kind: str, user: int, amount: int, to: int = 2) -> Operation:
+    return Operation(op_id=op_id, kind=kind, user_id=user, asset=1, amount=amount, to_user_id=to, source="available")
 
 
 @settings(max_examples=300, deadline=None)
 @given(streams)
+@example([(_op("o1", "deposit", 1, MAX_BALANCE), None), (_op("o2", "deposit", 1, 1), None)])  # past the limit
+@example(  # a transfer its payee has no room for goes back to the payer
+    [
+        (_op("o1", "deposit", 1, 5), None),
+        (_op("o2", "deposit", 2, MAX_BALANCE), None),
+        (_op("o3", "transfer", 1, 5), None),
+    ]
+)
 def test_core_agrees_with_reference_under_retries_and_replays(stream: List[Tuple[Operation, Optional[int]]]) -> None:
     driven, reference = Driven(), Reference()
     statuses: Dict[Tuple[int, str], str] = {}
