@@ -22,11 +22,12 @@ import time
 import uuid
 from typing import Callable, Dict, List, Optional, Tuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from rocksdict import Options, Rdict
 
 from app.core.ledger import Account, apply_operation
 from app.core.models import Event, Operation, parse_operation
+from app.kafka_clients import new_consumer, new_producer
 from app.sink.cql import INSERT_EVENT, SCHEMA, event_row, new_cluster
 from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT
 
@@ -38,14 +39,14 @@ Send = Tuple[str, bytes, bytes]
 
 async def copy_loop(source: str, total: int, step: Callable[[ConsumerRecord], List[Send]]) -> None:
     """Consume ``source``; per record produce what ``step`` returns; commit each batch once its sends are acked."""
-    consumer = AIOKafkaConsumer(
+    consumer = new_consumer(
+        BOOTSTRAP,
         source,
-        bootstrap_servers=BOOTSTRAP,
         group_id=f"bench-{source}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
     try:
