@@ -28,8 +28,8 @@ from rocksdict import Options, Rdict
 from app.core.ledger import Account, apply_operation
 from app.core.models import Event, Operation, parse_operation
 from app.kafka_clients import new_consumer, new_producer
-from app.sink.cql import INSERT_EVENT, SCHEMA, event_row, new_cluster
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT
+from app.sink.cql import INSERT_EVENT, SCHEMA, event_row, keyspace_replication, new_cluster
+from tests.integration.harness import BOOTSTRAP, CQL_SETTINGS
 
 CQL_IN_FLIGHT = 32
 
@@ -110,12 +110,10 @@ def cql_inserts(events: List[Event]) -> float:
     from cassandra.concurrent import execute_concurrent_with_args
 
     keyspace = f"bench_b3_{uuid.uuid4().hex[:10]}"
-    cluster = new_cluster(CQL_HOSTS, CQL_PORT, request_timeout_s=60)
+    cluster = new_cluster(CQL_SETTINGS, request_timeout_s=60)
     try:
         session = cluster.connect()
-        session.execute(
-            f"CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-        )
+        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {keyspace_replication(CQL_SETTINGS)}")
         session.execute(SCHEMA[0].format(ks=keyspace))
         insert = session.prepare(INSERT_EVENT.format(ks=keyspace))
         rows = [event_row(event) for event in events]

@@ -46,7 +46,7 @@ from app.kafka_clients import new_admin_client, new_consumer, new_producer
 from app.partitioning import user_key
 from app.topic_reader import read_topic
 from bench.baselines import cql_inserts, pass_through, settlement_events, stateful
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, REPLICATION, Worker, World, workload
+from tests.integration.harness import BOOTSTRAP, CQL_SETTINGS, PARTITIONS, REPLICATION, Worker, World, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))  # fewer make B1 a measure of start-up, not of rate
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
@@ -126,7 +126,7 @@ async def sink_alone(events: List[Event]) -> float:
 def database_rows(world: World) -> int:
     from app.sink.cql import new_cluster
 
-    cluster = new_cluster(CQL_HOSTS, CQL_PORT)
+    cluster = new_cluster(CQL_SETTINGS)
     try:
         session = cluster.connect()
         return int(session.execute(f"SELECT count(*) FROM {world.keyspace}.balance_events").one()[0])
