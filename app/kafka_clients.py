@@ -22,9 +22,7 @@ from aiokafka.helpers import create_ssl_context
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
-from app.settings import Settings, settings
-
-TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+from app.settings import KAFKA_TLS_PROTOCOLS, Settings, settings
 
 
 def new_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
@@ -49,7 +47,7 @@ def security_options(config: Settings) -> Dict[str, Any]:
     """
     protocol = config.kafka_security_protocol
     options: Dict[str, Any] = {"security_protocol": protocol}
-    if protocol in TLS_PROTOCOLS:
+    if protocol in KAFKA_TLS_PROTOCOLS:
         options["ssl_context"] = _ssl_context(config)
     if protocol.startswith("SASL_"):
         options["sasl_mechanism"] = config.kafka_sasl_mechanism
@@ -66,7 +64,7 @@ def broker_credentials(config: Settings) -> Optional[CredentialsT]:
     login goes over TLS when it is given a context.
     """
     protocol = config.kafka_security_protocol
-    context = _ssl_context(config) if protocol in TLS_PROTOCOLS else None
+    context = _ssl_context(config) if protocol in KAFKA_TLS_PROTOCOLS else None
     if protocol.startswith("SASL_"):
         return SASLCredentials(
             username=config.kafka_sasl_username,

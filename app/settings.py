@@ -28,6 +28,7 @@ ROLES = ("all", "ledger", "sink")
 MEMBERSHIPS = ("static", "dynamic")
 LOG_FORMATS = ("text", "json")
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: cassandra-driver's ConsistencyLevel names that serve both the sink's writes and the history reads
 #: (ANY cannot read; SERIAL and LOCAL_SERIAL are for conditional updates only).
@@ -43,7 +44,7 @@ class Secret:
     Only the client that sends it calls ``reveal()``.
     """
 
-    _value: str = field(repr=False)
+    _value: str
 
     def reveal(self) -> str:
         """The secret itself, for the one call that authenticates with it."""
@@ -424,7 +425,7 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
 
 def _read(env: Mapping[str, str], meta: Mapping[str, Any], default: Any) -> Any:
     name = meta["env"]
-    raw = _secret_file(env, name) if meta["parse"] == "secret" else env.get(name, "").strip()
+    raw = _raw_secret(env, name) if meta["parse"] == "secret" else env.get(name, "").strip()
     if not raw:
         # An empty variable unsets a setting that is unset by default (as compose's ``${VAR:-}`` leaves it).
         if meta["parse"] != "optional" and default is not None and name in env:
@@ -436,7 +437,7 @@ def _read(env: Mapping[str, str], meta: Mapping[str, Any], default: Any) -> Any:
     return value
 
 
-def _secret_file(env: Mapping[str, str], name: str) -> str:
+def _raw_secret(env: Mapping[str, str], name: str) -> str:
     """``name``'s value, or the content of the file ``name_FILE`` names, without its trailing newline.
 
     The error messages name the variables and the path, never the content.
@@ -482,7 +483,7 @@ def _check_kafka_security(values: Mapping[str, Any]) -> None:
         _require(values, sasl, because)
     else:
         _refuse(values, sasl, f"{because}, which sends no SASL login")
-    if protocol not in ("SSL", "SASL_SSL"):
+    if protocol not in KAFKA_TLS_PROTOCOLS:
         _refuse(values, ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"), f"{because}, without TLS")
     _pair(values, "kafka_ssl_certfile", "kafka_ssl_keyfile")
 
