@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from app import metrics
 from app.guards.faust_internals import refresh_topic_metadata
+from app.kafka_clients import new_admin_client, new_consumer
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ class LagReader:
     async def _started(self) -> Tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None or self._offsets is None:
             await self.close()
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-            offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False)
+            admin = new_admin_client(self._bootstrap)
+            offsets = new_consumer(self._bootstrap, group_id=None, enable_auto_commit=False)
             try:
                 await admin.start()
                 await offsets.start()

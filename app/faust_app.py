@@ -19,6 +19,7 @@ from app.guards.consume_loop import UBSCoreConsumer
 from app.guards.fencing import FreezeWatch
 from app.guards.local_state import set_aside_mismatched
 from app.guards.producer_buffer import install as install_draining_buffer
+from app.kafka_clients import broker_credentials
 from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
@@ -123,6 +124,8 @@ class UBSCoreApp(faust.App):
 app = UBSCoreApp(
     settings.app_id,
     broker=settings.kafka,
+    # TLS and SASL login as every other Kafka client of UBSCore has them (app.kafka_clients).
+    broker_credentials=broker_credentials(settings),
     store=settings.store,
     datadir=settings.data_dir,
     autodiscover=False,

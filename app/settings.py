@@ -8,6 +8,9 @@ Each setting is declared once, as a field of ``Settings`` with its variable, its
 default and its help text; ``load`` reads them all from that declaration, and the
 README's settings table is generated from it (``python -m app.settings --write
 README.md``), so the three cannot disagree (tests/unit/test_settings.py checks the README).
+
+Passwords and tokens are ``Secret`` values, shown as ``***`` wherever they are printed, and
+may come from a file instead (``<NAME>_FILE``), as mounted container secrets do.
 """
 
 from __future__ import annotations
@@ -24,8 +27,33 @@ PROCESSING_GUARANTEES = ("at_least_once",)
 ROLES = ("all", "ledger", "sink")
 MEMBERSHIPS = ("static", "dynamic")
 LOG_FORMATS = ("text", "json")
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: cassandra-driver's ConsistencyLevel names that serve both the sink's writes and the history reads
+#: (ANY cannot read; SERIAL and LOCAL_SERIAL are for conditional updates only).
+CQL_CONSISTENCIES = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
 README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
 _ALL_INTERFACES = ("0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password or token that prints as ``***``: a settings dump, a log line or an error cannot carry it.
+
+    Only the client that sends it calls ``reveal()``.
+    """
+
+    _value: str
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that authenticates with it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
 
 
 def _setting(
@@ -35,11 +63,10 @@ def _setting(
     parse: str = "text",
     minimum: float = 0,
     shown: Optional[str] = None,
-    secret: bool = False,
 ) -> Any:
-    """A field of Settings: its variable, default, parser (text, integer, number, hosts...) and help."""
+    """A field of Settings: its variable, default, parser (text, integer, number, hosts, secret...) and help."""
     metadata = {"env": env, "parse": parse, "minimum": minimum, "help": help, "shown": shown}
-    return field(default=default, metadata=metadata, repr=not secret)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -54,10 +81,78 @@ class Settings:
         "role",
     )
     kafka: str = _setting("UBS_KAFKA", "kafka://127.0.0.1:9092", "Kafka bootstrap servers (`;` separated)")
+    kafka_security_protocol: str = _setting(
+        "UBS_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "how every Kafka client of UBSCore connects: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or `SASL_SSL` "
+        "(a SASL login, over TLS for the second); see docs/deployment.md",
+        "kafka_protocol",
+    )
+    kafka_sasl_mechanism: Optional[str] = _setting(
+        "UBS_KAFKA_SASL_MECHANISM",
+        None,
+        "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; needed by the `SASL_` protocols",
+        "sasl_mechanism",
+    )
+    kafka_sasl_username: Optional[str] = _setting(
+        "UBS_KAFKA_SASL_USERNAME", None, "SASL user; needed by the `SASL_` protocols", "optional"
+    )
+    kafka_sasl_password: Optional[Secret] = _setting(
+        "UBS_KAFKA_SASL_PASSWORD", None, "SASL password; needed by the `SASL_` protocols", "secret"
+    )
+    kafka_ssl_cafile: Optional[str] = _setting(
+        "UBS_KAFKA_SSL_CAFILE",
+        None,
+        "PEM file of the CAs that sign the brokers' certificates (`SSL`, `SASL_SSL`); unset: the system's CAs",
+        "file",
+    )
+    kafka_ssl_certfile: Optional[str] = _setting(
+        "UBS_KAFKA_SSL_CERTFILE",
+        None,
+        "PEM client certificate, for brokers that require one (mutual TLS); needs `UBS_KAFKA_SSL_KEYFILE`",
+        "file",
+    )
+    kafka_ssl_keyfile: Optional[str] = _setting(
+        "UBS_KAFKA_SSL_KEYFILE", None, "PEM private key of `UBS_KAFKA_SSL_CERTFILE`", "file"
+    )
     cql_hosts: Tuple[str, ...] = _setting(
         "UBS_CQL_HOSTS", ("127.0.0.1",), "CQL contact points (`,` separated)", "hosts"
     )
     cql_port: int = _setting("UBS_CQL_PORT", 9042, "CQL port", "integer", 1)
+    cql_username: Optional[str] = _setting(
+        "UBS_CQL_USERNAME", None, "CQL user (password authentication); needs `UBS_CQL_PASSWORD`", "optional"
+    )
+    cql_password: Optional[Secret] = _setting("UBS_CQL_PASSWORD", None, "password of `UBS_CQL_USERNAME`", "secret")
+    cql_ssl_cafile: Optional[str] = _setting(
+        "UBS_CQL_SSL_CAFILE",
+        None,
+        "PEM file of the CAs that sign the database nodes' certificates: when set, CQL connections use TLS",
+        "file",
+    )
+    cql_ssl_certfile: Optional[str] = _setting(
+        "UBS_CQL_SSL_CERTFILE",
+        None,
+        "PEM client certificate, for nodes that require one (mutual TLS); needs `UBS_CQL_SSL_KEYFILE`",
+        "file",
+    )
+    cql_ssl_keyfile: Optional[str] = _setting(
+        "UBS_CQL_SSL_KEYFILE", None, "PEM private key of `UBS_CQL_SSL_CERTFILE`", "file"
+    )
+    cql_local_dc: Optional[str] = _setting(
+        "UBS_CQL_LOCAL_DC",
+        None,
+        "the database's datacenter next to the workers: queries go to its nodes only, and the keyspace is "
+        "created with `NetworkTopologyStrategy` there; unset: the datacenter of the first contact point, and "
+        "`SimpleStrategy`",
+        "optional",
+    )
+    cql_consistency: str = _setting(
+        "UBS_CQL_CONSISTENCY",
+        "LOCAL_QUORUM",
+        "consistency level of the sink's writes and of the reads of `GET /accounts/{id}/events` and `ubscore verify`: "
+        f"{', '.join(f'`{level}`' for level in CQL_CONSISTENCIES)} (ScyllaDB refuses reads at `EACH_QUORUM`)",
+        "consistency",
+    )
     keyspace: str = _setting("UBS_KEYSPACE", "ubscore", "keyspace, created if missing")
     web_host: str = _setting("UBS_WEB_HOST", "127.0.0.1", "interface the gateway binds to")
     web_port: int = _setting("UBS_WEB_PORT", 6066, "gateway port", "integer", 1)
@@ -95,12 +190,11 @@ class Settings:
         60,
     )
     wait_timeout_s: float = _setting("UBS_WAIT_TIMEOUT_S", 10.0, "how long `?wait=true` waits before 504", "number")
-    api_token: Optional[str] = _setting(
+    api_token: Optional[Secret] = _setting(
         "UBS_API_TOKEN",
         None,
         "when set, `POST /operations` needs `Authorization: Bearer <token>`",
-        "optional",
-        secret=True,
+        "secret",
     )
     max_body_bytes: int = _setting(
         "UBS_MAX_BODY_BYTES",
@@ -157,7 +251,11 @@ class Settings:
         "UBS_TOPIC_REPLICATION_FACTOR", 1, "replication factor of the topics it creates", "integer", 1
     )
     cql_replication_factor: int = _setting(
-        "UBS_CQL_REPLICATION_FACTOR", 1, "replication factor of the keyspace it creates", "integer", 1
+        "UBS_CQL_REPLICATION_FACTOR",
+        1,
+        "replication factor of the keyspace it creates (in `UBS_CQL_LOCAL_DC` when set)",
+        "integer",
+        1,
     )
     batch_max: int = _setting(
         "UBS_BATCH_MAX",
@@ -300,6 +398,13 @@ def _hosts(raw: str, name: str) -> Tuple[str, ...]:
     return hosts
 
 
+def _file(raw: str, name: str) -> str:
+    # A missing certificate would otherwise surface as a TLS failure at the first connection, far from its cause.
+    if not os.path.isfile(raw):
+        raise ConfigurationError(f"{name} names no file: {raw}")
+    return raw
+
+
 _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "text": lambda raw, name: raw,
     "optional": lambda raw, name: raw,
@@ -309,21 +414,48 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "role": _one_of(ROLES),
     "membership": _one_of(MEMBERSHIPS),
     "log_format": _one_of(LOG_FORMATS),
+    "kafka_protocol": _one_of(KAFKA_PROTOCOLS),
+    "sasl_mechanism": _one_of(SASL_MECHANISMS),
+    "consistency": _one_of(CQL_CONSISTENCIES),
     "hosts": _hosts,
+    "file": _file,
+    "secret": lambda raw, name: Secret(raw),
 }
 
 
 def _read(env: Mapping[str, str], meta: Mapping[str, Any], default: Any) -> Any:
     name = meta["env"]
-    raw = env.get(name, "").strip()
+    raw = _raw_secret(env, name) if meta["parse"] == "secret" else env.get(name, "").strip()
     if not raw:
-        if meta["parse"] != "optional" and name in env:
+        # An empty variable unsets a setting that is unset by default (as compose's ``${VAR:-}`` leaves it).
+        if meta["parse"] != "optional" and default is not None and name in env:
             raise ConfigurationError(f"{name} must not be empty")
         return default
     value = _PARSERS[meta["parse"]](raw, name)
     if meta["parse"] == "integer" and value < meta["minimum"]:
         raise ConfigurationError(f"{name} must be at least {meta['minimum']}, got {value}")
     return value
+
+
+def _raw_secret(env: Mapping[str, str], name: str) -> str:
+    """``name``'s value, or the content of the file ``name_FILE`` names, without its trailing newline.
+
+    The error messages name the variables and the path, never the content.
+    """
+    raw = env.get(name, "").strip()
+    path = env.get(f"{name}_FILE", "").strip()
+    if not path:
+        return raw
+    if raw:
+        raise ConfigurationError(f"{name} and {name}_FILE are both set: give the secret one way")
+    try:
+        with open(path, encoding="utf-8") as secret:
+            content = secret.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{name}_FILE: cannot read {path} ({type(exc).__name__})") from None
+    if not content:
+        raise ConfigurationError(f"{name}_FILE: {path} is empty")
+    return content
 
 
 def load(env: Optional[Mapping[str, str]] = None) -> Settings:
@@ -334,7 +466,58 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         # A worker bound to all interfaces still needs a concrete address that peers can call.
         web_host = values["web_host"]
         values["advertised_host"] = "127.0.0.1" if web_host in _ALL_INTERFACES else web_host
+    _check_kafka_security(values)
+    _check_cql_security(values)
     return Settings(**values)
+
+
+def _check_kafka_security(values: Mapping[str, Any]) -> None:
+    """Refuse a half-configured Kafka login or TLS now: a client finds out only at connect, in a retry loop.
+
+    A setting the protocol would ignore is refused too, so that what is set is what runs.
+    """
+    protocol = values["kafka_security_protocol"]
+    because = f"UBS_KAFKA_SECURITY_PROTOCOL is {protocol}"
+    sasl = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+    if protocol.startswith("SASL_"):
+        _require(values, sasl, because)
+    else:
+        _refuse(values, sasl, f"{because}, which sends no SASL login")
+    if protocol not in KAFKA_TLS_PROTOCOLS:
+        _refuse(values, ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"), f"{because}, without TLS")
+    _pair(values, "kafka_ssl_certfile", "kafka_ssl_keyfile")
+
+
+def _check_cql_security(values: Mapping[str, Any]) -> None:
+    """Refuse a half-configured CQL login or TLS now, as for Kafka; a CA file is what turns CQL's TLS on."""
+    _pair(values, "cql_username", "cql_password")
+    _pair(values, "cql_ssl_certfile", "cql_ssl_keyfile")
+    if values["cql_ssl_cafile"] is None:
+        _refuse(values, ("cql_ssl_certfile",), "UBS_CQL_SSL_CAFILE is unset, so CQL connections use no TLS")
+
+
+def _env(name: str) -> str:
+    return next(spec.metadata["env"] for spec in fields(Settings) if spec.name == name)
+
+
+def _require(values: Mapping[str, Any], names: Tuple[str, ...], because: str) -> None:
+    for name in names:
+        if values[name] is None:
+            raise ConfigurationError(f"{_env(name)} must be set: {because}")
+
+
+def _refuse(values: Mapping[str, Any], names: Tuple[str, ...], because: str) -> None:
+    for name in names:
+        if values[name] is not None:
+            raise ConfigurationError(f"{_env(name)} is set but unused: {because}")
+
+
+def _pair(values: Mapping[str, Any], first: str, second: str) -> None:
+    """Two settings that only work together (a certificate and its key, a user and its password)."""
+    if values[first] is not None:
+        _require(values, (second,), f"{_env(first)} is set")
+    if values[second] is not None:
+        _require(values, (first,), f"{_env(second)} is set")
 
 
 def markdown_table() -> str:
@@ -342,7 +525,8 @@ def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for spec in fields(Settings):
         meta = spec.metadata
-        rows.append(f"| `{meta['env']}` | {meta['shown'] or _shown(spec.default)} | {meta['help']} |")
+        variable = f"`{meta['env']}`" + (f" or `{meta['env']}_FILE`" if meta["parse"] == "secret" else "")
+        rows.append(f"| {variable} | {meta['shown'] or _shown(spec.default)} | {meta['help']} |")
     return "\n".join(rows)
 
 

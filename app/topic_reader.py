@@ -18,6 +18,7 @@ from typing import Callable, Iterable, List, Mapping, Optional
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from app.guards.faust_internals import refresh_topic_metadata
+from app.kafka_clients import new_consumer
 
 Until = Callable[[List[ConsumerRecord]], bool]
 POLL_MS = 500
@@ -42,8 +43,8 @@ async def read_topic(
     first). With ``limit``, it stops once that many records are read (it may read a
     few more). Raises TimeoutError when ``timeout_s`` pass first.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = new_consumer(
+        bootstrap,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -22,13 +22,14 @@ import time
 import uuid
 from typing import Callable, Dict, List, Optional, Tuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from rocksdict import Options, Rdict
 
 from app.core.ledger import Account, apply_operation
 from app.core.models import Event, Operation, parse_operation
-from app.sink.cql import INSERT_EVENT, SCHEMA, event_row, new_cluster
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT
+from app.kafka_clients import new_consumer, new_producer
+from app.sink.cql import INSERT_EVENT, SCHEMA, event_row, keyspace_replication, new_cluster
+from tests.integration.harness import BOOTSTRAP, CQL_SETTINGS
 
 CQL_IN_FLIGHT = 32
 
@@ -38,14 +39,14 @@ Send = Tuple[str, bytes, bytes]
 
 async def copy_loop(source: str, total: int, step: Callable[[ConsumerRecord], List[Send]]) -> None:
     """Consume ``source``; per record produce what ``step`` returns; commit each batch once its sends are acked."""
-    consumer = AIOKafkaConsumer(
+    consumer = new_consumer(
+        BOOTSTRAP,
         source,
-        bootstrap_servers=BOOTSTRAP,
         group_id=f"bench-{source}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
     try:
@@ -109,12 +110,10 @@ def cql_inserts(events: List[Event]) -> float:
     from cassandra.concurrent import execute_concurrent_with_args
 
     keyspace = f"bench_b3_{uuid.uuid4().hex[:10]}"
-    cluster = new_cluster(CQL_HOSTS, CQL_PORT, request_timeout_s=60)
+    cluster = new_cluster(CQL_SETTINGS, request_timeout_s=60)
     try:
         session = cluster.connect()
-        session.execute(
-            f"CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': 1}}"
-        )
+        session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = {keyspace_replication(CQL_SETTINGS)}")
         session.execute(SCHEMA[0].format(ks=keyspace))
         insert = session.prepare(INSERT_EVENT.format(ks=keyspace))
         rows = [event_row(event) for event in events]

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from hdrh.histogram import HdrHistogram
 
+from app.kafka_clients import new_admin_client, new_consumer
 from bench.cpu import CpuWindow, stack_pids
 from tests.integration.harness import BOOTSTRAP, PARTITIONS, REPO, Worker, World
 
@@ -115,7 +115,7 @@ class EventWatch:
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.seen: Dict[str, Tuple[float, int, int]] = {}  # op_id -> (arrival, partition, offset)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, auto_offset_reset="latest")
+        self.consumer = new_consumer(BOOTSTRAP, group_id=None, auto_offset_reset="latest")
 
     async def start(self) -> None:
         await self.consumer.start()
@@ -140,7 +140,7 @@ class CommitWatch:
     def __init__(self, topic: str, group: str) -> None:
         self.topic, self.group = topic, group
         self.history: Dict[int, List[Tuple[float, int]]] = {p: [] for p in range(PARTITIONS)}
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        self.admin = new_admin_client(BOOTSTRAP)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -38,21 +38,22 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 
 from app.core.models import Event
+from app.kafka_clients import new_admin_client, new_consumer, new_producer
 from app.partitioning import user_key
 from app.topic_reader import read_topic
 from bench.baselines import cql_inserts, pass_through, settlement_events, stateful
-from tests.integration.harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, PARTITIONS, REPLICATION, Worker, World, workload
+from tests.integration.harness import BOOTSTRAP, CQL_SETTINGS, PARTITIONS, REPLICATION, Worker, World, workload
 
 OPS = int(os.environ.get("BENCH_OPS", "20000"))  # fewer make B1 a measure of start-up, not of rate
 USERS = int(os.environ.get("BENCH_USERS", "1000"))
 
 
 async def produce_all(topic: str, messages: List[Tuple[Optional[bytes], bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=5)
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
@@ -68,7 +69,7 @@ async def count_until(topic: str, target: int, timeout: float) -> float:
 
 
 async def create_topics(names: List[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, PARTITIONS, REPLICATION) for name in names])
@@ -125,7 +126,7 @@ async def sink_alone(events: List[Event]) -> float:
 def database_rows(world: World) -> int:
     from app.sink.cql import new_cluster
 
-    cluster = new_cluster(CQL_HOSTS, CQL_PORT)
+    cluster = new_cluster(CQL_SETTINGS)
     try:
         session = cluster.connect()
         return int(session.execute(f"SELECT count(*) FROM {world.keyspace}.balance_events").one()[0])
@@ -195,7 +196,7 @@ async def _events_total(world: World, minimum: int, transfers: int) -> int:
     """All events once transfers settled: wait until the count stops growing."""
     last, stable = -1, 0
     while stable < 3:
-        consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+        consumer = new_consumer(BOOTSTRAP, group_id=None)
         await consumer.start()
         try:
             tps = [TopicPartition(world.topic("balance.events"), p) for p in range(PARTITIONS)]

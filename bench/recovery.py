@@ -40,9 +40,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 
+from app.kafka_clients import new_admin_client, new_consumer, new_producer
 from app.partitioning import user_key
 from app.settings import load
 from tests.integration.harness import BOOTSTRAP, PARTITIONS, REPLICATION, Worker, World
@@ -57,7 +58,7 @@ SIZES = [int(n) for n in (os.environ.get("BENCH_ACCOUNTS") or ("20000" if QUICK 
 async def fill_changelog(world: World, accounts: int) -> List[int]:
     """Write ``accounts`` account rows into the world's accounts changelog; return the user ids."""
     topic = f"{world.app_id}-accounts-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         await admin.create_topics(
@@ -65,7 +66,7 @@ async def fill_changelog(world: World, accounts: int) -> List[int]:
         )
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=20, max_batch_size=512 * 1024)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     users = list(range(10_000_000, 10_000_000 + accounts))
     try:
@@ -89,9 +90,7 @@ async def fill_changelog(world: World, accounts: int) -> List[int]:
 async def raw_read(world: World, accounts: int) -> float:
     """Seconds a plain consumer takes to read every record of the accounts changelog."""
     topic = f"{world.app_id}-accounts-changelog"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024
-    )
+    consumer = new_consumer(BOOTSTRAP, enable_auto_commit=False, max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]

@@ -66,6 +66,7 @@ from app.agents.waiters import waiters
 from app.core.hold_rows import closed_hold
 from app.exit_codes import ExitCode
 from app.guards import failpoints
+from app.kafka_clients import new_producer
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, holds, results
 
@@ -139,8 +140,8 @@ class KafkaPublisher:
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap,
+                producer = new_producer(
+                    self._bootstrap,
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=0,

@@ -56,6 +56,7 @@ from faust.tables.recovery import Recovery
 from faust.types import TP, CollectionT, ConsumerT
 
 from app.guards.local_state import drop_behind_log_start
+from app.kafka_clients import new_consumer
 from app.settings import settings
 
 log = logging.getLogger(__name__)
@@ -146,8 +147,8 @@ async def load_far_behind(
         return
     loading = True
     began = time.monotonic()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = new_consumer(
+        settings.kafka_bootstrap,
         enable_auto_commit=False,
         # A seek below the log start (it moved since it was read) resumes at the first record, not the end.
         auto_offset_reset="earliest",

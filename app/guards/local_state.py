@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, MutableMapping, Optional, Tuple
 
 import rocksdict
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from faust.types import TP, CollectionT, TableT
 
 from app.backoff import backoff
 from app.guards.faust_internals import open_partition_db
+from app.kafka_clients import new_consumer
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ async def _changelog_ends(stores: List[Tuple[TableT, int]], bootstrap: str) -> D
 
 
 async def _changelog_ends_once(stores: List[Tuple[TableT, int]], bootstrap: str) -> Dict[Tuple[str, int], int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = new_consumer(bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         wanted = {

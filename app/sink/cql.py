@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -107,30 +108,79 @@ UPSERT_BALANCE = (
 SELECT_EVENTS = f"SELECT {EVENT_COLUMNS} FROM {{ks}}.balance_events WHERE user_id = ? LIMIT ?"
 
 
-def new_cluster(hosts: Sequence[str], port: int, request_timeout_s: float = 10.0, rows_as_dicts: bool = False) -> Any:
-    """The one way UBSCore opens a CQL cluster (the sink, the verifier and the tests alike).
+def new_cluster(settings: Settings, request_timeout_s: float = 10.0, rows_as_dicts: bool = False) -> Any:
+    """The one way UBSCore opens a CQL cluster (the sink, the verifier, the benchmarks and the tests alike).
 
     Protocol v4 is spoken by ScyllaDB and Cassandra alike, so there is no downgrade
     dance at connect. The driver's default reconnection backs off up to 10 minutes;
-    a sink must notice a returned database within seconds.
+    a sink must notice a returned database within seconds. Each request goes to a
+    replica of its partition in the local datacenter (``UBS_CQL_LOCAL_DC``; without
+    one, the first contact point's, which is all there is on a one-node stack), at
+    ``UBS_CQL_CONSISTENCY``: the sink's writes and the history reads alike.
     """
+    from cassandra import ConsistencyLevel
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
+    from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
     from cassandra.query import dict_factory, named_tuple_factory
 
     profile = ExecutionProfile(
-        load_balancing_policy=RoundRobinPolicy(),
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=settings.cql_local_dc or "")),
+        consistency_level=ConsistencyLevel.name_to_value[settings.cql_consistency],
         request_timeout=request_timeout_s,
         row_factory=dict_factory if rows_as_dicts else named_tuple_factory,
     )
     return Cluster(
-        contact_points=list(hosts),
-        port=port,
+        contact_points=list(settings.cql_hosts),
+        port=settings.cql_port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=5,
         protocol_version=PROTOCOL_VERSION,
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
+        auth_provider=_auth_provider(settings),
+        ssl_context=_ssl_context(settings),
     )
+
+
+def _auth_provider(settings: Settings) -> Any:
+    """Password authentication when ``UBS_CQL_USERNAME`` is set (app.settings.load requires its password)."""
+    if settings.cql_username is None or settings.cql_password is None:
+        return None
+    from cassandra.auth import PlainTextAuthProvider
+
+    return PlainTextAuthProvider(username=settings.cql_username, password=settings.cql_password.reveal())
+
+
+def _ssl_context(settings: Settings) -> Optional[ssl.SSLContext]:
+    """TLS when ``UBS_CQL_SSL_CAFILE`` is set: nodes must present a certificate that CA signed.
+
+    Host names are not checked: the driver connects to every node by the address
+    the cluster reports for it (system.peers), not by the name a certificate is
+    issued for, so a hostname check would refuse all but the contact points. The
+    chain is still verified (CERT_REQUIRED), so only nodes the CA vouches for are
+    talked to.
+    """
+    if settings.cql_ssl_cafile is None:
+        return None
+    context = ssl.create_default_context(cafile=settings.cql_ssl_cafile)
+    context.check_hostname = False
+    if settings.cql_ssl_certfile is not None:
+        context.load_cert_chain(settings.cql_ssl_certfile, settings.cql_ssl_keyfile)
+    return context
+
+
+def keyspace_replication(settings: Settings) -> str:
+    """The replication map of a keyspace UBSCore creates, as CQL.
+
+    With a local datacenter named, ``NetworkTopologyStrategy`` places the replicas
+    there, where LOCAL_QUORUM counts them (ScyllaDB also refuses SimpleStrategy
+    where it is restricted); without one, ``SimpleStrategy`` suits a one-datacenter
+    stack.
+    """
+    factor = settings.cql_replication_factor
+    if settings.cql_local_dc:
+        datacenter = settings.cql_local_dc.replace("'", "''")
+        return f"{{'class': 'NetworkTopologyStrategy', '{datacenter}': {factor}}}"
+    return f"{{'class': 'SimpleStrategy', 'replication_factor': {factor}}}"
 
 
 class BalanceRow(NamedTuple):
@@ -188,14 +238,11 @@ class CqlStore:
                 raise SettlementUnavailable(f"cannot reach CQL at {self.settings.cql_hosts}: {exc}") from exc
 
     def _connect_blocking(self) -> None:
-        cluster = new_cluster(self.settings.cql_hosts, self.settings.cql_port)
+        cluster = new_cluster(self.settings)
         self._cluster = cluster
         session = cluster.connect()
         ks = self.keyspace
-        session.execute(
-            f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-            f"{{'class': 'SimpleStrategy', 'replication_factor': {self.settings.cql_replication_factor}}}"
-        )
+        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {keyspace_replication(self.settings)}")
         for statement in SCHEMA:
             session.execute(statement.format(ks=ks))
         _add_columns(session, ks)

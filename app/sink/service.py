@@ -37,6 +37,7 @@ from app.backoff import backoff
 from app.consumer_lag import export_lag
 from app.core.models import Event, read_event
 from app.errors import InvalidOperation, SettlementUnavailable
+from app.kafka_clients import new_consumer
 from app.log_format import SinkWorker
 from app.settings import settings
 from app.sink.cql import CqlStore
@@ -77,8 +78,8 @@ class SettlementSink(Service):
 
     async def on_start(self) -> None:
         """Join the sink's consumer group; the topic may not exist yet (the app creates it)."""
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+        self.consumer = new_consumer(
+            settings.kafka_bootstrap,
             group_id=f"{settings.app_id}-settlement",
             client_id=f"{settings.app_id}-settlement",
             enable_auto_commit=False,

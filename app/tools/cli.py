@@ -165,7 +165,8 @@ def json_option() -> option:
 
 
 def gateway(url: Optional[str]) -> Gateway:
-    return Gateway(url or settings.canonical_url, settings.api_token, settings.wait_timeout_s)
+    token = settings.api_token.reveal() if settings.api_token is not None else None
+    return Gateway(url or settings.canonical_url, token, settings.wait_timeout_s)
 
 
 def wants_json(command: AppCommand, as_json: bool) -> bool:

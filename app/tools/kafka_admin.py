@@ -46,6 +46,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 
 from app.backoff import backoff
 from app.errors import ConfigurationError
+from app.kafka_clients import new_admin_client
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ async def _ensure_once(
     configs: Mapping[str, Mapping[str, str]],
     outlives: List[Tuple[str, str]],
 ) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = new_admin_client(bootstrap)
     await admin.start()
     try:
         existing = await _partition_counts(admin, topics)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Optional
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from app.kafka_clients import new_consumer
 from app.partitioning import partition_for, user_key
 from app.settings import Settings
 
@@ -36,8 +37,8 @@ async def follow(
     """Hand each of the user's events to ``show`` until ``limit`` of them (for ever without one); how many."""
     topic = settings.topic_name("balance.events")
     tp = TopicPartition(topic, partition_for(user_key(user_id), settings.partitions))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = new_consumer(
+        settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

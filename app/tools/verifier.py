@@ -80,7 +80,7 @@ async def _all_holds(http: aiohttp.ClientSession, worker_url: str, user: int) ->
 
 def read_database(settings: Settings) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
     """All rows of balance_events and balances in the keyspace."""
-    cluster = new_cluster(settings.cql_hosts, settings.cql_port, request_timeout_s=60, rows_as_dicts=True)
+    cluster = new_cluster(settings, request_timeout_s=60, rows_as_dicts=True)
     try:
         session = cluster.connect(settings.keyspace)
         events = [event_from_row(row).to_json() for row in session.execute("SELECT * FROM balance_events")]

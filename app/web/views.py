@@ -317,7 +317,7 @@ def _authorized(request: Request) -> bool:
     if settings.api_token is None:
         return True
     header = request.headers.get("Authorization", "")
-    expected = f"Bearer {settings.api_token}"
+    expected = f"Bearer {settings.api_token.reveal()}"
     # surrogateescape: a header of undecodable bytes compares unequal instead of raising.
     return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), expected.encode())
 

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .harness import CQL_HOSTS, CQL_PORT, Worker, World, ready_worker
+from .harness import CQL_SETTINGS, Worker, World, ready_worker
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def worker(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 def cql(world: World) -> Iterator[Any]:
     from app.sink.cql import new_cluster
 
-    cluster = new_cluster(CQL_HOSTS, CQL_PORT)
+    cluster = new_cluster(CQL_SETTINGS)
     session = cluster.connect()
     try:
         yield session

@@ -46,8 +46,10 @@ BOOTSTRAP = load({"UBS_KAFKA": KAFKA}).kafka_bootstrap  # the app's own reading 
 #: Brokers in the cluster the tests run against; topics are replicated on up to three of them.
 BROKERS = len(BOOTSTRAP.split(","))
 REPLICATION = int(os.environ.get("UBS_TOPIC_REPLICATION_FACTOR") or min(BROKERS, 3))
-CQL_HOSTS = os.environ.get("UBS_CQL_HOSTS", "127.0.0.1").split(",")
-CQL_PORT = int(os.environ.get("UBS_CQL_PORT", "9042"))
+#: The CQL settings of the tests' own database clients: the workers' UBS_CQL_* variables, read as they read them.
+CQL_SETTINGS = load({name: value for name, value in os.environ.items() if name.startswith("UBS_CQL_")})
+CQL_HOSTS = list(CQL_SETTINGS.cql_hosts)
+CQL_PORT = CQL_SETTINGS.cql_port
 PARTITIONS = 8
 #: Seconds without progress on an input partition with pending records before a worker acts (UBS_STALL_S).
 STALL_S = 20.0

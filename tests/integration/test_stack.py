@@ -15,6 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.settings import load
 from app.sink.cql import new_cluster
 
 from .harness import BOOTSTRAP, REPLICATION
@@ -82,7 +83,7 @@ def test_cql_round_trip_in_a_fresh_keyspace() -> None:
     """A row written to a table of a newly created keyspace is read back, then the keyspace is dropped."""
     hosts, port = cql_contact_points()
     keyspace = f"stack_test_{uuid.uuid4().hex[:16]}"
-    cluster = new_cluster(hosts, port)
+    cluster = new_cluster(load({"UBS_CQL_HOSTS": ",".join(hosts), "UBS_CQL_PORT": str(port)}))
     try:
         try:
             session = cluster.connect()

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
 from app.errors import ConfigurationError
-from app.settings import README_BEGIN, README_END, Settings, load, markdown_table
+from app.settings import README_BEGIN, README_END, Secret, Settings, load, markdown_table
+
+PASSWORD = "correct horse battery staple"
+SCRAM = {
+    "UBS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "UBS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "UBS_KAFKA_SASL_USERNAME": "ubscore",
+    "UBS_KAFKA_SASL_PASSWORD": PASSWORD,
+}
 
 
 def test_gateway_binds_to_loopback_by_default() -> None:
@@ -19,7 +28,7 @@ def test_gateway_binds_to_loopback_by_default() -> None:
 
 def test_token_is_read_and_hidden_from_repr() -> None:
     settings = load({"UBS_API_TOKEN": "  abc  "})
-    assert settings.api_token == "abc"
+    assert settings.api_token is not None and settings.api_token.reveal() == "abc"
     assert "abc" not in repr(settings)
 
 
@@ -68,3 +77,98 @@ def test_readme_settings_table_is_the_generated_one() -> None:
 def test_every_setting_is_read_from_its_variable() -> None:
     for spec in fields(Settings):
         assert spec.metadata["env"] == f"UBS_{spec.name.upper()}" or spec.name == "kafka"
+
+
+def test_a_secret_prints_masked_everywhere() -> None:
+    secret = Secret(PASSWORD)
+    assert secret.reveal() == PASSWORD
+    for shown in (repr(secret), str(secret), f"{secret}", f"{secret!r}", "%s" % secret):
+        assert PASSWORD not in shown
+
+
+def test_passwords_are_masked_in_the_settings_repr_and_str() -> None:
+    settings = load({**SCRAM, "UBS_CQL_USERNAME": "ubscore", "UBS_CQL_PASSWORD": PASSWORD})
+    assert settings.kafka_sasl_password == settings.cql_password == Secret(PASSWORD)
+    assert PASSWORD not in repr(settings) and PASSWORD not in str(settings)
+    assert "kafka_sasl_password=Secret('***')" in repr(settings)
+
+
+def test_a_password_may_come_from_a_file_without_its_trailing_newline(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    path.write_text(f"{PASSWORD}\n", encoding="utf-8")
+    env = {**SCRAM, "UBS_KAFKA_SASL_PASSWORD": "", "UBS_KAFKA_SASL_PASSWORD_FILE": str(path)}
+    assert load(env).kafka_sasl_password == Secret(PASSWORD)
+    cql = load({"UBS_CQL_USERNAME": "ubscore", "UBS_CQL_PASSWORD_FILE": str(path)})
+    assert cql.cql_password == Secret(PASSWORD)
+
+
+def test_a_password_given_twice_or_in_a_missing_file_is_refused_without_showing_it() -> None:
+    with pytest.raises(ConfigurationError, match="UBS_CQL_PASSWORD and UBS_CQL_PASSWORD_FILE are both set") as twice:
+        load({"UBS_CQL_USERNAME": "u", "UBS_CQL_PASSWORD": PASSWORD, "UBS_CQL_PASSWORD_FILE": "/run/secrets/cql"})
+    assert PASSWORD not in str(twice.value)
+    with pytest.raises(ConfigurationError, match="UBS_CQL_PASSWORD_FILE: cannot read /nonexistent/password"):
+        load({"UBS_CQL_USERNAME": "u", "UBS_CQL_PASSWORD_FILE": "/nonexistent/password"})
+
+
+def test_an_empty_password_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="UBS_CQL_PASSWORD_FILE: .* is empty"):
+        load({"UBS_CQL_USERNAME": "u", "UBS_CQL_PASSWORD_FILE": str(tmp_path / "empty")})
+
+
+def test_kafka_security_defaults_to_plaintext_and_cql_to_local_quorum_without_login() -> None:
+    settings = load({})
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+    assert settings.kafka_sasl_mechanism is None and settings.kafka_sasl_password is None
+    assert settings.cql_consistency == "LOCAL_QUORUM"
+    assert settings.cql_username is None and settings.cql_ssl_cafile is None and settings.cql_local_dc is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"UBS_KAFKA_SECURITY_PROTOCOL": "TLS"}, "UBS_KAFKA_SECURITY_PROTOCOL must be one of"),
+        ({**SCRAM, "UBS_KAFKA_SASL_MECHANISM": "GSSAPI"}, "UBS_KAFKA_SASL_MECHANISM must be one of"),
+        ({"UBS_CQL_CONSISTENCY": "SERIAL"}, "UBS_CQL_CONSISTENCY must be one of"),
+        ({"UBS_CQL_CONSISTENCY": ""}, "UBS_CQL_CONSISTENCY must not be empty"),
+        ({**SCRAM, "UBS_KAFKA_SASL_MECHANISM": ""}, "UBS_KAFKA_SASL_MECHANISM must be set: .* is SASL_SSL"),
+        ({**SCRAM, "UBS_KAFKA_SASL_USERNAME": ""}, "UBS_KAFKA_SASL_USERNAME must be set"),
+        ({**SCRAM, "UBS_KAFKA_SASL_PASSWORD": ""}, "UBS_KAFKA_SASL_PASSWORD must be set"),
+        ({"UBS_KAFKA_SASL_USERNAME": "u"}, "UBS_KAFKA_SASL_USERNAME is set but unused: .* PLAINTEXT"),
+        ({"UBS_CQL_USERNAME": "u"}, "UBS_CQL_PASSWORD must be set: UBS_CQL_USERNAME is set"),
+        ({"UBS_CQL_PASSWORD": "p"}, "UBS_CQL_USERNAME must be set: UBS_CQL_PASSWORD is set"),
+        ({"UBS_KAFKA_SSL_CAFILE": "/nonexistent/ca.pem"}, "UBS_KAFKA_SSL_CAFILE names no file"),
+        ({"UBS_CQL_SSL_CAFILE": "/nonexistent/ca.pem"}, "UBS_CQL_SSL_CAFILE names no file"),
+    ],
+)
+def test_bad_security_settings_are_refused_naming_the_setting(env: Dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load(env)
+
+
+def test_tls_files_must_exist_come_in_pairs_and_go_with_a_protocol_that_uses_them(tmp_path: Path) -> None:
+    pem = tmp_path / "any.pem"
+    pem.write_text("-", encoding="utf-8")
+    tls = {"UBS_KAFKA_SECURITY_PROTOCOL": "SSL"}
+    with pytest.raises(ConfigurationError, match="UBS_KAFKA_SSL_KEYFILE must be set: UBS_KAFKA_SSL_CERTFILE is set"):
+        load({**tls, "UBS_KAFKA_SSL_CERTFILE": str(pem)})
+    with pytest.raises(ConfigurationError, match="UBS_KAFKA_SSL_CERTFILE must be set: UBS_KAFKA_SSL_KEYFILE is set"):
+        load({**tls, "UBS_KAFKA_SSL_KEYFILE": str(pem)})
+    with pytest.raises(ConfigurationError, match="UBS_KAFKA_SSL_CAFILE is set but unused: .* SASL_PLAINTEXT"):
+        load({**SCRAM, "UBS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "UBS_KAFKA_SSL_CAFILE": str(pem)})
+    with pytest.raises(ConfigurationError, match="UBS_CQL_SSL_KEYFILE must be set: UBS_CQL_SSL_CERTFILE is set"):
+        load({"UBS_CQL_SSL_CAFILE": str(pem), "UBS_CQL_SSL_CERTFILE": str(pem)})
+    with pytest.raises(ConfigurationError, match="UBS_CQL_SSL_CERTFILE is set but unused: UBS_CQL_SSL_CAFILE is unset"):
+        load({"UBS_CQL_SSL_CERTFILE": str(pem), "UBS_CQL_SSL_KEYFILE": str(pem)})
+    mutual = load(
+        {**tls, "UBS_KAFKA_SSL_CAFILE": str(pem), "UBS_KAFKA_SSL_CERTFILE": str(pem), "UBS_KAFKA_SSL_KEYFILE": str(pem)}
+    )
+    assert (mutual.kafka_ssl_cafile, mutual.kafka_ssl_certfile, mutual.kafka_ssl_keyfile) == (str(pem),) * 3
+
+
+def test_the_accepted_consistency_levels_are_driver_names_that_both_read_and_write() -> None:
+    from cassandra import ConsistencyLevel
+
+    from app.settings import CQL_CONSISTENCIES
+
+    assert set(CQL_CONSISTENCIES) == set(ConsistencyLevel.name_to_value) - {"ANY", "SERIAL", "LOCAL_SERIAL"}
