@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import faust
@@ -17,8 +16,6 @@ from faust.types import ConsumerT, ProducerT, TopicT
 from faust.web import Web
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from app.errors import ConfigurationError
-from app.exit_codes import ExitCode
 from app.guards import failpoints
 from app.guards.bulk_recovery import UBSCoreTableManager
 from app.guards.consume_loop import UBSCoreConsumer
@@ -29,7 +26,6 @@ from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
 from app.web import access
-from app.web.auth import Exposure
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +43,7 @@ class UBSCoreWorker(faust.Worker):
     """
 
     def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
-        self.exposure = _exposure_or_exit(app.conf.web_bind)
+        self.exposure = access.start_or_exit(app.conf.web_bind)
         super().__init__(app, *args, **kwargs)
         self.spinner = None
 
@@ -61,14 +57,6 @@ class UBSCoreWorker(faust.Worker):
         """mode's handlers, and SIGHUP: the API keys read again (app.web.access.reload)."""
         super().install_signal_handlers()
         self.loop.add_signal_handler(signal.SIGHUP, access.reload)
-
-
-def _exposure_or_exit(bind: str) -> Exposure:
-    try:
-        return access.start(bind)
-    except ConfigurationError as exc:
-        sys.stderr.write(f"ubscore worker: refusing to start: {exc}\n")
-        raise SystemExit(ExitCode.BAD_CONFIGURATION) from None
 
 
 class GatewayWeb(AiohttpWeb):

@@ -23,13 +23,11 @@ from prometheus_client import REGISTRY, generate_latest
 
 from app.consumer_lag import export_lag
 from app.faust_app import app
+from app.metrics import TEXT_FORMAT
 from app.settings import settings
 from app.topics import CREDITS, OPERATIONS
 from app.web.auth import METRICS_READ
 from app.web.guard import requires
-
-#: The text format every Prometheus server reads (generate_latest writes it).
-TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class FaustSensor(PrometheusMonitor):

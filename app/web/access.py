@@ -10,11 +10,25 @@ starting worker, but never a running one: there a reload keeps the keys it had.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Tuple
+import sys
+from typing import Iterable, Optional, Tuple
 
 from app.errors import ConfigurationError
+from app.exit_codes import ExitCode
 from app.settings import Settings, settings
-from app.web.auth import Exposure, Key, KeyFileError, Keyring, exposure, keyring, parse_keys
+from app.web.auth import (
+    Exposure,
+    Key,
+    KeyFileError,
+    Keyring,
+    Verdict,
+    decide,
+    exposure,
+    find,
+    keyring,
+    parse_keys,
+    presented_secret,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +63,22 @@ def current() -> Keyring:
     if _ring is None:
         _ring = load(settings)
     return _ring
+
+
+def verdict(authorization: Optional[str], scopes: Tuple[str, ...], users: Iterable[int] = ()) -> Verdict:
+    """What the keys in force say to a request with this Authorization header (app.web.auth.decide)."""
+    ring = current()
+    key = find(ring, presented_secret(authorization)) if ring.enforced else None
+    return decide(ring, key, scopes, users)
+
+
+def start_or_exit(bind: str) -> Exposure:
+    """``start``, or exit 78 with its reason in one line on stderr: nothing has started that would need stopping."""
+    try:
+        return start(bind)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"ubscore worker: refusing to start: {exc}\n")
+        raise SystemExit(ExitCode.BAD_CONFIGURATION) from None
 
 
 def start(bind: str, config: Settings = settings) -> Exposure:

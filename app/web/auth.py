@@ -95,6 +95,10 @@ class Verdict:
         """True when the request may go on."""
         return self.status == 200
 
+    def headers(self) -> Dict[str, str]:
+        """A 401 names the scheme it wants (RFC 6750)."""
+        return {"WWW-Authenticate": 'Bearer realm="ubscore"'} if self.status == 401 else {}
+
     def body(self) -> Dict[str, Any]:
         """The JSON body of a refusal: it names the scope or the user, never the key or its secret."""
         body: Dict[str, Any] = {"error": "unauthorized" if self.status == 401 else "forbidden", "field": None}

@@ -56,17 +56,14 @@ def requires(*scopes: str, per_user: bool = False) -> Callable[[Handler], Handle
 
 def decided(request: Request, scopes: Tuple[str, ...], users: Iterable[int] = ()) -> auth.Verdict:
     """What the keys in force say to this request; the key's id goes to the request's audit line, if any."""
-    ring = access.current()
-    key = auth.find(ring, auth.presented_secret(request.headers.get("Authorization"))) if ring.enforced else None
-    verdict = auth.decide(ring, key, scopes, users)
+    verdict = access.verdict(request.headers.get("Authorization"), scopes, users)
     note(key_id=verdict.key_id)
     return verdict
 
 
 def refused(view: View, verdict: auth.Verdict) -> Response:
     """The 401 or 403 answer of a verdict."""
-    headers = {"WWW-Authenticate": 'Bearer realm="ubscore"'} if verdict.status == 401 else None
-    return view.json(verdict.body(), status=verdict.status, headers=headers)
+    return view.json(verdict.body(), status=verdict.status, headers=verdict.headers())
 
 
 def audited(route: str) -> Callable[[Handler], Handler]:

@@ -37,6 +37,7 @@ def worker(tmp_path: Path, env: Dict[str, str], *flags: str) -> subprocess.Compl
         ({"UBS_WEB_HOST": "0.0.0.0"}, [], "the gateway binds 0.0.0.0, not a loopback address, and no API key"),
         ({}, ["--web-bind", "10.1.2.3"], "the gateway binds 10.1.2.3, not a loopback address"),
         ({"UBS_API_KEYS_FILE": "/nonexistent/keys.json"}, [], "UBS_API_KEYS_FILE /nonexistent/keys.json: cannot be"),
+        ({"UBS_ROLE": "sink", "UBS_WEB_HOST": "0.0.0.0"}, [], "the gateway binds 0.0.0.0"),  # its /metrics
     ],
 )
 def test_a_worker_refuses_to_start_in_one_line_with_exit_78(
