@@ -66,7 +66,7 @@ def refused(view: View, verdict: auth.Verdict) -> Response:
     return view.json(verdict.body(), status=verdict.status, headers=verdict.headers())
 
 
-def audited(route: str) -> Callable[[Handler], Handler]:
+def audited(method: str, route: str) -> Callable[[Handler], Handler]:
     """One ``audit`` line per answer of a write or operator route: key id, subject, remote address, status.
 
     The line is written from a record the request fills as it is understood
@@ -85,7 +85,8 @@ def audited(route: str) -> Callable[[Handler], Handler]:
             finally:
                 _audit.reset(token)
             log.info(
-                "audit route=%s key_id=%s op_id=%s asset=%s replay=%s remote=%s forwarded_for=%r status=%s",
+                "audit method=%s route=%s key_id=%s op_id=%s asset=%s replay=%s remote=%s forwarded_for=%r status=%s",
+                method,
                 route,
                 record["key_id"],
                 record["op_id"],

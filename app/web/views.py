@@ -343,7 +343,7 @@ async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Opt
 class OperationsView(View):
     """Submit operations: validated here, produced to balance.operations keyed by user."""
 
-    @audited("POST /operations")
+    @audited("POST", "/operations")
     @counted("submit")
     @requires()  # a valid key; its scope, operations:write or operator, depends on ?replay (below)
     async def post(self, request: Request) -> Response:
@@ -642,7 +642,7 @@ class AssetsView(View):
         """Every registered asset, by id."""
         return self.json({"assets": [asset.to_json() for asset in _registry()]})
 
-    @audited("POST /assets")
+    @audited("POST", "/assets")
     @counted("register_asset")
     @requires(auth.ASSETS_WRITE)
     async def post(self, request: Request) -> Response:

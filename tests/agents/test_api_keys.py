@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, generate_latest
 from yarl import URL
 
 from app import app
+from app.log_format import event_fields
 from app.settings import load, settings
 from app.sink.service import store
 from app.web import access, routing, views
@@ -322,8 +323,22 @@ async def test_a_secret_reaches_no_log_no_metric_and_no_answer(
     audit = [record.getMessage() for record in caplog.records if record.getMessage().startswith("audit ")]
     assert any("key_id=writer" in line and "op_id=d-1" in line and "status=202" in line for line in audit), audit
     assert any(
-        "route=POST /assets key_id=registrar" in line and "asset=1" in line and "status=201" in line for line in audit
+        "route=/assets key_id=registrar op_id=None" in line and "asset=1" in line and "status=201" in line
+        for line in audit
     )
-    assert any("route=POST /assets key_id=writer" in line and "status=403" in line for line in audit)
+    assert any("route=/assets key_id=writer" in line and "status=403" in line for line in audit)
     assert any("key_id=None" in line and "status=401" in line for line in audit)
     assert all("remote=127.0.0.1" in line for line in audit)
+    first = next(record for record in caplog.records if record.getMessage().startswith("audit "))
+    assert set(event_fields(first.msg, first.args) or {}) == {
+        "event",
+        "method",
+        "route",
+        "key_id",
+        "op_id",
+        "asset",
+        "replay",
+        "remote",
+        "forwarded_for",
+        "status",
+    }  # one value per field, in text and in JSON alike
