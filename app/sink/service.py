@@ -138,7 +138,7 @@ def run_alone(loglevel: str) -> None:
 
     exposure = access.start_or_exit(settings.web_host)
     server = MetricsServer(settings.web_host, settings.web_port)
-    AloneWorker(exposure, SettlementSink(), server, loglevel=loglevel).execute_from_commandline()
+    AloneWorker(exposure, server, SettlementSink(), loglevel=loglevel).execute_from_commandline()
 
 
 async def settle_once(consumer: EventConsumer) -> int:
