@@ -339,6 +339,17 @@ async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Opt
     return body, None
 
 
+def _submit_query(request: Request) -> Tuple[bool, Optional[str]]:
+    """A submit's ``?wait`` and ``?replay`` (a dead letter's place), or InvalidOperation naming the bad one."""
+    query = _query(request, ("wait", "replay"))
+    wait, replay = query.get("wait", "false").lower(), query.get("replay")
+    if wait not in ("true", "false", "1", "0"):
+        raise InvalidOperation("wait", "invalid_query", "wait must be true or false")
+    if replay is not None and not _POSITION.fullmatch(replay):
+        raise InvalidOperation("replay", "invalid_query", "replay must be PARTITION:OFFSET of a dead letter")
+    return wait in ("true", "1"), replay
+
+
 @app.page("/operations")
 class OperationsView(View):
     """Submit operations: validated here, produced to balance.operations keyed by user."""
@@ -354,14 +365,9 @@ class OperationsView(View):
         Every user the operation names must be in the key's ranges.
         """
         try:
-            query = _query(request, ("wait", "replay"))
+            wait, replay = _submit_query(request)
         except InvalidOperation as error:
             return _error(self, 400, error.reason, error.field, error.message)
-        wait, replay = query.get("wait", "false").lower(), query.get("replay")
-        if wait not in ("true", "false", "1", "0"):
-            return _error(self, 400, "invalid_query", "wait", "wait must be true or false")
-        if replay is not None and not _POSITION.fullmatch(replay):
-            return _error(self, 400, "invalid_query", "replay", "replay must be PARTITION:OFFSET of a dead letter")
         note(replay=replay)
         scope = (auth.OPERATOR,) if replay is not None else (auth.OPERATIONS_WRITE,)
         verdict = decided(request, scope)
@@ -408,7 +414,7 @@ class OperationsView(View):
             metadata.partition,
             metadata.offset,
         )
-        if wait in ("false", "0"):
+        if not wait:
             return self.json({"op_id": operation.op_id, "status": "submitted"}, status=202)
         # The operation's place on its partition: the wait measures how fast the owner approaches it.
         offset = (

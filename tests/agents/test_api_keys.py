@@ -213,8 +213,10 @@ async def test_a_key_with_the_scope_for_the_users_is_served(client: TestClient, 
     assert (await call(client, "POST", "/operations", transfer, writer))[0] == 202
     status, answer, _ = await call(client, "POST", "/operations", deposit(199, "d-2"), writer)
     assert (status, answer) == (202, {"op_id": "d-2", "status": "submitted"})
-    replayed = await call(client, "POST", "/operations?replay=0:3", deposit(100, "d-3"), bearer(secret_of("ops")))
-    assert replayed[0] == 202
+    ops = bearer(secret_of("ops"))
+    assert (await call(client, "POST", "/operations?replay=0:3", deposit(100, "d-3"), ops))[0] == 202
+    status, answer, _ = await call(client, "POST", "/operations?replay=x", deposit(100, "d-4"), ops)
+    assert (status, answer["field"]) == (400, "replay")
     assert len(keyed.sent) == 3
     assert (await call(client, "GET", f"/accounts/{INSIDE}", None, reader))[0] == 404  # no account: but served
     assert (await call(client, "GET", f"/accounts/{INSIDE}/holds", None, reader))[0] == 200
