@@ -39,7 +39,7 @@ TOKEN_KEY_ID = "UBS_API_TOKEN"
 _KEY_FIELDS = frozenset(("id", "sha256", "scopes", "users"))
 _KEY_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S+)")
+_BEARER = re.compile(r"bearer +(\S+)", re.IGNORECASE)
 
 Ranges = Tuple[Tuple[int, int], ...]
 
