@@ -8,10 +8,13 @@ and the ``ubscore`` console script see the same complete app.
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
 
 import faust
 from faust.types import ConsumerT, ProducerT, TopicT
+from faust.web import Web
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from app.guards import failpoints
 from app.guards.bulk_recovery import UBSCoreTableManager
@@ -23,26 +26,50 @@ from app.kafka_clients import broker_credentials
 from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
+from app.web import access
 
 log = logging.getLogger(__name__)
 
 
 class UBSCoreWorker(faust.Worker):
-    """Faust's worker without its terminal spinner, logging in ``UBS_LOG_FORMAT``.
+    """Faust's worker without its terminal spinner, logging in ``UBS_LOG_FORMAT``, reading its API keys.
 
     With a spinner Faust sets the root logger to DEBUG whatever ``-l`` says, so
     every library's debug record is built and then dropped: about a tenth of a
     busy worker's time. Without one, ``-l`` is the level that is built.
+
+    The keys are read, and the gateway's address judged, before anything else
+    starts (app.web.access): a worker that must not serve as configured exits
+    78 with one line, having bound nothing and touched no topic.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
+        self.exposure = access.start_or_exit(app.conf.web_bind)
+        super().__init__(app, *args, **kwargs)
         self.spinner = None
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        """Called once logging is configured: lines in ``UBS_LOG_FORMAT`` (app.log_format)."""
+        """Called once logging is configured: lines in ``UBS_LOG_FORMAT`` (app.log_format), the first on the keys."""
         super().on_setup_root_logger(logger, level)
         install_log_format(logger, settings.log_format)
+        access.announce(self.exposure)
+
+    def install_signal_handlers(self) -> None:
+        """mode's handlers, and SIGHUP: the API keys read again (app.web.access.reload)."""
+        super().install_signal_handlers()
+        self.loop.add_signal_handler(signal.SIGHUP, access.reload)
+
+
+class GatewayWeb(AiohttpWeb):
+    """Faust's aiohttp server serving UBSCore's views alone.
+
+    The settings given to the app turn Faust's own pages off one by one
+    (``/router``, ``/table``, ``/graph``, the statistics, ``/performance``);
+    the index that takes their place at ``/`` has no setting, so it is left out
+    here. None of them would ask for an API key.
+    """
+
+    production_blueprints = ()
 
 
 class UBSCoreApp(faust.App):
@@ -64,6 +91,10 @@ class UBSCoreApp(faust.App):
             beacon=self.beacon,
             loop=self.transport.loop,
         )
+
+    def _new_web(self) -> Web:
+        """The gateway's server: Faust's, without Faust's pages (GatewayWeb)."""
+        return GatewayWeb(self)
 
     def _new_producer(self) -> ProducerT:
         """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""
@@ -143,6 +174,12 @@ app = UBSCoreApp(
     web_host=settings.advertised_host,
     web_port=settings.web_port,
     canonical_url=settings.canonical_url,
+    # Faust's own pages: table contents, the cluster's layout, statistics, none behind an API key.
+    web_router_enabled=False,
+    web_tables_enabled=False,
+    web_graph_enabled=False,
+    web_stats_enabled=False,
+    web_metrics_enabled=False,
     key_serializer="raw",
     value_serializer="raw",
     # Every write is acknowledged by all in-sync replicas before it counts as sent.

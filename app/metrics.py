@@ -20,6 +20,9 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_creat
 # A ``_created`` series per counter doubles the output and nothing here reads it.
 disable_created_metrics()
 
+#: The text format every Prometheus server reads (generate_latest writes it).
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+
 #: Seconds: a checkpoint is a few milliseconds, a backlog after a restart minutes.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: Inputs per checkpoint, up to UBS_BATCH_MAX (1000 by default).

@@ -23,11 +23,11 @@ from prometheus_client import REGISTRY, generate_latest
 
 from app.consumer_lag import export_lag
 from app.faust_app import app
+from app.metrics import TEXT_FORMAT
 from app.settings import settings
 from app.topics import CREDITS, OPERATIONS
-
-#: The text format every Prometheus server reads (generate_latest writes it).
-TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+from app.web.auth import METRICS_READ
+from app.web.guard import requires
 
 
 class FaustSensor(PrometheusMonitor):
@@ -109,6 +109,7 @@ app.monitor = sensor
 class MetricsView(View):
     """Prometheus scrape endpoint: UBSCore's metrics and Faust's, from one registry."""
 
+    @requires(METRICS_READ)
     async def get(self, request: Request) -> Response:
         """Text exposition format."""
         sensor.sync()

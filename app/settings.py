@@ -156,6 +156,22 @@ class Settings:
     keyspace: str = _setting("UBS_KEYSPACE", "ubscore", "keyspace, created if missing")
     web_host: str = _setting("UBS_WEB_HOST", "127.0.0.1", "interface the gateway binds to")
     web_port: int = _setting("UBS_WEB_PORT", 6066, "gateway port", "integer", 1)
+    web_behind_proxy: bool = _setting(
+        "UBS_WEB_BEHIND_PROXY",
+        False,
+        "`1` declares a TLS-terminating proxy in front of a gateway bound to a non-loopback address, which "
+        "serves plain HTTP; without it such a gateway warns at every start",
+        "flag",
+        shown="`0`",
+    )
+    insecure: bool = _setting(
+        "UBS_INSECURE",
+        False,
+        "`1` lets a gateway bound to a non-loopback address start without any API key, open to anyone who "
+        "reaches it (a warning at every start); without it such a worker refuses to start (exit 78)",
+        "flag",
+        shown="`0`",
+    )
     advertised_host: str = _setting(
         "UBS_ADVERTISED_HOST",
         "",
@@ -190,10 +206,24 @@ class Settings:
         60,
     )
     wait_timeout_s: float = _setting("UBS_WAIT_TIMEOUT_S", 10.0, "how long `?wait=true` waits before 504", "number")
+    api_keys_file: Optional[str] = _setting(
+        "UBS_API_KEYS_FILE",
+        None,
+        "JSON file of API keys (sha256 of each secret, scopes, user ranges), read at start and on SIGHUP; once "
+        "any key is configured every route but `/health` needs `Authorization: Bearer <secret>` "
+        "(docs/api-keys.md)",
+        "optional",
+    )
     api_token: Optional[Secret] = _setting(
         "UBS_API_TOKEN",
         None,
-        "when set, `POST /operations` needs `Authorization: Bearer <token>`",
+        "a key with every scope for every user, beside or instead of `UBS_API_KEYS_FILE`",
+        "secret",
+    )
+    api_key: Optional[Secret] = _setting(
+        "UBS_API_KEY",
+        None,
+        "the secret the `ubscore` commands send as `Authorization: Bearer` (`UBS_API_TOKEN` when unset)",
         "secret",
     )
     max_body_bytes: int = _setting(
@@ -326,6 +356,12 @@ class Settings:
         return self.session_timeout_s / 2
 
     @property
+    def client_secret(self) -> Optional[str]:
+        """The API key the ``ubscore`` commands present: UBS_API_KEY, else UBS_API_TOKEN (every scope)."""
+        chosen = self.api_key or self.api_token
+        return None if chosen is None else chosen.reveal()
+
+    @property
     def canonical_url(self) -> str:
         """The URL other workers use to reach this one (for routed reads)."""
         return f"http://{self.advertised_host}:{self.web_port}"
@@ -391,6 +427,12 @@ def _one_of(choices: Tuple[str, ...]) -> Callable[[str, str], str]:
     return parse
 
 
+def _flag(raw: str, name: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ConfigurationError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
 def _hosts(raw: str, name: str) -> Tuple[str, ...]:
     hosts = tuple(host.strip() for host in raw.split(",") if host.strip())
     if not hosts:
@@ -420,6 +462,7 @@ _PARSERS: Dict[str, Callable[[str, str], Any]] = {
     "hosts": _hosts,
     "file": _file,
     "secret": lambda raw, name: Secret(raw),
+    "flag": _flag,
 }
 
 

@@ -537,6 +537,19 @@ def parse_operation(body: Any) -> Command:
     return Operation(op_id, kind, user_id, asset, amount, to_user_id=to_user_id, source=source, hold_id=hold_id)
 
 
+def users_named(operation: Command) -> Tuple[int, ...]:
+    """Every user an operation names, its own first: a client may submit it only for all of them.
+
+    A transfer credits its payee, a trade moves both sides' funds and pays the fee account.
+    """
+    named: Tuple[Optional[int], ...] = (
+        (operation.buyer.user_id, operation.seller.user_id, operation.fee_account)
+        if isinstance(operation, Trade)
+        else (operation.user_id, operation.to_user_id)
+    )
+    return tuple(user_id for user_id in named if user_id is not None)
+
+
 @dataclass(frozen=True)
 class Intake:
     """An operation message read as far as it goes: whose it is, and the operation or why it is invalid."""

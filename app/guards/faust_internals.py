@@ -5,8 +5,8 @@ back, what its consumer believes it read and committed, and aiokafka's view of a
 partition. Each read is one function here, and tests/unit/test_faust_internals.py
 checks each against the installed versions, so an upgrade that moves one fails a
 canary test instead of a guard in production. Besides these reads, private
-hooks are overridden by subclasses: ``faust.App._new_producer``
-(app.faust_app.UBSCoreApp), ``ProducerBuffer._send_pending``
+hooks are overridden by subclasses: ``faust.App._new_producer`` and
+``faust.App._new_web`` (app.faust_app.UBSCoreApp), ``ProducerBuffer._send_pending``
 (app.guards.producer_buffer), and ``Recovery._build_offsets`` with the
 ``TableManager.recovery`` that hands it out (app.guards.bulk_recovery), and
 ``Consumer.wait_first`` as the fetcher uses it (app.guards.consume_loop); the

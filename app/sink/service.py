@@ -30,7 +30,6 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Seque
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
-from prometheus_client import start_http_server
 
 from app import metrics
 from app.backoff import backoff
@@ -42,6 +41,7 @@ from app.log_format import SinkWorker
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic
+from app.web import access
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,14 @@ def sink_partitions() -> List[int]:
 def run_alone(loglevel: str) -> None:
     """The sink in a process of its own, without the Faust app, its tables or the gateway.
 
-    Its metrics are served on ``UBS_WEB_HOST:UBS_WEB_PORT`` at /metrics by
-    prometheus_client's own server, since there is no gateway to serve them.
+    Its metrics are served on ``UBS_WEB_HOST:UBS_WEB_PORT`` at /metrics by a
+    server of its own (app.sink.alone), behind the gateway's API keys.
     """
-    start_http_server(settings.web_port, addr=settings.web_host)
-    SinkWorker(SettlementSink(), loglevel=loglevel).execute_from_commandline()
+    from app.sink.alone import AloneWorker, MetricsServer
+
+    exposure = access.start_or_exit(settings.web_host)
+    server = MetricsServer(settings.web_host, settings.web_port)
+    AloneWorker(exposure, server, SettlementSink(), loglevel=loglevel).execute_from_commandline()
 
 
 async def settle_once(consumer: EventConsumer) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import json
 import logging
+import secrets
 import sys
 import time
 import uuid
@@ -47,6 +48,7 @@ from app.tools.dlq import (
 from app.tools.gateway_client import Answer, Gateway, Unreachable
 from app.tools.tail import follow
 from app.topic_reader import read_topic
+from app.web.auth import SCOPES, KeyFileError, digest, parse_keys
 
 #: How long a command waits for Kafka before it gives up with one line.
 KAFKA_TIMEOUT_S = 15.0
@@ -165,8 +167,7 @@ def json_option() -> option:
 
 
 def gateway(url: Optional[str]) -> Gateway:
-    token = settings.api_token.reveal() if settings.api_token is not None else None
-    return Gateway(url or settings.canonical_url, token, settings.wait_timeout_s)
+    return Gateway(url or settings.canonical_url, settings.client_secret, settings.wait_timeout_s)
 
 
 def wants_json(command: AppCommand, as_json: bool) -> bool:
@@ -514,7 +515,7 @@ async def replay_one(
         return True
     user, op_id = operation.get("user_id"), str(operation["op_id"])
     before = await gate.result(http, user, op_id) if isinstance(user, int) else None
-    answer = await gate.submit(http, operation, wait=True)
+    answer = await gate.submit(http, operation, wait=True, replay=letter.position)
     click.echo(f"{head}: op_id {op_id} -> {replay_outcome(answer, before)}")
     return answer.ok
 
@@ -532,3 +533,49 @@ def replay_outcome(answer: Answer, before: Optional[Answer]) -> str:
     if before is not None and before.ok:
         words.append("(duplicate: the op_id already had this result)")
     return " ".join(words)
+
+
+# --- keys -------------------------------------------------------------------------------------------
+
+
+@cli.group(name="keys")
+def keys() -> None:
+    """API keys for the gateway: make one; the workers read them from UBS_API_KEYS_FILE (docs/api-keys.md)."""
+
+
+@app.command(
+    option("--id", "key_id", required=True, help="the key's name in the log's audit lines", show_default=False),
+    option("--scopes", required=True, help=f"comma separated, of {', '.join(SCOPES)}", show_default=False),
+    option("--users", default=None, help="user ids it covers, e.g. 1000-1999,5000 [default: every user]"),
+    base=ClientCommand,
+    command_name="new",
+    group=keys,
+)
+def keys_new(self: ClientCommand, key_id: str, scopes: str, users: Optional[str]) -> int:
+    """A new key: its secret on the first line, shown this once, then the entry for the key file's "keys".
+
+    Only the secret's sha256 goes into the file; the worker reads the file again on SIGHUP.
+    """
+    secret = secrets.token_urlsafe(32)
+    entry: Dict[str, Any] = {"id": key_id, "sha256": digest(secret), "scopes": scopes.split(",")}
+    if users is not None:
+        entry["users"] = user_ranges(users)
+    try:
+        (key,) = parse_keys(json.dumps({"keys": [entry]}).encode())
+    except KeyFileError as exc:
+        raise CommandFailed(str(exc), USAGE) from None
+    click.echo(f"UBS_API_KEY={secret}")
+    click.echo(json.dumps(key.to_json()))
+    click.echo("the secret is shown this once; add the entry to UBS_API_KEYS_FILE, then SIGHUP the workers", err=True)
+    return 0
+
+
+def user_ranges(text: str) -> List[List[int]]:
+    """``1000-1999,5000`` as a key file writes it, ``[[1000, 1999], [5000, 5000]]``; the file's rules check the rest."""
+    ranges = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        if not (first.isdigit() and (last or first).isdigit()):
+            raise CommandFailed(f"--users takes user ids and ranges, e.g. 1000-1999,5000; got {part!r}", USAGE)
+        ranges.append([int(first), int(last or first)])
+    return ranges

@@ -12,7 +12,7 @@ import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -47,22 +47,28 @@ class Answer:
         return f"{self.status} {reason}{field}: {message}".rstrip(": ")
 
 
-class Gateway:
-    """One worker's gateway; ``token`` is UBS_API_TOKEN when the gateway requires it."""
+def bearer(secret: Optional[str]) -> Dict[str, str]:
+    """The header that presents an API key's secret; none without one (a gateway open on loopback)."""
+    return {"Authorization": f"Bearer {secret}"} if secret else {}
 
-    def __init__(self, url: str, token: Optional[str] = None, wait_timeout_s: float = 10.0) -> None:
+
+class Gateway:
+    """One worker's gateway; ``secret`` is the API key sent with every request (UBS_API_KEY or UBS_API_TOKEN)."""
+
+    def __init__(self, url: str, secret: Optional[str] = None, wait_timeout_s: float = 10.0) -> None:
         self.url = url.rstrip("/")
-        self.token = token
+        self.secret = secret
         self.wait_timeout_s = wait_timeout_s
 
-    async def submit(self, http: aiohttp.ClientSession, operation: Dict[str, Any], wait: bool) -> Answer:
-        """POST /operations (``?wait=true`` for the result)."""
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        path = "/operations?wait=true" if wait else "/operations"
+    async def submit(
+        self, http: aiohttp.ClientSession, operation: Dict[str, Any], wait: bool, replay: Optional[str] = None
+    ) -> Answer:
+        """POST /operations (``?wait=true`` for the result; ``replay``: the dead letter's PARTITION:OFFSET)."""
+        query = {**({"wait": "true"} if wait else {}), **({"replay": replay} if replay else {})}
+        path = f"/operations?{urlencode(query)}" if query else "/operations"
         body = json.dumps(operation, separators=(",", ":"))
         timeout = self.wait_timeout_s + WAIT_MARGIN_S if wait else CONNECT_TIMEOUT_S
+        headers = {"Content-Type": "application/json"}
         return await self._call(http, "POST", path, timeout, data=body, headers=headers)
 
     async def account(self, http: aiohttp.ClientSession, user_id: int) -> Answer:
@@ -77,8 +83,9 @@ class Gateway:
         self, http: aiohttp.ClientSession, method: str, path: str, within_s: float, **kwargs: Any
     ) -> Answer:
         limits = aiohttp.ClientTimeout(total=within_s, connect=CONNECT_TIMEOUT_S)
+        headers = {**kwargs.pop("headers", {}), **bearer(self.secret)}
         try:
-            async with http.request(method, f"{self.url}{path}", timeout=limits, **kwargs) as response:
+            async with http.request(method, f"{self.url}{path}", timeout=limits, headers=headers, **kwargs) as response:
                 text = await response.text()
                 return Answer(response.status, _body(text))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

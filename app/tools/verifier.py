@@ -19,6 +19,7 @@ import aiohttp
 from app.core.verification import Report, check
 from app.settings import Settings
 from app.sink.cql import event_from_row, new_cluster
+from app.tools.gateway_client import bearer
 from app.topic_reader import read_topic
 
 Record = Tuple[Optional[bytes], bytes]
@@ -36,16 +37,17 @@ async def read_records(settings: Settings, base: str) -> List[Record]:
 
 
 async def read_tables(
-    worker_url: str, users: Sequence[int], concurrency: int = 32
+    worker_url: str, users: Sequence[int], concurrency: int = 32, secret: Optional[str] = None
 ) -> Dict[int, Optional[Dict[str, Any]]]:
     """Each user's account as the owning worker's tables hold it, with all its open holds (404 -> None).
 
     An account's answer lists its first holds; one with more (``holds_more``) is
-    read on through the holds view, a page at a time.
+    read on through the holds view, a page at a time. ``secret``: an API key with
+    ``accounts:read`` for every user, when the worker has keys.
     """
     limit = asyncio.Semaphore(concurrency)
     tables: Dict[int, Optional[Dict[str, Any]]] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), headers=bearer(secret)) as http:
 
         async def one(user: int) -> None:
             async with limit:
@@ -103,7 +105,7 @@ async def verify(
     users = sorted({int(e["user_id"]) for e in events})
     tables: Optional[Mapping[int, Optional[Dict[str, Any]]]] = None
     if worker_url:
-        tables = await read_tables(worker_url, users)
+        tables = await read_tables(worker_url, users, secret=settings.client_secret)
         done("tables", len(tables))
     db_events = db_balances = None
     if with_database:

@@ -1,30 +1,37 @@
-"""The HTTP gateway, served by every worker on UBS_WEB_HOST:UBS_WEB_PORT.
+"""The HTTP gateway, served by every worker on UBS_WEB_HOST:UBS_WEB_PORT, and the API key scope of each route.
 
-    POST /operations[?wait=true]        submit an operation (202, or 200 with its result)
-    GET  /operations/{user_id}/{op_id}  the stored result of one operation (404 until it exists)
-    GET  /accounts/{user_id}            balances from the accounts table, and the first open holds
-    GET  /accounts/{user_id}/holds      open holds, a page at a time (?limit=N&after=HOLD_ID)
-    GET  /accounts/{user_id}/events     history from the database, newest first (?limit=N)
-    GET  /health                        liveness and what this worker owns
-    GET  /metrics                       Prometheus text format (app.monitoring)
+    POST /operations[?wait=true]        operations:write  submit an operation (202, or 200 with its result)
+    POST /operations?replay=P:O         operator          the same, replaying the dead letter at P:O
+    GET  /operations/{user_id}/{op_id}  accounts:read     the stored result of one operation (404 until it exists);
+                                        (or operations:write, or operator: who may submit may read the answer)
+    GET  /accounts/{user_id}            accounts:read     balances from the accounts table, and the first open holds
+    GET  /accounts/{user_id}/holds      accounts:read     open holds, a page at a time (?limit=N&after=HOLD_ID)
+    GET  /accounts/{user_id}/events     accounts:read     history from the database, newest first (?limit=N)
+    GET  /assets, /assets/{asset}       any key           the asset registry
+    POST /assets                        assets:write      register an asset
+    GET  /health                        none              liveness and what this worker owns
+    GET  /metrics                       metrics:read      Prometheus text format (app.monitoring)
 
-Table reads go to the worker that owns the user's partition (Faust's router, as in
-``table_route``); any worker answers for any user. Client mistakes get a 4xx JSON
-body naming the field; an unavailable dependency is a 503, never a false 202.
+Once any key is configured (app.web.access), every route but /health answers 401
+without a valid key and 403 naming the scope it lacks or the user outside its
+ranges, before it reads a body, forwards or produces anything. Table reads go to
+the worker that owns the user's partition, which decides again on the client's
+own Authorization header; any worker answers for any user. Client mistakes get a
+4xx JSON body naming the field; an unavailable dependency is a 503, never a false 202.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -36,7 +43,17 @@ from app.agents import checkpoint
 from app.agents.waiters import waiters
 from app.core.assets import Asset, parse_asset, to_minor_units
 from app.core.ledger import Account, Hold, StoredResult, operation_key
-from app.core.models import MAX_ASSET, MAX_ID, Command, Event, Trade, check_hold_id, check_op_id, parse_operation
+from app.core.models import (
+    MAX_ASSET,
+    MAX_ID,
+    Command,
+    Event,
+    Trade,
+    check_hold_id,
+    check_op_id,
+    parse_operation,
+    users_named,
+)
 from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
@@ -48,7 +65,8 @@ from app.settings import settings
 from app.sink.service import sink_partitions, store
 from app.tables import accounts, assets, cursors, open_holds, read, results
 from app.topics import ASSETS, operations_topic
-from app.web import admission, routing
+from app.web import admission, auth, routing
+from app.web.guard import Handler, audited, decided, note, refused, requires
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +84,8 @@ OWNER_RECHECK_S = 1.0
 LOOKUP_RETRY_S = 0.1
 #: How much longer than its wait a request to the owner may take.
 REMOTE_GRACE_S = 5.0
-
-Handler = Callable[..., Awaitable[Response]]
+#: A dead letter's place, PARTITION:OFFSET, as ``ubscore dlq`` names it.
+_POSITION = re.compile(r"\d{1,10}:\d{1,19}")
 
 
 def _error(view: View, status: int, reason: str, field: Optional[str], message: str, **extra: Any) -> Response:
@@ -122,7 +140,7 @@ def counted(name: str) -> Callable[[Handler], Handler]:
 
 
 def routed(handler: Handler) -> Handler:
-    """Answer on the worker that owns the user's partition, forwarding the request if needed."""
+    """Answer on the worker that owns the user's partition, forwarding the request (its headers too) if needed."""
 
     @functools.wraps(handler)
     async def wrapper(view: View, request: Request, user_id: str, *args: Any, **kwargs: Any) -> Response:
@@ -167,7 +185,9 @@ class Waited:
     backlog_s: Optional[float] = None
 
 
-async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Optional[int] = None) -> Waited:
+async def wait_result(
+    user_id: int, op_id: str, timeout_s: float, offset: Optional[int] = None, authorization: Optional[str] = None
+) -> Waited:
     """The result of an operation, waiting up to ``timeout_s`` for it at the worker that owns the user.
 
     Here, the request is woken by the checkpoint that writes the result
@@ -181,6 +201,9 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
     it has before the operation; once those would take longer than the time left
     at the rate seen, the wait ends with that estimate (``backlog_s``) instead of
     running into the timeout.
+
+    ``authorization`` is the client's own header, sent to the owner, which
+    decides on it as on any read: no worker vouches for another.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -189,7 +212,7 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
     while True:
         slice_s = max(0.0, min(deadline - loop.time(), next(slices, OWNER_RECHECK_S)))
         try:
-            lookup = await _result_at_owner(user_id, op_id, slice_s, offset)
+            lookup = await _result_at_owner(user_id, op_id, slice_s, offset, authorization)
         except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
             log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", user_id, op_id, exc)
             lookup = Lookup(None)
@@ -208,7 +231,9 @@ async def wait_result(user_id: int, op_id: str, timeout_s: float, offset: Option
             return Waited(None, backlog_s)
 
 
-async def _result_at_owner(user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None) -> Lookup:
+async def _result_at_owner(
+    user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None, authorization: Optional[str] = None
+) -> Lookup:
     owner = routing.owner_of(user_id)
     if owner is None:
         # No assignment names an owner yet: this worker's table may hold the result, but its
@@ -219,7 +244,8 @@ async def _result_at_owner(user_id: int, op_id: str, wait_s: float, offset: Opti
     query = {"wait_s": f"{wait_s:.3f}", **({} if offset is None else {"offset": str(offset)})}
     url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query(query)
     timeout = aiohttp.ClientTimeout(total=wait_s + REMOTE_GRACE_S)
-    async with app.http_client.get(url, timeout=timeout) as response:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    async with app.http_client.get(url, timeout=timeout, headers=headers) as response:
         body: Dict[str, Any] = await response.json(content_type=None)
         if response.status == 200:
             return Lookup(body)
@@ -313,30 +339,40 @@ async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Opt
     return body, None
 
 
-def _authorized(request: Request) -> bool:
-    if settings.api_token is None:
-        return True
-    header = request.headers.get("Authorization", "")
-    expected = f"Bearer {settings.api_token.reveal()}"
-    # surrogateescape: a header of undecodable bytes compares unequal instead of raising.
-    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), expected.encode())
+def _submit_query(request: Request) -> Tuple[bool, Optional[str]]:
+    """A submit's ``?wait`` and ``?replay`` (a dead letter's place), or InvalidOperation naming the bad one."""
+    query = _query(request, ("wait", "replay"))
+    wait, replay = query.get("wait", "false").lower(), query.get("replay")
+    if wait not in ("true", "false", "1", "0"):
+        raise InvalidOperation("wait", "invalid_query", "wait must be true or false")
+    if replay is not None and not _POSITION.fullmatch(replay):
+        raise InvalidOperation("replay", "invalid_query", "replay must be PARTITION:OFFSET of a dead letter")
+    return wait in ("true", "1"), replay
 
 
 @app.page("/operations")
 class OperationsView(View):
     """Submit operations: validated here, produced to balance.operations keyed by user."""
 
+    @audited("POST", "/operations")
     @counted("submit")
+    @requires()  # a valid key; its scope, operations:write or operator, depends on ?replay (below)
     async def post(self, request: Request) -> Response:
-        """202 once Kafka has the operation; with ?wait=true, 200 and its result event."""
-        if not _authorized(request):
-            return _error(self, 401, "unauthorized", None, "a valid 'Authorization: Bearer <token>' header is required")
+        """202 once Kafka has the operation; with ?wait=true, 200 and its result event.
+
+        ``?replay=PARTITION:OFFSET`` marks the replay of a dead letter (``ubscore
+        dlq replay``), an operator's action, audited with the letter's place.
+        Every user the operation names must be in the key's ranges.
+        """
         try:
-            wait = _query(request, ("wait",)).get("wait", "false").lower()
+            wait, replay = _submit_query(request)
         except InvalidOperation as error:
             return _error(self, 400, error.reason, error.field, error.message)
-        if wait not in ("true", "false", "1", "0"):
-            return _error(self, 400, "invalid_query", "wait", "wait must be true or false")
+        note(replay=replay)
+        scope = (auth.OPERATOR,) if replay is not None else (auth.OPERATIONS_WRITE,)
+        verdict = decided(request, scope)
+        if not verdict.allowed:
+            return refused(self, verdict)
         raw, problem = await _read_body(self, request)
         if problem is not None or raw is None:
             return problem or _error(self, 400, "invalid_body", None, "empty body")
@@ -345,6 +381,10 @@ class OperationsView(View):
         except InvalidOperation as error:
             status = 400 if error.field is None else 422
             return _error(self, status, error.reason, error.field, error.message)
+        note(op_id=operation.op_id)
+        verdict = decided(request, scope, users_named(operation))
+        if not verdict.allowed:
+            return refused(self, verdict)
 
         payload = json.dumps(operation.to_json(), separators=(",", ":")).encode()
         try:
@@ -374,7 +414,7 @@ class OperationsView(View):
             metadata.partition,
             metadata.offset,
         )
-        if wait in ("false", "0"):
+        if not wait:
             return self.json({"op_id": operation.op_id, "status": "submitted"}, status=202)
         # The operation's place on its partition: the wait measures how fast the owner approaches it.
         offset = (
@@ -382,10 +422,12 @@ class OperationsView(View):
             if metadata.partition == partition_for(user_key(operation.user_id), settings.partitions)
             else None
         )
-        return await self._wait_for_result(operation, offset)
+        return await self._wait_for_result(operation, offset, request.headers.get("Authorization"))
 
-    async def _wait_for_result(self, operation: Command, offset: Optional[int]) -> Response:
-        waited = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s, offset)
+    async def _wait_for_result(
+        self, operation: Command, offset: Optional[int], authorization: Optional[str]
+    ) -> Response:
+        waited = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s, offset, authorization)
         found = waited.result
         if found is None and waited.backlog_s is not None:
             retry_after = max(1, math.ceil(waited.backlog_s))
@@ -431,6 +473,7 @@ class OperationResultView(View):
     """The result event of one operation, from the results table of the owning worker."""
 
     @counted("result")
+    @requires(auth.ACCOUNTS_READ, auth.OPERATIONS_WRITE, auth.OPERATOR, per_user=True)
     @routed
     async def get(self, request: Request, user_id: str, op_id: str) -> Response:
         """200 with the event, or 404 while (or if) it has none; ``?wait_s=`` waits that long for it first."""
@@ -467,6 +510,7 @@ class AccountView(View):
     """Balances of one user, from the accounts table of the owning worker."""
 
     @counted("account")
+    @requires(auth.ACCOUNTS_READ, per_user=True)
     @routed
     async def get(self, request: Request, user_id: str) -> Response:
         """200 with seq, balances per asset and the first ``ACCOUNT_HOLDS`` open holds, or 404 for a user never seen.
@@ -492,6 +536,7 @@ class HoldsView(View):
     """Open holds of one user, a page at a time, from the holds table of the owning worker."""
 
     @counted("holds")
+    @requires(auth.ACCOUNTS_READ, per_user=True)
     @routed
     async def get(self, request: Request, user_id: str) -> Response:
         """200 with up to ``limit`` open holds after the hold id ``after``, in hold id order (none for a new user).
@@ -554,6 +599,7 @@ class HistoryView(View):
     """A user's settled history, from the database (any worker can ask it)."""
 
     @counted("history")
+    @requires(auth.ACCOUNTS_READ, per_user=True)
     async def get(self, request: Request, user_id: str) -> Response:
         """The newest ``limit`` events, newest first."""
         try:
@@ -597,15 +643,16 @@ class AssetsView(View):
     """The asset registry: list it on any worker; register at the registrar (the owner of partition 0)."""
 
     @counted("assets")
+    @requires()
     async def get(self, request: Request) -> Response:
         """Every registered asset, by id."""
         return self.json({"assets": [asset.to_json() for asset in _registry()]})
 
+    @audited("POST", "/assets")
     @counted("register_asset")
+    @requires(auth.ASSETS_WRITE)
     async def post(self, request: Request) -> Response:
         """201 when new, 200 when registered identically before, 409 when registered otherwise."""
-        if not _authorized(request):
-            return _error(self, 401, "unauthorized", None, "a valid 'Authorization: Bearer <token>' header is required")
         raw, problem = await _read_body(self, request)
         if problem is not None or raw is None:
             return problem or _error(self, 400, "invalid_body", None, "empty body")
@@ -613,6 +660,7 @@ class AssetsView(View):
             asset = parse_asset(decode_json(raw))
         except InvalidOperation as error:
             return _error(self, 400 if error.field is None else 422, error.reason, error.field, error.message)
+        note(asset=asset.asset)
         registrar = routing.owner_of_partition(0)
         if registrar is None:
             return _error(self, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
@@ -658,6 +706,7 @@ class AssetView(View):
     """One registered asset."""
 
     @counted("asset")
+    @requires()
     async def get(self, request: Request, asset_id: str) -> Response:
         """200 with the asset, 404 when it is not registered."""
         value = decimal_text(asset_id, MAX_ASSET)

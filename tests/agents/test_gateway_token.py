@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from types import SimpleNamespace
-from typing import Any
-
-import pytest
 
 from app.settings import Secret, settings
-from app.web import views
-from app.web.views import _authorized
+from app.web import access
+from app.web.auth import find, presented_secret
 
 
-def request(authorization: str) -> Any:
-    return SimpleNamespace(headers={"Authorization": authorization})
+def test_only_the_token_itself_is_let_in() -> None:
+    ring = access.load(replace(settings, api_keys_file=None, api_token=Secret("s3cret")))
+    assert ring.enforced
+    assert find(ring, presented_secret("Bearer s3cret")) is not None
+    assert find(ring, presented_secret(f"Bearer {Secret('s3cret')}")) is None  # what the masked token prints as
+    assert find(ring, presented_secret("Bearer other")) is None
 
 
-def test_only_the_token_itself_is_let_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(views, "settings", replace(settings, api_token=Secret("s3cret")))
-    assert _authorized(request("Bearer s3cret"))
-    assert not _authorized(request(f"Bearer {Secret('s3cret')}"))  # what the masked token prints as
-    assert not _authorized(request("Bearer other"))
-
-
-def test_without_a_token_writes_are_open(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(views, "settings", replace(settings, api_token=None))
-    assert _authorized(request(""))
+def test_without_a_token_or_keys_the_gateway_is_open() -> None:
+    assert not access.load(replace(settings, api_keys_file=None, api_token=None)).enforced

@@ -20,12 +20,13 @@ HOLDS = 250
 
 
 class Request:
-    """What the views read of a request: its query and path."""
+    """What the views read of a request: its query, path and headers (none: no API key, a gateway open)."""
 
     def __init__(self, path_and_query: str) -> None:
         url = URL(path_and_query)
         self.query = url.query
         self.path = url.path
+        self.headers: Dict[str, str] = {}
 
 
 @pytest.fixture()

@@ -1,6 +1,7 @@
 """The gateway's guards on a worker started with a token and a small body limit.
 
-Writes need the bearer token; bodies beyond UBS_MAX_BODY_BYTES are refused
+Every route but /health needs the bearer token (a key with every scope, app.web.auth);
+bodies beyond UBS_MAX_BODY_BYTES are refused
 before they are parsed; nothing a client sends, through the view or the public
 topic, can be a credit leg. A refused request changes nothing.
 """
@@ -47,9 +48,10 @@ async def submit(
             return response.status, await response.json(content_type=None)
 
 
-async def account(worker: Worker, user: int) -> Tuple[int, Dict[str, Any]]:
+async def account(worker: Worker, user: int, token: Optional[str] = TOKEN) -> Tuple[int, Dict[str, Any]]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{worker.url}/accounts/{user}") as response:
+        async with http.get(f"{worker.url}/accounts/{user}", headers=headers) as response:
             return response.status, await response.json(content_type=None)
 
 
@@ -76,7 +78,8 @@ async def test_writes_need_the_bearer_token(guarded: Worker) -> None:
     # Had a refused deposit been produced, it would be ahead of d1 on the user's partition.
     assert (status, body["status"], body["available"], body["seq"]) == (200, "accepted", 10, 1)
     assert await op_ids_on_topic(guarded, user) == ["d1"]
-    # Reads stay open: the token guards money movement.
+    # Reads need it too: balances are nobody else's business.
+    assert (await account(guarded, user, token=None))[0] == 401
     status, body = await account(guarded, user)
     assert status == 200 and body["balances"]["1"]["available"] == 10
 

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
 
 from app.consumer_lag import PartitionLag
 from app.tools import cli, dlq, output
-from app.tools.gateway_client import Answer
+from app.tools.gateway_client import Answer, Gateway
+from app.web.auth import find, keyring, parse_keys
 
 REPO = Path(__file__).resolve().parents[2]
 NOW_MS = 1_800_000_000_000
@@ -263,6 +266,10 @@ def ubscore(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Comp
         (["dlq", "list", "--since", "yesterday"], "neither an ISO time"),
         (["dlq", "replay", "--set", "amount"], "is not FIELD=VALUE"),
         (["dlq", "replay", "--offset", "x"], "is not PARTITION:OFFSET"),
+        (["keys", "new", "--scopes", "operator"], "Missing option '--id'"),
+        (["keys", "new", "--id", "k", "--scopes", "admin"], 'unknown scope "admin"'),
+        (["keys", "new", "--id", "k", "--scopes", "operator", "--users", "1-x"], "--users takes user ids"),
+        (["keys", "new", "--id", "k", "--scopes", "operator", "--users", "9-5"], "whose first is above its last"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(args: List[str], says: str) -> None:
@@ -291,7 +298,7 @@ def test_kafka_that_does_not_answer_is_one_line() -> None:
 def test_help_lists_the_commands() -> None:
     done = ubscore("--help")
     assert done.returncode == 0
-    for name in ("submit", "account", "tail", "lag", "verify", "workers", "dlq", "worker"):
+    for name in ("submit", "account", "tail", "lag", "verify", "workers", "dlq", "keys", "worker"):
         assert f"\n  {name} " in done.stdout, name
     assert "replay" in ubscore("dlq", "--help").stdout
 
@@ -316,3 +323,41 @@ def test_verify_shows_a_progress_bar_on_a_terminal_and_stage_lines_elsewhere(
     with cli.verify_progress(steps) as done:
         done("operations", 7)
     assert "verify: [1/4] operations: 7 read" in capsys.readouterr().err
+
+
+def test_keys_new_shows_the_secret_once_beside_an_entry_the_key_file_takes() -> None:
+    scopes = "operations:write,accounts:read"
+    done = ubscore("keys", "new", "--id", "ledger-eu", "--scopes", scopes, "--users", "10-19,30")
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.strip().splitlines()
+    secret = first.removeprefix("UBS_API_KEY=")
+    entry = json.loads(second)
+    assert entry["id"] == "ledger-eu" and entry["users"] == [[10, 19], [30, 30]] and secret not in second
+    assert entry["scopes"] == ["accounts:read", "operations:write"]
+    ring = keyring(parse_keys(json.dumps({"keys": [entry]}).encode()), None)
+    assert getattr(find(ring, secret), "id", None) == "ledger-eu"
+    assert "shown this once" in done.stderr and secret not in done.stderr
+    assert ubscore("keys", "new", "--id", "x", "--scopes", "operator").stdout.splitlines()[0] != first
+
+
+async def test_every_call_to_a_gateway_presents_the_key_and_a_replay_says_which_letter() -> None:
+    seen: List[Any] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path_qs, request.headers.get("Authorization")))
+        return web.json_response({"status": "accepted"})
+
+    server = web.Application()
+    server.router.add_route("*", "/{tail:.*}", record)
+    async with TestServer(server) as served, ClientSession() as http:
+        keyed = Gateway(str(served.make_url("")), "the-secret")
+        await keyed.submit(http, {"op_id": "a"}, wait=True, replay="2:7")
+        await keyed.account(http, 1001)
+        await keyed.result(http, 1001, "a b")
+        await Gateway(str(served.make_url("")), None).submit(http, {"op_id": "b"}, wait=False)
+    assert seen == [
+        ("POST", "/operations?wait=true&replay=2:7", "Bearer the-secret"),
+        ("GET", "/accounts/1001", "Bearer the-secret"),
+        ("GET", "/operations/1001/a%20b", "Bearer the-secret"),
+        ("POST", "/operations", None),
+    ]

@@ -24,7 +24,7 @@ from app.tools import launcher
 from app.tools.launcher import LocalWorker, supervise
 from app.tools.supervisor import Supervisor
 
-RESTARTABLE = sorted(int(code) for code in ExitCode)
+RESTARTABLE = sorted(int(code) for code in RESTART_REASONS)
 
 
 def exits_with(status: int) -> List[str]:
@@ -138,12 +138,14 @@ def test_a_child_asking_for_a_restart_is_started_again(status: int, workers: Wor
     assert supervisor.restarts == 1 and child.process is not first
 
 
-def test_a_child_exiting_otherwise_is_recorded_and_not_restarted(workers: WorkerPool) -> None:
-    child = workers.start(exits_with(1))
+@pytest.mark.parametrize("status", [1, ExitCode.BAD_CONFIGURATION])
+def test_a_child_exiting_otherwise_is_recorded_and_not_restarted(status: int, workers: WorkerPool) -> None:
+    """A worker refusing its configuration (78) would refuse it again: it is not restarted either."""
+    child = workers.start(exits_with(status))
     first = child.process
     wait_exited(child)
     supervisor = Supervisor([child], restart=restart_on_request)
-    assert [e.status for e in supervisor.poll(now=1.0)] == [1]
+    assert [e.status for e in supervisor.poll(now=1.0)] == [status]
     assert supervisor.poll(now=2.0) == []  # one exit is reported once
     assert supervisor.restarts == 0 and child.process is first
 

@@ -196,6 +196,18 @@ def test_our_subclasses_override_those_very_hooks() -> None:
     assert inspect.iscoroutinefunction(vars(DrainingProducerBuffer)["_send_pending"])
 
 
+def test_the_web_hook_exists_and_its_blueprints_are_chosen_from_the_class() -> None:
+    """app.faust_app overrides App._new_web with a Web whose production_blueprints (Faust's index) are none."""
+    from faust.web.base import Web
+
+    from app.faust_app import GatewayWeb, UBSCoreApp
+
+    assert "self._new_web()" in inspect.getsource(faust.App)
+    assert "_new_web" in vars(UBSCoreApp)
+    assert "self.production_blueprints" in inspect.getsource(Web._enabled_blueprints)
+    assert GatewayWeb.production_blueprints == ()
+
+
 def test_the_recovery_hooks_of_the_bulk_load_exist_and_are_called() -> None:
     """app.guards.bulk_recovery overrides Recovery._build_offsets and TableManager.recovery."""
     from faust.tables import TableManager

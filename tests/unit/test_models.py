@@ -7,7 +7,7 @@ from typing import Any, Dict
 
 import pytest
 
-from app.core.models import MAX_AMOUNT, Event, Operation, identify, parse_operation, read_event
+from app.core.models import MAX_AMOUNT, Event, Operation, identify, parse_operation, read_event, users_named
 from app.core.wire import decode_json
 from app.errors import InvalidOperation
 
@@ -153,3 +153,32 @@ def test_event_no_ledger_could_write_is_refused(overrides: Dict[str, Any]) -> No
 def test_event_that_is_not_one_is_refused(raw: Any) -> None:
     with pytest.raises(InvalidOperation):
         read_event(raw)
+
+
+TRADE = {
+    "op_id": "fill-1",
+    "kind": "trade",
+    "user_id": 2001,
+    "buyer": {"user_id": 2001, "hold_id": "bid-1"},
+    "seller": {"user_id": 3001, "hold_id": "ask-7"},
+    "base_asset": 1,
+    "quote_asset": 2,
+    "base_amount": 20,
+    "quote_amount": 400,
+}
+
+
+@pytest.mark.parametrize(
+    "raw, users",
+    [
+        (body(), (1001,)),
+        (body(kind="lock", hold_id="h"), (1001,)),
+        (body(kind="transfer", to_user_id=2002), (1001, 2002)),
+        (body(kind="transfer", to_user_id=2002, source="locked", hold_id="h"), (1001, 2002)),
+        (TRADE, (2001, 3001)),
+        ({**TRADE, "buyer_fee": 1, "fee_account": 9000}, (2001, 3001, 9000)),
+    ],
+)
+def test_every_user_an_operation_moves_money_for_is_named(raw: Dict[str, Any], users: tuple) -> None:
+    """Who may submit an operation must be allowed each of them (app.web.views)."""
+    assert users_named(parse_operation(raw)) == users

@@ -32,6 +32,13 @@ def test_token_is_read_and_hidden_from_repr() -> None:
     assert "abc" not in repr(settings)
 
 
+def test_the_commands_present_ubs_api_key_else_the_token() -> None:
+    both = load({"UBS_API_KEY": "key-secret", "UBS_API_TOKEN": "token-secret", "UBS_API_KEYS_FILE": "/etc/keys"})
+    assert both.client_secret == "key-secret" and load({"UBS_API_TOKEN": "t"}).client_secret == "t"
+    assert load({}).client_secret is None and load({}).api_keys_file is None
+    assert "key-secret" not in repr(both) and "token-secret" not in repr(both)
+
+
 def test_body_limit_has_a_floor() -> None:
     with pytest.raises(ConfigurationError, match="UBS_MAX_BODY_BYTES"):
         load({"UBS_MAX_BODY_BYTES": "10"})
