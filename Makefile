@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset tools bench bench-quick bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
+.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset stack-up-secure stack-down-secure tools bench bench-quick bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ stack-status:
 
 stack-reset:
 	stack/bin/stack reset
+
+## stack-up-secure / stack-down-secure: the secured Kafka (SASL_SSL, SCRAM, ACLs) + Cassandra (TLS, passwords) beside it; clients source .stack/secure/env
+stack-up-secure:
+	stack/bin/stack up --secure
+
+stack-down-secure:
+	stack/bin/stack down --secure
 
 ## run: install, start the stack, then WORKERS workers (default 1) in the foreground
 run: install stack-up

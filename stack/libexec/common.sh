@@ -68,3 +68,28 @@ run_kafka_tool() {
         -Dlog4j.configuration="file:$KAFKA_HOME/tools-log4j.properties" \
         -cp "$KAFKA_HOME/lib/*" "$main" "$@"
 }
+
+# Prints a template with each @NAME@ replaced: fill_template FILE NAME=value ...
+# (values are paths, ports and generated hex passwords, never containing '#').
+fill_template() {
+    local file=$1 pair expressions=()
+    shift
+    for pair in "$@"; do expressions+=(-e "s#@${pair%%=*}@#${pair#*=}#g"); done
+    sed "${expressions[@]}" "$file"
+}
+
+# Prints BASE with every top-level key that OVERRIDES sets removed, then OVERRIDES: a config
+# derived from another without two values for one key. Works for Java properties (key=value)
+# and for YAML (key: value, the key's indented or "- " lines going with it).
+merge_config() {
+    local overrides=$1 base=$2
+    awk -v keyre='^[A-Za-z_][A-Za-z0-9_.-]*[ \t]*[:=]' '
+        function key_of(line) { match(line, keyre); line = substr(line, 1, RLENGTH - 1); sub(/[ \t]+$/, "", line); return line }
+        NR == FNR { if ($0 ~ keyre) replaced[key_of($0)] = 1; next }
+        $0 ~ keyre { skipping = (key_of($0) in replaced) }
+        $0 !~ keyre && $0 !~ /^([ \t-]|$)/ { skipping = 0 }
+        !skipping { print }
+    ' "$overrides" "$base"
+    echo
+    cat "$overrides"
+}
