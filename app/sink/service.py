@@ -37,7 +37,6 @@ from app.consumer_lag import export_lag
 from app.core.models import Event, read_event
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.kafka_clients import new_consumer
-from app.log_format import SinkWorker
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic
