@@ -299,7 +299,7 @@ def read_mark(batch: Batch, partition: int, user_id: int, hold_id: str) -> Optio
     if mark is None:
         return None
     at = mark.get("at")
-    return StoredResult(None, Origin(*mark["hold"]), at=None if at is None else int(at))
+    return StoredResult(None, Origin.from_json(mark["hold"]), at=None if at is None else int(at))
 
 
 def handle_leg(batch: Batch, message: Message) -> None:
@@ -627,7 +627,7 @@ def put_hold_rows(
     """
     if event.kind != "lock" or event.hold_id is None or not event.accepted:
         return
-    mark: Dict[str, Any] = {"hold": [origin.stream, origin.offset]}
+    mark: Dict[str, Any] = {"hold": origin.to_json()}
     if at is not None:
         mark["at"] = at
     batch.put(results, partition, hold_key(event.user_id, event.hold_id).encode(), mark)

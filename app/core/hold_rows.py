@@ -61,7 +61,7 @@ class HoldRow:
     def to_json(self) -> Dict[str, Any]:
         """Table form: the hold's fields (none for a closed hold), ``source``, and ``before`` when there was one."""
         body: Dict[str, Any] = {} if self.hold is None else self.hold.to_json()
-        body["source"] = [self.source.stream, self.source.offset]
+        body["source"] = self.source.to_json()
         if self.before is not None:
             body["before"] = self.before.to_json()
         return body
@@ -71,11 +71,10 @@ class HoldRow:
         """Inverse of to_json; None when there is no row."""
         if not body:
             return None
-        stream, offset = body["source"]
         before = body.get("before")
         return cls(
             hold=Hold.from_json(body) if "asset" in body else None,
-            source=Origin(str(stream), int(offset)),
+            source=Origin.from_json(body["source"]),
             before=None if before is None else Hold.from_json(before),
         )
 

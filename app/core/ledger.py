@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum, StrEnum
-from typing import Any, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from app.core.legs import Credit, Expiry, Leg, leg_from_json
 from app.core.models import KINDS, MAX_AMOUNT, MAX_ASSET, MAX_ID, Event, Operation, check_hold_id
@@ -121,6 +121,16 @@ class Origin:
 
     stream: str
     offset: int
+
+    def to_json(self) -> List[Any]:
+        """Table form, ``[stream, offset]``: the ``source`` of result and hold rows, a hold mark's ``hold``."""
+        return [self.stream, self.offset]
+
+    @classmethod
+    def from_json(cls, pair: Sequence[Any]) -> "Origin":
+        """Inverse of to_json."""
+        stream, offset = pair
+        return cls(str(stream), int(offset))
 
 
 class _Derived(Dict[int, int]):
@@ -271,7 +281,7 @@ class StoredResult:
         # "source" is the stored name of the origin, kept so that existing tables still read.
         body: Dict[str, Any] = {
             "event": None if self.event is None else self.event.to_json(),
-            "source": [self.origin.stream, self.origin.offset],
+            "source": self.origin.to_json(),
         }
         if self.legs:
             body["legs"] = [leg.to_json() for leg in self.legs]
@@ -284,14 +294,13 @@ class StoredResult:
         """Inverse of to_json; None when there is no row."""
         if not body:
             return None
-        stream, offset = body["source"]
         event = None if body["event"] is None else Event.from_json(body["event"])
         if "legs" in body:
             legs = tuple(leg_from_json(leg) for leg in body["legs"])
         else:
             legs = _legs_of_first_rows(event)
         at = body.get("at")
-        return cls(event=event, origin=Origin(str(stream), int(offset)), legs=legs, at=None if at is None else int(at))
+        return cls(event=event, origin=Origin.from_json(body["source"]), legs=legs, at=None if at is None else int(at))
 
 
 def _legs_of_first_rows(event: Optional[Event]) -> Tuple[Leg, ...]:
