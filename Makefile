@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test unit integration stack-up stack-down stack-status stack-reset stack-up-secure stack-down-secure tools bench bench-quick bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
+.PHONY: install run test test-secure unit integration stack-up stack-down stack-status stack-reset stack-up-secure stack-down-secure tools bench bench-quick bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,9 +50,18 @@ run: install stack-up
 	@if [ "$(WORKERS)" = "1" ]; then exec $(VENV)/bin/ubscore worker -l info; \
 	else exec $(VENV)/bin/ubscore workers $(WORKERS); fi
 
-## test: install, start the stack if needed, run the whole suite
+## test: install, start the stack if needed, run the whole suite; then the secured part (test-secure)
 test: install stack-up
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-secure
+
+## test-secure: start the secured stack if needed; its refusals, and the pipeline end to end on it
+SECURE_TESTS ?= tests/integration/test_secured_cluster.py tests/integration/test_stack.py \
+	tests/integration/test_pipeline.py tests/integration/test_api_keys.py tests/integration/test_roles.py \
+	tests/integration/test_cli.py tests/integration/test_cql_rows.py tests/integration/test_trades.py
+test-secure: install stack-up-secure
+	set -a && . .stack/secure/env && set +a && \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(SECURE_TESTS) $(PYTEST_ARGS)
 
 ## lint: ruff (style, imports, private access) and mypy on app/ and bench/
 lint: install

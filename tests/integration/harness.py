@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from aiokafka import AIOKafkaProducer
-
 from app import topic_reader
+from app.kafka_clients import new_producer
 from app.partitioning import user_key
-from app.settings import load
+from app.settings import Settings, load
 
 Record = Tuple[Optional[bytes], bytes]
 REPO = Path(__file__).resolve().parents[2]
@@ -46,10 +45,20 @@ BOOTSTRAP = load({"UBS_KAFKA": KAFKA}).kafka_bootstrap  # the app's own reading 
 #: Brokers in the cluster the tests run against; topics are replicated on up to three of them.
 BROKERS = len(BOOTSTRAP.split(","))
 REPLICATION = int(os.environ.get("UBS_TOPIC_REPLICATION_FACTOR") or min(BROKERS, 3))
-#: The CQL settings of the tests' own database clients: the workers' UBS_CQL_* variables, read as they read them.
-CQL_SETTINGS = load({name: value for name, value in os.environ.items() if name.startswith("UBS_CQL_")})
+
+
+def cql_settings(**overrides: str) -> Settings:
+    """The CQL settings of the tests' own database clients: the workers' UBS_CQL_* variables, read as
+    they read them, with ``overrides`` (UBS_* names)."""
+    return load({**{name: value for name, value in os.environ.items() if name.startswith("UBS_CQL_")}, **overrides})
+
+
+CQL_SETTINGS = cql_settings()
 CQL_HOSTS = list(CQL_SETTINGS.cql_hosts)
 CQL_PORT = CQL_SETTINGS.cql_port
+#: The secured stack's state directory when the tests run against it (``make test-secure`` sources
+#: .stack/secure/env, which names it): the client configs of its users are there. None on the plain stack.
+SECURE_HOME: Optional[Path] = Path(os.environ["STACK_SECURE_HOME"]) if os.environ.get("STACK_SECURE_HOME") else None
 PARTITIONS = 8
 #: Seconds without progress on an input partition with pending records before a worker acts (UBS_STALL_S).
 STALL_S = 20.0
@@ -189,6 +198,24 @@ class Worker:
             self.process.wait(timeout=10)
 
 
+def kafka_tool_login(user: str) -> Path:
+    """The client config a stack/bin/kafka-* tool logs in with as ``user`` on the secured stack."""
+    assert SECURE_HOME is not None, "only the secured stack has logins"
+    return SECURE_HOME / f"{user}.properties"
+
+
+def allow_producer(topic: str) -> None:
+    """Lets the secured stack's producer principal write ``topic``, the grant a deployment gives it for its own name.
+
+    The stack's ACLs name the default topics; a test world's operations topic has a
+    prefix of its own, so each world grants it, as admin, exactly as docs/security-acls.md says.
+    """
+    command = [str(REPO / "stack/bin/kafka-acls"), "--bootstrap-server", BOOTSTRAP]
+    command += ["--command-config", str(kafka_tool_login("admin")), "--add", "--allow-principal", "User:producer"]
+    command += ["--operation", "Write", "--operation", "Describe", "--topic", topic]
+    subprocess.run(command, capture_output=True, check=True, timeout=120)
+
+
 @contextlib.contextmanager
 def ready_worker(world: World, base: Path) -> Iterator[Worker]:
     """One worker of ``world`` under ``base``, ready with every partition, stopped (its log tail shown) after."""
@@ -221,7 +248,7 @@ def events_of(messages: Iterable[Tuple[Optional[bytes], bytes]], user_ids: Itera
 
 
 async def produce(topic: str, items: Iterable[Tuple[Optional[bytes], bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    producer = new_producer(BOOTSTRAP, acks="all")
     await producer.start()
     try:
         for key, value in items:
@@ -346,7 +373,7 @@ def _misbehaviour(roll: float, n: int, user: int, body: bytes) -> List[Tuple[Opt
 
 async def produce_paced(topic: str, messages: List[Tuple[Optional[bytes], bytes]], per_second: float) -> None:
     """Produce at a steady rate, so that rebalances happen while operations flow."""
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=5)
     await producer.start()
     try:
         loop = asyncio.get_running_loop()

@@ -15,10 +15,9 @@ from typing import Any, AsyncIterator, Iterator, List
 import pytest
 
 from app.core.models import Event
-from app.settings import load
 from app.sink.cql import CqlStore, epoch_ms
 
-from .harness import CQL_HOSTS, CQL_PORT, fresh_user_id
+from .harness import cql_settings, fresh_user_id
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +33,7 @@ def keyspace(cql: Any) -> Iterator[str]:
 
 @pytest.fixture()
 async def store(keyspace: str) -> AsyncIterator[CqlStore]:
-    settings = load({"UBS_KEYSPACE": keyspace, "UBS_CQL_HOSTS": ",".join(CQL_HOSTS), "UBS_CQL_PORT": str(CQL_PORT)})
+    settings = cql_settings(UBS_KEYSPACE=keyspace)
     store = CqlStore(settings)
     try:
         yield store
@@ -134,7 +133,7 @@ async def test_a_keyspace_of_an_older_release_gains_the_new_columns(cql: Any) ->
             " amount bigint, status text, reason text, available varint, locked varint, ts timestamp,"
             " counterparty bigint, PRIMARY KEY ((user_id), seq)) WITH CLUSTERING ORDER BY (seq DESC)"
         )
-        settings = load({"UBS_KEYSPACE": name, "UBS_CQL_HOSTS": ",".join(CQL_HOSTS), "UBS_CQL_PORT": str(CQL_PORT)})
+        settings = cql_settings(UBS_KEYSPACE=name)
         for _ in range(2):  # a second sink finds the column there
             store = CqlStore(settings)
             try:

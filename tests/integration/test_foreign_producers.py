@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from app.kafka_clients import new_producer
 from app.partitioning import partition_for, user_key
 
 from .harness import BOOTSTRAP, PARTITIONS, Worker, World, events_of, fresh_user_id, read_topic, verify_eventually
@@ -43,7 +43,7 @@ def kcat(topic: str, lines: List[str], *options: str) -> None:
 
 async def produce_at(topic: str, items: List[Tuple[Optional[bytes], bytes, int]]) -> None:
     """Produce each message to the partition given, as a producer with its own partitioner does."""
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    producer = new_producer(BOOTSTRAP, acks="all")
     await producer.start()
     try:
         for key, value, partition in items:

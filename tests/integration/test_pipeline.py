@@ -11,9 +11,22 @@ from typing import Any, Dict, List, Optional
 import aiohttp
 import pytest
 
+from app.kafka_clients import new_admin_client
 from app.partitioning import partition_for, user_key
 
-from .harness import BOOTSTRAP, REPO, Worker, World, events_of, fresh_user_id, produce, read_topic
+from .harness import (
+    BOOTSTRAP,
+    REPO,
+    SECURE_HOME,
+    Worker,
+    World,
+    allow_producer,
+    events_of,
+    fresh_user_id,
+    kafka_tool_login,
+    produce,
+    read_topic,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +75,7 @@ async def user_events(world: World, user_id: int, count: int) -> List[Dict[str, 
 
 async def test_topics_are_created_by_the_worker(world: World, worker: Worker) -> None:
     """The run's topics did not exist before its worker started: the sink subscribed to nothing."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         topics = set(await admin.list_topics())
@@ -109,19 +120,15 @@ async def test_submit_without_wait_answers_202(worker: Worker) -> None:
 async def test_console_producer_operation_is_applied(world: World, worker: Worker, cql: Any) -> None:
     user = fresh_user_id()
     line = f'{user}|{{"op_id":"cli-1","kind":"deposit","user_id":{user},"asset":3,"amount":42}}\n'
+    topic = world.topic("balance.operations")
+    command = [str(REPO / "stack/bin/kafka-console-producer"), "--bootstrap-server", BOOTSTRAP, "--topic", topic]
+    command += ["--property", "parse.key=true", "--property", "key.separator=|"]
+    if SECURE_HOME is not None:  # as the principal that may write operations and nothing else
+        await asyncio.to_thread(allow_producer, topic)
+        command += ["--producer.config", str(kafka_tool_login("producer"))]
     await asyncio.to_thread(
         subprocess.run,
-        [
-            str(REPO / "stack/bin/kafka-console-producer"),
-            "--bootstrap-server",
-            BOOTSTRAP,
-            "--topic",
-            world.topic("balance.operations"),
-            "--property",
-            "parse.key=true",
-            "--property",
-            "key.separator=|",
-        ],
+        command,
         input=line.encode(),
         check=True,
         timeout=120,

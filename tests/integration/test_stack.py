@@ -4,32 +4,24 @@ They need the stack to be running (``stack/bin/stack up``, or ``make stack-up``)
 fresh names (a new topic, consumer group and keyspace per run), so they can run against a stack
 that other tests or a worker are using. Addresses come from the app's settings variables:
 ``UBS_KAFKA`` (default: the brokers of this clone's stack), ``UBS_CQL_HOSTS`` (default ``127.0.0.1``)
-and ``UBS_CQL_PORT`` (default ``9042``).
+and ``UBS_CQL_PORT`` (default ``9042``), with the security settings of the secured stack's env when it is sourced.
 """
 
 import asyncio
-import os
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
-from app.settings import load
+from app.kafka_clients import new_admin_client, new_consumer, new_producer
 from app.sink.cql import new_cluster
 
-from .harness import BOOTSTRAP, REPLICATION
+from .harness import BOOTSTRAP, CQL_HOSTS, CQL_PORT, CQL_SETTINGS, REPLICATION
 
 KAFKA_TIMEOUT_S = 30
 pytestmark = pytest.mark.integration
 
 HINT = "is the local stack running? start it with: stack/bin/stack up"
-
-
-def cql_contact_points() -> tuple[list[str], int]:
-    """Contact points and port from UBS_CQL_HOSTS and UBS_CQL_PORT."""
-    hosts = [h.strip() for h in os.environ.get("UBS_CQL_HOSTS", "127.0.0.1").split(",") if h.strip()]
-    return hosts or ["127.0.0.1"], int(os.environ.get("UBS_CQL_PORT", "9042"))
 
 
 @pytest.mark.asyncio
@@ -40,7 +32,7 @@ async def test_kafka_round_trip_through_a_fresh_topic() -> None:
     group = f"stack-test-{uuid.uuid4().hex}"
     key, value = b"1001", b'{"op_id": "smoke", "kind": "deposit"}'
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=KAFKA_TIMEOUT_S * 1000)
+    admin = new_admin_client(bootstrap, request_timeout_ms=KAFKA_TIMEOUT_S * 1000)
     try:
         await asyncio.wait_for(admin.start(), KAFKA_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - re-raised with a hint
@@ -49,16 +41,16 @@ async def test_kafka_round_trip_through_a_fresh_topic() -> None:
     try:
         await admin.create_topics([NewTopic(name=topic, num_partitions=1, replication_factor=REPLICATION)])
 
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = new_producer(bootstrap, acks="all")
         await producer.start()
         try:
             sent = await asyncio.wait_for(producer.send_and_wait(topic, value, key=key), KAFKA_TIMEOUT_S)
         finally:
             await producer.stop()
 
-        consumer = AIOKafkaConsumer(
+        consumer = new_consumer(
+            bootstrap,
             topic,
-            bootstrap_servers=bootstrap,
             group_id=group,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -81,9 +73,9 @@ async def test_kafka_round_trip_through_a_fresh_topic() -> None:
 
 def test_cql_round_trip_in_a_fresh_keyspace() -> None:
     """A row written to a table of a newly created keyspace is read back, then the keyspace is dropped."""
-    hosts, port = cql_contact_points()
+    hosts, port = CQL_HOSTS, CQL_PORT
     keyspace = f"stack_test_{uuid.uuid4().hex[:16]}"
-    cluster = new_cluster(load({"UBS_CQL_HOSTS": ",".join(hosts), "UBS_CQL_PORT": str(port)}))
+    cluster = new_cluster(CQL_SETTINGS)
     try:
         try:
             session = cluster.connect()

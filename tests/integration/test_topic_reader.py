@@ -17,10 +17,11 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from faust.types import TP
 
 from app.guards.input_gaps import read_range
+from app.kafka_clients import new_admin_client
 from app.topic_reader import read_topic
 
 from .harness import BOOTSTRAP, REPLICATION, World, produce
@@ -42,7 +43,7 @@ class Filled:
 
 
 async def create_topic(topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name=topic, num_partitions=PARTITIONS, replication_factor=REPLICATION)])
@@ -51,7 +52,7 @@ async def create_topic(topic: str) -> None:
 
 
 async def delete_topic(topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         await admin.delete_topics([topic])
