@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 WORKERS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-secure unit integration stack-up stack-down stack-status stack-reset stack-up-secure stack-down-secure tools bench bench-quick bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
+.PHONY: install run test test-secure unit integration stack-up stack-down stack-status stack-reset stack-up-secure stack-down-secure tools bench bench-quick bench-secure bench-backlog bench-sensor bench-recovery bench-holds simulate chaos compose-check monitoring-check lint mutate clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,9 +56,9 @@ test: install stack-up
 	$(MAKE) --no-print-directory test-secure
 
 ## test-secure: start the secured stack if needed; its refusals, and the pipeline end to end on it
-SECURE_TESTS ?= tests/integration/test_secured_cluster.py tests/integration/test_stack.py \
-	tests/integration/test_pipeline.py tests/integration/test_api_keys.py tests/integration/test_roles.py \
-	tests/integration/test_cli.py tests/integration/test_cql_rows.py tests/integration/test_trades.py
+SECURE_TESTS ?= $(addprefix tests/integration/,test_secured_cluster.py test_stack.py test_pipeline.py \
+	test_api_keys.py test_roles.py test_cli.py test_cql_rows.py test_trades.py test_assets.py \
+	test_broker_time.py test_retention.py test_bulk_recovery.py test_crash.py)
 test-secure: install stack-up-secure
 	set -a && . .stack/secure/env && set +a && \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(SECURE_TESTS) $(PYTEST_ARGS)
@@ -84,6 +84,10 @@ bench: tools stack-up
 ## bench-quick: the same in under 5 minutes (two latency rates of 8 s, 20k accounts)
 bench-quick: tools stack-up
 	BENCH_QUICK=1 $(PY) -m bench.run
+
+## bench-secure: what SASL_SSL and CQL TLS + logins cost: bench.pipeline and bench.backlog on both stacks, side by side (~20 min)
+bench-secure: tools stack-up stack-up-secure
+	$(PY) -m bench.secure
 
 ## bench-backlog: one ledger worker working through a pre-filled backlog, alone on the machine
 bench-backlog: install stack-up

@@ -24,6 +24,7 @@ and noisy: compare ratios within one run, not absolute rates across runs).
 
     python -m bench.pipeline                 # defaults: 20000 operations, 1000 users
     BENCH_OPS=50000 python -m bench.pipeline
+    python -m bench.pipeline --json /tmp/figures.json
 
 ``make bench`` runs it with the latency and recovery benchmarks (bench/run.py).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -244,4 +246,6 @@ async def run() -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(run())
+    figures = asyncio.run(run())
+    if sys.argv[1:2] == ["--json"]:  # bench.secure reads them
+        Path(sys.argv[2]).write_text(json.dumps(figures, indent=2) + "\n")

@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import aiohttp
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from app.exit_codes import ExitCode
+from app.kafka_clients import new_producer
 from app.tools.supervisor import Supervisor
 
 from .harness import BOOTSTRAP, BROKERS, REPO, Worker, World, fresh_user_id, verify_eventually, workload
@@ -186,7 +186,7 @@ async def produce_with_retries(topic: str, messages: List[Tuple[Optional[bytes],
 
     A re-sent message may land twice, which is exactly a client retry: the ledger must apply it once.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5, request_timeout_ms=10_000)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=5, request_timeout_ms=10_000)
     await producer.start()
     loop = asyncio.get_running_loop()
     start = loop.time()

@@ -204,14 +204,19 @@ def kafka_tool_login(user: str) -> Path:
     return SECURE_HOME / f"{user}.properties"
 
 
+def operator_login() -> List[str]:
+    """A stack/bin/kafka-* tool's login as an operator: none on the plain stack, admin's on the secured one."""
+    return [] if SECURE_HOME is None else ["--command-config", str(kafka_tool_login("admin"))]
+
+
 def allow_producer(topic: str) -> None:
     """Lets the secured stack's producer principal write ``topic``, the grant a deployment gives it for its own name.
 
     The stack's ACLs name the default topics; a test world's operations topic has a
     prefix of its own, so each world grants it, as admin, exactly as docs/security-acls.md says.
     """
-    command = [str(REPO / "stack/bin/kafka-acls"), "--bootstrap-server", BOOTSTRAP]
-    command += ["--command-config", str(kafka_tool_login("admin")), "--add", "--allow-principal", "User:producer"]
+    command = [str(REPO / "stack/bin/kafka-acls"), "--bootstrap-server", BOOTSTRAP, *operator_login()]
+    command += ["--add", "--allow-principal", "User:producer"]
     command += ["--operation", "Write", "--operation", "Describe", "--topic", topic]
     subprocess.run(command, capture_output=True, check=True, timeout=120)
 

@@ -13,8 +13,8 @@ from typing import Any, Dict, List
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from app.kafka_clients import new_producer
 from app.partitioning import partition_for, user_key
 
 from .harness import BOOTSTRAP, PARTITIONS, Worker, World, events_of, fresh_user_id, read_topic
@@ -29,7 +29,7 @@ SLACK_MS = 60_000
 
 async def produce_at(topic: str, items: List[Dict[str, Any]], timestamp_ms: int) -> None:
     """Each operation as its own record, keyed by its user, carrying the timestamp a producer chose."""
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    producer = new_producer(BOOTSTRAP, acks="all")
     await producer.start()
     try:
         for body in items:

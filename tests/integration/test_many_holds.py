@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaProducer
 
+from app.kafka_clients import new_producer
 from app.partitioning import partition_for, user_key
 from app.tools.verifier import read_tables
 
@@ -48,7 +48,7 @@ def lock(maker: int, i: int) -> bytes:
 
 async def produce_locks(topic: str, maker: int) -> None:
     """Every lock straight to the operations topic, in bulk, in order (one partition: the maker's)."""
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=20, enable_idempotence=True)
+    producer = new_producer(BOOTSTRAP, acks="all", linger_ms=20, enable_idempotence=True)
     await producer.start()
     try:
         sent = [await producer.send(topic, value=lock(maker, i), key=user_key(maker)) for i in range(HOLDS)]

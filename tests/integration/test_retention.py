@@ -21,14 +21,15 @@ from typing import Dict, List, Mapping, Tuple
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from app.kafka_clients import new_admin_client, new_consumer
 from app.partitioning import partition_for, user_key
 from app.settings import load
 
-from .harness import BOOTSTRAP, PARTITIONS, REPLICATION, REPO, Worker, World, fresh_user_id
+from .harness import BOOTSTRAP, PARTITIONS, REPLICATION, REPO, Worker, World, fresh_user_id, operator_login
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -38,7 +39,7 @@ CHECKED = ("cleanup.policy", "retention.ms", "retention.bytes", "message.timesta
 
 
 async def create_topics(specs: Mapping[str, Dict[str, str]]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         await admin.create_topics(
@@ -50,7 +51,7 @@ async def create_topics(specs: Mapping[str, Dict[str, str]]) -> None:
 
 async def topic_settings(names: List[str]) -> Dict[str, Dict[str, str]]:
     """The effective values of the checked settings of each topic, as the broker describes them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = new_admin_client(BOOTSTRAP)
     await admin.start()
     try:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
@@ -125,13 +126,14 @@ def delete_records(topic: str, partition: int, before: int, work: Path) -> None:
     spec = work / "delete.json"
     spec.write_text(json.dumps({"partitions": [{"topic": topic, "partition": partition, "offset": before}]}))
     script = 'source "$0/stack/libexec/common.sh" && run_kafka_tool org.apache.kafka.tools.DeleteRecordsCommand "$@"'
-    command = ["bash", "-c", script, str(REPO), "--bootstrap-server", BOOTSTRAP, "--offset-json-file", str(spec)]
+    command = ["bash", "-c", script, str(REPO), "--bootstrap-server", BOOTSTRAP, *operator_login()]
+    command += ["--offset-json-file", str(spec)]
     subprocess.run(command, check=True, timeout=120, capture_output=True)
 
 
 async def changelog_rows(topic: str, partition: int) -> Tuple[int, List[Tuple[int, bytes]]]:
     """The log start of one changelog partition, and its (offset, key) records."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = new_consumer(BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
         tp = TopicPartition(topic, partition)

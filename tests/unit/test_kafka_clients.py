@@ -1,6 +1,6 @@
 """Every Kafka client goes through app.kafka_clients, and gets the security settings there.
 
-The first tests read the source of app/ and bench/: an aiokafka constructor
+The first tests read the source of app/, bench/ and tests/integration/: an aiokafka constructor
 called anywhere else, or a Faust app made without the factory's credentials,
 would connect in plaintext to a cluster that wants TLS and a login.
 """
@@ -120,9 +120,14 @@ def bypasses(tree: ast.AST, subclasses: Set[str]) -> List[str]:
     return found
 
 
+#: The one module that makes clients with other logins on purpose: the secured stack's refusals.
+OTHER_LOGINS = ROOT / "tests" / "integration" / "test_secured_cluster.py"
+
+
 def sources() -> Iterator[Path]:
-    for folder in ("app", "bench"):
-        yield from (path for path in sorted((ROOT / folder).rglob("*.py")) if path != FACTORY)
+    """The app, the benchmarks, and the integration tests: these run on the secured stack too (make test-secure)."""
+    for folder in ("app", "bench", "tests/integration"):
+        yield from (path for path in sorted((ROOT / folder).rglob("*.py")) if path not in (FACTORY, OTHER_LOGINS))
 
 
 def test_no_kafka_client_or_faust_app_is_made_outside_the_factory() -> None:
