@@ -44,7 +44,8 @@ class UBSCoreWorker(faust.Worker):
     """
 
     def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
-        self.exposure = access.start_or_exit(app.conf.web_bind)
+        with access.refusing_to_start():
+            self.exposure = access.start(app.conf.web_bind)
         super().__init__(app, *args, **kwargs)
         self.spinner = None
 

@@ -137,7 +137,8 @@ def run_alone(loglevel: str) -> None:
     """
     from app.sink.alone import AloneWorker, MetricsServer
 
-    exposure = access.start_or_exit(settings.web_host)
+    with access.refusing_to_start():
+        exposure = access.start(settings.web_host)
     server = MetricsServer(settings.web_host, settings.web_port)
     AloneWorker(exposure, server, SettlementSink(), loglevel=loglevel).execute_from_commandline()
 

@@ -9,12 +9,12 @@ starting worker, but never a running one: there a reload keeps the keys it had.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import sys
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 from app.errors import ConfigurationError
-from app.exit_codes import ExitCode
+from app.exit_codes import refuse_to_start
 from app.settings import Settings, settings
 from app.web.auth import (
     Exposure,
@@ -72,13 +72,13 @@ def verdict(authorization: Optional[str], scopes: Tuple[str, ...], users: Iterab
     return decide(ring, key, scopes, users)
 
 
-def start_or_exit(bind: str) -> Exposure:
-    """``start``, or exit 78 with its reason in one line on stderr: nothing has started that would need stopping."""
+@contextlib.contextmanager
+def refusing_to_start() -> Iterator[None]:
+    """Around a start's checks (``start``, the TLS contexts): a ConfigurationError exits 78 in one line on stderr."""
     try:
-        return start(bind)
+        yield
     except ConfigurationError as exc:
-        sys.stderr.write(f"ubscore worker: refusing to start: {exc}\n")
-        raise SystemExit(ExitCode.BAD_CONFIGURATION) from None
+        refuse_to_start(str(exc))
 
 
 def start(bind: str, config: Settings = settings) -> Exposure:

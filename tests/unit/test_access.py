@@ -10,6 +10,7 @@ from typing import Iterator, List
 import pytest
 
 from app.errors import ConfigurationError
+from app.exit_codes import ExitCode
 from app.log_format import event_fields
 from app.settings import load, settings
 from app.web import access
@@ -96,3 +97,12 @@ def test_the_start_says_how_open_the_gateway_is_first(
     for record in caplog.records:
         assert event_fields(record.msg, record.args) is not None  # key=value, and JSON with UBS_LOG_FORMAT=json
     assert TOKEN not in caplog.text
+
+
+def test_a_start_refused_is_one_line_and_exit_78(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as ended:
+        with access.refusing_to_start():
+            access.start("0.0.0.0", load({}))
+    assert ended.value.code == ExitCode.BAD_CONFIGURATION == 78
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ubscore worker: refusing to start: the gateway binds 0.0.0.0")
