@@ -40,7 +40,7 @@ from app.kafka_clients import new_consumer
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic
-from app.web import access
+from app.web import access, tls
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ def run_alone(loglevel: str) -> None:
 
     with access.refusing_to_start():
         exposure = access.start(settings.web_host)
-    server = MetricsServer(settings.web_host, settings.web_port)
+        context = tls.server_context(settings)
+    server = MetricsServer(settings.web_host, settings.web_port, context)
     AloneWorker(exposure, server, SettlementSink(), loglevel=loglevel).execute_from_commandline()
 
 
