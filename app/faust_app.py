@@ -26,7 +26,7 @@ from app.kafka_clients import broker_credentials
 from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
-from app.web import access, tls
+from app.web import access, peers, tls
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,16 @@ class GatewayWeb(AiohttpWeb):
     here. None of them would ask for an API key.
 
     Faust's server takes the app's ``web_ssl_context`` (set by UBSCoreWorker).
+    The gateway's calls to other workers go through its own session
+    (app.web.peers), closed here once the server has stopped serving.
     """
 
     production_blueprints = ()
+
+    async def on_shutdown(self) -> None:
+        """After the server (a child service) has stopped: no request is left to use the session."""
+        await super().on_shutdown()
+        await peers.close()
 
 
 class UBSCoreApp(faust.App):

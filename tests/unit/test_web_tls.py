@@ -1,4 +1,4 @@
-"""The gateway's TLS (app.web.tls) and the clients of gateways it makes, against real https servers.
+"""The gateway's TLS (app.web.tls) and its calls to other workers (app.web.peers), against real https servers.
 
 Two throwaway CAs: the gateways' own, whose CA file the clients are given, and
 another, which signs a certificate for the same names that must be refused.
@@ -18,7 +18,7 @@ from yarl import URL
 
 from app.errors import ConfigurationError
 from app.settings import Settings, load
-from app.web import tls
+from app.web import peers, tls
 from tests.tls_files import Pair, authority, gateway_cert, serving
 
 
@@ -175,3 +175,45 @@ async def test_https_to_a_plain_server_fails_its_handshake(files: Files, plain: 
         with pytest.raises(aiohttp.ClientError) as failed:
             await get(session, plain.with_scheme("https") / "health")
     assert tls.describe(failed.value).startswith("TLS: ")
+
+
+# --- the gateway's session to the other workers -------------------------------------------------------------
+
+
+@pytest.fixture()
+async def fresh_peers() -> AsyncIterator[None]:
+    await peers.close()
+    yield
+    await peers.close()
+
+
+async def test_the_peer_session_is_one_bounded_pool_checked_against_the_ca_file(
+    files: Files, gateway: URL, impostor: URL, fresh_peers: None
+) -> None:
+    env = {**env_of(files.gateway), "UBS_WEB_TLS_CAFILE": str(files.ca.cert), "UBS_PARTITIONS": "8"}
+    config = load({**env, "UBS_WEB_ROUTE_CONNECTIONS": "3"})
+    session = peers.session(config)
+    assert peers.session(config) is session  # one session for every call
+    connector = session.connector
+    assert connector is not None and (connector.limit_per_host, connector.limit) == (3, 3 * 8)
+    assert session.timeout.connect == peers.CONNECT_TIMEOUT_S
+    assert await get(session, gateway / "accounts" / "1") == 200
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await get(session, impostor / "accounts" / "1")
+    await peers.close()
+    assert session.closed and peers.session(config) is not session  # a stopped gateway's session is not reused
+
+
+def test_a_call_goes_to_the_owner_by_its_own_scheme_keeping_path_and_query(files: Files) -> None:
+    asked = URL("http://10.0.0.1:6066/accounts/7/holds?limit=5&after=h-1")
+    owner = URL("https://ledger-2.internal:7001")
+    for config in (load({}), served_by(files.gateway)):
+        assert str(peers.at_owner(owner, asked, config)) == f"{owner}/accounts/7/holds?limit=5&after=h-1"
+    assert str(peers.at_owner(URL("http://ledger-2.internal:7001"), asked, load({}))).startswith("http://ledger-2")
+
+
+def test_a_gateway_serving_https_never_calls_an_owner_over_plain_http(files: Files) -> None:
+    """The client's Authorization header goes with the call: it must not cross in the clear."""
+    with pytest.raises(peers.PlainOwner, match="advertises plain http while this worker serves https"):
+        peers.at_owner(URL("http://ledger-2.internal:7001"), URL("https://x:1/accounts/7"), served_by(files.gateway))
+    assert issubclass(peers.PlainOwner, aiohttp.ClientError)  # every caller handles it as an unreachable owner
