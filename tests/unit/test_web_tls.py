@@ -6,10 +6,11 @@ another, which signs a certificate for the same names that must be refused.
 
 from __future__ import annotations
 
+import ast
 import ssl
 import subprocess
 from pathlib import Path
-from typing import AsyncIterator, Dict, NamedTuple, Optional
+from typing import AsyncIterator, Dict, Iterator, NamedTuple, Optional
 
 import aiohttp
 import pytest
@@ -20,6 +21,8 @@ from app.errors import ConfigurationError
 from app.settings import Settings, load
 from app.web import peers, tls
 from tests.tls_files import Pair, authority, gateway_cert, serving
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Files(NamedTuple):
@@ -217,3 +220,28 @@ def test_a_gateway_serving_https_never_calls_an_owner_over_plain_http(files: Fil
     with pytest.raises(peers.PlainOwner, match="advertises plain http while this worker serves https"):
         peers.at_owner(URL("http://ledger-2.internal:7001"), URL("https://x:1/accounts/7"), served_by(files.gateway))
     assert issubclass(peers.PlainOwner, aiohttp.ClientError)  # every caller handles it as an unreachable owner
+
+
+# --- one way to make an HTTP client ----------------------------------------------------------------------
+
+
+def session_calls(source: str) -> int:
+    """Calls of ``ClientSession(...)`` under any spelling (``aiohttp.ClientSession``, an imported name)."""
+    count = 0
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            count += called == "ClientSession"
+    return count
+
+
+def app_sources() -> Iterator[Path]:
+    yield from (path for path in sorted((ROOT / "app").rglob("*.py")) if path != ROOT / "app" / "web" / "tls.py")
+
+
+def test_no_http_client_of_a_gateway_is_made_outside_app_web_tls() -> None:
+    """A session made elsewhere would call an https gateway without the CA file, and fail in production only."""
+    made = {str(path.relative_to(ROOT)): session_calls(path.read_text()) for path in app_sources()}
+    assert {path: count for path, count in made.items() if count} == {}
+    assert session_calls("import aiohttp as h\nh.ClientSession()") == 1  # the check sees what it looks for
+    assert session_calls("from aiohttp import ClientSession\nClientSession(timeout=None)") == 1
