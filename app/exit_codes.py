@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from enum import IntEnum
+from typing import NoReturn
 
 
 class ExitCode(IntEnum):
@@ -14,8 +16,9 @@ class ExitCode(IntEnum):
     CHECKPOINT_FAILED = 74
     #: The worker froze past its session and fenced itself (app.guards.fencing): EX_TEMPFAIL.
     FROZEN = 75
-    #: The worker refused to start as configured (app.web.access: a gateway open to the network, a bad
-    #: key file): EX_CONFIG. Starting it again changes nothing until its settings do.
+    #: The worker refused to start as configured (a setting app.settings refuses; app.web.access: a gateway
+    #: open to the network, a bad key file, TLS files that cannot serve): EX_CONFIG. Starting it again
+    #: changes nothing until its settings do.
     BAD_CONFIGURATION = 78
 
 
@@ -25,3 +28,12 @@ RESTART_REASONS = {
     ExitCode.FROZEN: "it fenced itself after a freeze",
     ExitCode.CHECKPOINT_FAILED: "a checkpoint could not reach Kafka",
 }
+
+
+def refuse_to_start(reason: str, program: str = "ubscore worker") -> NoReturn:
+    """Exit 78 with the reason in one line on stderr: nothing has started that would need stopping.
+
+    One line and no traceback, so that a supervisor's log shows the setting to fix at once.
+    """
+    sys.stderr.write(f"{program}: refusing to start: {reason}\n")
+    raise SystemExit(ExitCode.BAD_CONFIGURATION)

@@ -26,7 +26,7 @@ from app.kafka_clients import broker_credentials
 from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
-from app.web import access
+from app.web import access, peers, tls
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,19 @@ class UBSCoreWorker(faust.Worker):
     every library's debug record is built and then dropped: about a tenth of a
     busy worker's time. Without one, ``-l`` is the level that is built.
 
-    The keys are read, and the gateway's address judged, before anything else
-    starts (app.web.access): a worker that must not serve as configured exits
-    78 with one line, having bound nothing and touched no topic.
+    The keys are read, the gateway's address judged and its TLS files loaded
+    before anything else starts (app.web.access, app.web.tls): a worker that
+    must not serve as configured exits 78 with one line, having bound nothing
+    and touched no topic. The server's TLS context is given to the app here
+    rather than when the app is made: the ``ubscore`` commands make the same
+    app, and have no business reading the gateway's private key.
     """
 
     def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
-        self.exposure = access.start_or_exit(app.conf.web_bind)
+        with access.refusing_to_start():
+            self.exposure = access.start(app.conf.web_bind)
+            app.conf.web_ssl_context = tls.server_context(settings)
+            tls.client_context(settings)  # a CA file that holds no CA stops the start, not the first routed read
         super().__init__(app, *args, **kwargs)
         self.spinner = None
 
@@ -61,15 +67,24 @@ class UBSCoreWorker(faust.Worker):
 
 
 class GatewayWeb(AiohttpWeb):
-    """Faust's aiohttp server serving UBSCore's views alone.
+    """Faust's aiohttp server serving UBSCore's views alone, over HTTPS when the worker has a certificate.
 
     The settings given to the app turn Faust's own pages off one by one
     (``/router``, ``/table``, ``/graph``, the statistics, ``/performance``);
     the index that takes their place at ``/`` has no setting, so it is left out
     here. None of them would ask for an API key.
+
+    Faust's server takes the app's ``web_ssl_context`` (set by UBSCoreWorker).
+    The gateway's calls to other workers go through its own session
+    (app.web.peers), closed here once the server has stopped serving.
     """
 
     production_blueprints = ()
+
+    async def on_shutdown(self) -> None:
+        """After the server (a child service) has stopped: no request is left to use the session."""
+        await super().on_shutdown()
+        await peers.close()
 
 
 class UBSCoreApp(faust.App):

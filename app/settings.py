@@ -159,10 +159,36 @@ class Settings:
     web_behind_proxy: bool = _setting(
         "UBS_WEB_BEHIND_PROXY",
         False,
-        "`1` declares a TLS-terminating proxy in front of a gateway bound to a non-loopback address, which "
-        "serves plain HTTP; without it such a gateway warns at every start",
+        "`1` declares a TLS-terminating proxy in front of a gateway bound to a non-loopback address; without it, "
+        "or `UBS_WEB_TLS_CERTFILE`, such a gateway warns at every start that it serves plain HTTP",
         "flag",
         shown="`0`",
+    )
+    web_tls_certfile: Optional[str] = _setting(
+        "UBS_WEB_TLS_CERTFILE",
+        None,
+        "PEM certificate chain (the worker's own first) the gateway serves HTTPS with, instead of plain HTTP; its "
+        "names must cover `UBS_ADVERTISED_HOST`, which other workers then reach over https; needs "
+        "`UBS_WEB_TLS_KEYFILE` (see docs/deployment.md)",
+        "file",
+    )
+    web_tls_keyfile: Optional[str] = _setting(
+        "UBS_WEB_TLS_KEYFILE", None, "PEM private key of `UBS_WEB_TLS_CERTFILE`, unencrypted", "file"
+    )
+    web_tls_cafile: Optional[str] = _setting(
+        "UBS_WEB_TLS_CAFILE",
+        None,
+        "PEM file of the CAs that sign the gateways' certificates: routed reads between workers and the `ubscore` "
+        "commands verify an https gateway against it; unset: the system's CAs",
+        "file",
+    )
+    web_route_connections: int = _setting(
+        "UBS_WEB_ROUTE_CONNECTIONS",
+        32,
+        "connections a worker opens to each other worker, at most, for routed reads and waits; a request that "
+        "finds them all busy waits up to 5 s for one, then answers 503 `owner_unavailable`",
+        "integer",
+        1,
     )
     insecure: bool = _setting(
         "UBS_INSECURE",
@@ -362,9 +388,15 @@ class Settings:
         return None if chosen is None else chosen.reveal()
 
     @property
+    def web_tls(self) -> bool:
+        """Whether the gateway serves HTTPS (app.web.tls); the settings refuse a certificate without its key."""
+        return self.web_tls_certfile is not None
+
+    @property
     def canonical_url(self) -> str:
-        """The URL other workers use to reach this one (for routed reads)."""
-        return f"http://{self.advertised_host}:{self.web_port}"
+        """The URL other workers use to reach this one (routed reads go to the scheme it names)."""
+        scheme = "https" if self.web_tls else "http"
+        return f"{scheme}://{self.advertised_host}:{self.web_port}"
 
     def group_instance_id(self, group: str) -> Optional[str]:
         """This worker's static member name in a consumer group (Kafka's group.instance.id), None if dynamic.
@@ -376,8 +408,10 @@ class Settings:
         """
         if self.group_membership != "static" or self.role == "sink":
             return None
+        # Turning TLS on changes the URL, so it names another member; the plain names stay what they were.
+        name = f"{'https-' if self.web_tls else ''}{self.advertised_host}-{self.web_port}-{group}"
         # Kafka allows letters, digits, '.', '_' and '-' in the name.
-        return re.sub(r"[^A-Za-z0-9._-]", "_", f"{self.advertised_host}-{self.web_port}-{group}")
+        return re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
     def topic_name(self, base: str) -> str:
         """A topic's full name: ``UBS_TOPIC_PREFIX`` + the contract name (balance.events...)."""
@@ -511,6 +545,7 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         values["advertised_host"] = "127.0.0.1" if web_host in _ALL_INTERFACES else web_host
     _check_kafka_security(values)
     _check_cql_security(values)
+    _pair(values, "web_tls_certfile", "web_tls_keyfile")
     return Settings(**values)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 from typing import Any, Optional
 
 from aiohttp import web
@@ -42,11 +43,14 @@ class AloneWorker(SinkWorker):
 
 
 class MetricsServer(Service):
-    """GET /metrics on ``host:port``, for as long as the process runs."""
+    """GET /metrics on ``host:port``, for as long as the process runs; over HTTPS with ``ssl_context``.
 
-    def __init__(self, host: str, port: int, **kwargs: Any) -> None:
+    The same settings serve the same way: a sink given the gateway's certificate serves its metrics with it.
+    """
+
+    def __init__(self, host: str, port: int, ssl_context: Optional[ssl.SSLContext] = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.host, self.port = host, port
+        self.host, self.port, self.ssl_context = host, port, ssl_context
         self.runner: Optional[web.AppRunner] = None
 
     async def on_start(self) -> None:
@@ -55,7 +59,7 @@ class MetricsServer(Service):
         pages.router.add_get("/metrics", scrape)
         self.runner = web.AppRunner(pages, access_log=None)
         await self.runner.setup()
-        await web.TCPSite(self.runner, self.host, self.port).start()
+        await web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl_context).start()
 
     async def on_stop(self) -> None:
         """Stop serving."""

@@ -40,7 +40,7 @@ from app.kafka_clients import new_consumer
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic
-from app.web import access
+from app.web import access, tls
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,10 @@ def run_alone(loglevel: str) -> None:
     """
     from app.sink.alone import AloneWorker, MetricsServer
 
-    exposure = access.start_or_exit(settings.web_host)
-    server = MetricsServer(settings.web_host, settings.web_port)
+    with access.refusing_to_start():
+        exposure = access.start(settings.web_host)
+        context = tls.server_context(settings)
+    server = MetricsServer(settings.web_host, settings.web_port, context)
     AloneWorker(exposure, server, SettlementSink(), loglevel=loglevel).execute_from_commandline()
 
 

@@ -3,7 +3,8 @@
 They are Faust app commands, so they join Faust's own click group (``worker``,
 ``tables``...) that both entry points run. Unlike Faust's commands they are
 clients: they never start the app, join a consumer group or create a topic. They
-talk to a worker's gateway over HTTP and read topics with plain consumers
+talk to a worker's gateway over HTTP (HTTPS checked against ``UBS_WEB_TLS_CAFILE``,
+app.web.tls) and read topics with plain consumers
 without a group. So they do not run under Faust's command worker either (that
 would print a banner and answer an error with a traceback): each runs its
 coroutine itself, and any failure is one line on stderr with a non-zero status.
@@ -48,6 +49,7 @@ from app.tools.dlq import (
 from app.tools.gateway_client import Answer, Gateway, Unreachable
 from app.tools.tail import follow
 from app.topic_reader import read_topic
+from app.web import tls
 from app.web.auth import SCOPES, KeyFileError, digest, parse_keys
 
 #: How long a command waits for Kafka before it gives up with one line.
@@ -254,7 +256,7 @@ async def submit(
     if not operation.get("op_id"):
         operation["op_id"] = f"cli-{uuid.uuid4().hex[:16]}"
         click.echo(f"op_id {operation['op_id']} (generated: retry with --op-id {operation['op_id']})", err=True)
-    async with aiohttp.ClientSession() as http:
+    async with tls.client_session(settings) as http:
         answer = await gateway(worker).submit(http, operation, wait)
     if not answer.ok:
         raise CommandFailed(answer.error_line())
@@ -274,7 +276,7 @@ async def submit(
 )
 async def account(self: ClientCommand, user_id: int, worker: Optional[str], as_json: bool) -> int:
     """A user's balances and open holds (GET /accounts/USER), as the owner's table holds them."""
-    async with aiohttp.ClientSession() as http:
+    async with tls.client_session(settings) as http:
         answer = await gateway(worker).account(http, user_id)
     if not answer.ok:
         raise CommandFailed(answer.error_line())
@@ -493,7 +495,7 @@ async def dlq_replay(
         click.echo("no dead letters match", err=True)
         return FAILED if position else 0
     failed = 0
-    async with aiohttp.ClientSession() as http:
+    async with tls.client_session(settings) as http:
         for letter in letters:
             failed += not await replay_one(http, gateway(worker), letter, fixes, dry_run)
     return FAILED if failed else 0

@@ -3,7 +3,8 @@
 Every answer comes back as status and JSON body, refusals included: the
 commands decide what a status means (``dlq replay`` reports each one, ``submit``
 ends on the first). A worker that does not answer is one exception with one
-line, never the client library's traceback.
+line, never the client library's traceback; the session comes from
+app.web.tls, which checks an https gateway's certificate.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Dict, Optional
 from urllib.parse import quote, urlencode
 
 import aiohttp
+
+from app.web import tls
 
 #: How long a worker may take to accept a connection and answer a plain read.
 CONNECT_TIMEOUT_S = 10.0
@@ -89,7 +92,7 @@ class Gateway:
                 text = await response.text()
                 return Answer(response.status, _body(text))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise Unreachable(f"worker {self.url} did not answer: {_describe(exc)}") from None
+            raise Unreachable(f"worker {self.url} did not answer: {tls.describe(exc)}") from None
 
 
 def _body(text: str) -> Dict[str, Any]:
@@ -98,9 +101,3 @@ def _body(text: str) -> Dict[str, Any]:
     except ValueError:
         return {"text": text.strip()[:200]}
     return value if isinstance(value, dict) else {"value": value}
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -114,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = [sys.executable, "-m", "app", "worker", "-l", loglevel]
     workers = []
     for index, env in enumerate(worker_envs(settings, count, roles)):
-        url = f"http://{settings.advertised_host}:{env['UBS_WEB_PORT']}"
+        url = replace(settings, web_port=int(env["UBS_WEB_PORT"])).canonical_url
         role = env.get("UBS_ROLE", settings.role)
         print(f"worker {index}: {role}  {url}  data {env['UBS_DATA_DIR']}", flush=True)
         workers.append(LocalWorker(command, env).start())

@@ -18,9 +18,11 @@ import aiohttp
 
 from app.core.verification import Report, check
 from app.settings import Settings
+from app.settings import settings as process_settings
 from app.sink.cql import event_from_row, new_cluster
 from app.tools.gateway_client import bearer
 from app.topic_reader import read_topic
+from app.web import tls
 
 Record = Tuple[Optional[bytes], bytes]
 READ_TIMEOUT_S = 300.0
@@ -37,17 +39,23 @@ async def read_records(settings: Settings, base: str) -> List[Record]:
 
 
 async def read_tables(
-    worker_url: str, users: Sequence[int], concurrency: int = 32, secret: Optional[str] = None
+    worker_url: str,
+    users: Sequence[int],
+    concurrency: int = 32,
+    secret: Optional[str] = None,
+    config: Optional[Settings] = None,
 ) -> Dict[int, Optional[Dict[str, Any]]]:
     """Each user's account as the owning worker's tables hold it, with all its open holds (404 -> None).
 
     An account's answer lists its first holds; one with more (``holds_more``) is
     read on through the holds view, a page at a time. ``secret``: an API key with
-    ``accounts:read`` for every user, when the worker has keys.
+    ``accounts:read`` for every user, when the worker has keys. ``config``: whose
+    ``UBS_WEB_TLS_CAFILE`` an https worker is checked against (this process's settings when None).
     """
     limit = asyncio.Semaphore(concurrency)
     tables: Dict[int, Optional[Dict[str, Any]]] = {}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), headers=bearer(secret)) as http:
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with tls.client_session(config or process_settings, timeout=timeout, headers=bearer(secret)) as http:
 
         async def one(user: int) -> None:
             async with limit:
@@ -105,7 +113,7 @@ async def verify(
     users = sorted({int(e["user_id"]) for e in events})
     tables: Optional[Mapping[int, Optional[Dict[str, Any]]]] = None
     if worker_url:
-        tables = await read_tables(worker_url, users, secret=settings.client_secret)
+        tables = await read_tables(worker_url, users, secret=settings.client_secret, config=settings)
         done("tables", len(tables))
     db_events = db_balances = None
     if with_database:

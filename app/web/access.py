@@ -9,12 +9,12 @@ starting worker, but never a running one: there a reload keeps the keys it had.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import sys
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 from app.errors import ConfigurationError
-from app.exit_codes import ExitCode
+from app.exit_codes import refuse_to_start
 from app.settings import Settings, settings
 from app.web.auth import (
     Exposure,
@@ -72,24 +72,25 @@ def verdict(authorization: Optional[str], scopes: Tuple[str, ...], users: Iterab
     return decide(ring, key, scopes, users)
 
 
-def start_or_exit(bind: str) -> Exposure:
-    """``start``, or exit 78 with its reason in one line on stderr: nothing has started that would need stopping."""
+@contextlib.contextmanager
+def refusing_to_start() -> Iterator[None]:
+    """Around a start's checks (``start``, the TLS contexts): a ConfigurationError exits 78 in one line on stderr."""
     try:
-        return start(bind)
+        yield
     except ConfigurationError as exc:
-        sys.stderr.write(f"ubscore worker: refusing to start: {exc}\n")
-        raise SystemExit(ExitCode.BAD_CONFIGURATION) from None
+        refuse_to_start(str(exc))
 
 
 def start(bind: str, config: Settings = settings) -> Exposure:
     """At a worker's start, before it serves anything: the keys, and whether it may face the network at ``bind``.
 
     Raises ConfigurationError to refuse the start (a bad key file, or a
-    non-loopback bind without any key and without ``UBS_INSECURE=1``).
+    non-loopback bind without any key and without ``UBS_INSECURE=1``). A gateway
+    with a certificate (``UBS_WEB_TLS_CERTFILE``) serves no plain HTTP.
     """
     global _ring
     ring = load(config)
-    seen = exposure(bind, ring.enforced, config.insecure, config.web_behind_proxy)
+    seen = exposure(bind, ring.enforced, config.insecure, config.web_behind_proxy, config.web_tls)
     if seen.refusal is not None:
         raise ConfigurationError(seen.refusal)
     _ring = ring
@@ -112,11 +113,20 @@ def announce(seen: Exposure, config: Settings = settings) -> None:
         )
     else:
         log.info("api_keys_loaded keys=%s file=%s", len(current().keys), config.api_keys_file)
+    if config.web_tls:
+        # The files' names only: the key's content is read by the TLS context and goes nowhere else.
+        log.info(
+            "gateway_tls url=%s certfile=%s cafile=%s",
+            config.canonical_url,
+            config.web_tls_certfile,
+            config.web_tls_cafile,
+        )
     if seen.plain_http:
         log.warning(
             "gateway_plain_http web_host=%s note=%r",
             seen.bind,
-            "serving plain HTTP to the network: put a TLS-terminating proxy in front and set UBS_WEB_BEHIND_PROXY=1",
+            "serving plain HTTP to the network: set UBS_WEB_TLS_CERTFILE and UBS_WEB_TLS_KEYFILE, or put a "
+            "TLS-terminating proxy in front and set UBS_WEB_BEHIND_PROXY=1",
         )
 
 

@@ -266,8 +266,11 @@ class Exposure:
     refusal: Optional[str]
 
 
-def exposure(bind: str, keys_configured: bool, insecure: bool, behind_proxy: bool) -> Exposure:
-    """Decide the start: loopback without keys runs open, elsewhere keys are needed unless insecure is asked."""
+def exposure(bind: str, keys_configured: bool, insecure: bool, behind_proxy: bool, tls: bool) -> Exposure:
+    """Decide the start: loopback without keys runs open, elsewhere keys are needed unless insecure is asked.
+
+    Beyond loopback, a gateway serves plain HTTP unless it serves TLS itself or a proxy in front does.
+    """
     local = is_loopback(bind)
     refusal = None
     if not local and not keys_configured and not insecure:
@@ -279,6 +282,6 @@ def exposure(bind: str, keys_configured: bool, insecure: bool, behind_proxy: boo
         bind=bind,
         open=not keys_configured,
         insecure=not local and not keys_configured and insecure,
-        plain_http=not local and not behind_proxy,
+        plain_http=not local and not behind_proxy and not tls,
         refusal=refusal,
     )

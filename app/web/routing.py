@@ -15,8 +15,11 @@ rebalance (``assignor.table_metadata``).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Optional
 
+import aiohttp
 from faust.web import Request, Response, View
 from yarl import URL
 
@@ -24,6 +27,9 @@ from app.faust_app import app
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts
+from app.web import peers, tls
+
+log = logging.getLogger(__name__)
 
 
 def owner_of(user_id: int) -> Optional[URL]:
@@ -46,8 +52,19 @@ def is_local(owner: URL) -> bool:
 
 
 async def forward(view: View, request: Request, owner: URL) -> Response:
-    """The owner's answer to the same request, body and headers included."""
-    url = request.url.with_host(owner.host or "").with_port(owner.port)
+    """The owner's answer to the same request, body and headers included; 503 when the owner cannot be reached.
+
+    An owner that refuses the connection, fails the TLS handshake, shows a
+    certificate the CA file does not vouch for, or does not answer in time
+    is a dependency that is unavailable, not this worker's error.
+    """
     body = await request.read()  # type: ignore[attr-defined]  # faust.web.Request omits it
-    async with app.http_client.request(method=request.method, headers=request.headers, url=url, data=body) as response:
-        return view.text(await response.text(), content_type=response.content_type, status=response.status)
+    try:
+        url = peers.at_owner(owner, request.url)
+        async with peers.session().request(method=request.method, headers=request.headers, url=url, data=body) as got:
+            return view.text(await got.text(), content_type=got.content_type, status=got.status)
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        reason = tls.describe(exc)
+        log.warning("route_failed owner=%s path=%s error=%r", owner, request.path, reason)  # type: ignore[attr-defined]
+        message = f"the worker that owns this data ({owner}) could not be reached: {reason}; retry shortly"
+        return view.json({"error": "owner_unavailable", "field": None, "message": message}, status=503)

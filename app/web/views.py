@@ -65,7 +65,7 @@ from app.settings import settings
 from app.sink.service import sink_partitions, store
 from app.tables import accounts, assets, cursors, open_holds, read, results
 from app.topics import ASSETS, operations_topic
-from app.web import admission, auth, routing
+from app.web import admission, auth, peers, routing, tls
 from app.web.guard import Handler, audited, decided, note, refused, requires
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ async def wait_result(
         try:
             lookup = await _result_at_owner(user_id, op_id, slice_s, offset, authorization)
         except (OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", user_id, op_id, exc)
+            log.warning("result_lookup_failed user_id=%s op_id=%s error=%r", user_id, op_id, tls.describe(exc))
             lookup = Lookup(None)
             await asyncio.sleep(min(LOOKUP_RETRY_S, max(0.0, deadline - loop.time())))
         now = loop.time()
@@ -242,10 +242,9 @@ async def _result_at_owner(
     if routing.is_local(owner):
         return await _local_result(user_id, op_id, wait_s, offset)
     query = {"wait_s": f"{wait_s:.3f}", **({} if offset is None else {"offset": str(offset)})}
-    url = owner.with_path(f"/operations/{user_id}/{op_id}").with_query(query)
-    timeout = aiohttp.ClientTimeout(total=wait_s + REMOTE_GRACE_S)
+    url = peers.at_owner(owner, owner.with_path(f"/operations/{user_id}/{op_id}").with_query(query))
     headers = {} if authorization is None else {"Authorization": authorization}
-    async with app.http_client.get(url, timeout=timeout, headers=headers) as response:
+    async with peers.session().get(url, timeout=peers.timeout(wait_s + REMOTE_GRACE_S), headers=headers) as response:
         body: Dict[str, Any] = await response.json(content_type=None)
         if response.status == 200:
             return Lookup(body)

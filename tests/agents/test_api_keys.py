@@ -28,7 +28,7 @@ from app import app
 from app.log_format import event_fields
 from app.settings import load, settings
 from app.sink.service import store
-from app.web import access, routing, views
+from app.web import access, peers, routing, views
 from app.web.auth import digest
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -284,7 +284,7 @@ async def owner(keyed: Producer, test_app: Any, monkeypatch: pytest.MonkeyPatch)
         url = URL(str(served.make_url("/")))
         monkeypatch.setattr(routing, "owner_of", lambda user_id: url)
         monkeypatch.setattr(routing, "is_local", lambda owner: False)
-        monkeypatch.setattr(test_app, "http_client", http)
+        monkeypatch.setattr(peers, "session", lambda: http)
         yield elsewhere
 
 

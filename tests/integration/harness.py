@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -121,7 +122,15 @@ class Worker:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        """Its gateway, https when it is given a certificate (UBS_WEB_TLS_CERTFILE)."""
+        scheme = "https" if self.extra_env.get("UBS_WEB_TLS_CERTFILE") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def trust(self) -> Optional[ssl.SSLContext]:
+        """How the tests check its https gateway: against its UBS_WEB_TLS_CAFILE (None for plain http)."""
+        if not self.url.startswith("https"):
+            return None
+        return ssl.create_default_context(cafile=self.extra_env.get("UBS_WEB_TLS_CAFILE"))
 
     def env(self) -> Dict[str, str]:
         env = dict(os.environ)
@@ -163,7 +172,7 @@ class Worker:
 
     def health(self) -> Optional[Dict[str, Any]]:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2, context=self.trust()) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return None

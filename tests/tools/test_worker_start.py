@@ -18,6 +18,9 @@ from app.exit_codes import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
 NOWHERE = {"UBS_KAFKA": "kafka://127.0.0.1:9", "UBS_CQL_PORT": "9", "UBS_WEB_PORT": "9"}
+#: A file that exists and is no PEM: a certificate, key or CA file that cannot serve.
+README = str(REPO / "README.md")
+NOT_PEM = {"UBS_WEB_TLS_CERTFILE": README, "UBS_WEB_TLS_KEYFILE": README}
 
 
 def worker(tmp_path: Path, env: Dict[str, str], *flags: str) -> subprocess.CompletedProcess:
@@ -38,6 +41,11 @@ def worker(tmp_path: Path, env: Dict[str, str], *flags: str) -> subprocess.Compl
         ({}, ["--web-bind", "10.1.2.3"], "the gateway binds 10.1.2.3, not a loopback address"),
         ({"UBS_API_KEYS_FILE": "/nonexistent/keys.json"}, [], "UBS_API_KEYS_FILE /nonexistent/keys.json: cannot be"),
         ({"UBS_ROLE": "sink", "UBS_WEB_HOST": "0.0.0.0"}, [], "the gateway binds 0.0.0.0"),  # its /metrics
+        ({"UBS_WEB_TLS_CERTFILE": README}, [], "UBS_WEB_TLS_KEYFILE must be set: UBS_WEB_TLS_CERTFILE is set"),
+        ({"UBS_WEB_TLS_KEYFILE": README}, [], "UBS_WEB_TLS_CERTFILE must be set: UBS_WEB_TLS_KEYFILE is set"),
+        (NOT_PEM, [], f"UBS_WEB_TLS_CERTFILE {README} with UBS_WEB_TLS_KEYFILE {README}: cannot serve TLS: a file"),
+        ({"UBS_ROLE": "sink", **NOT_PEM}, [], "cannot serve TLS"),  # the sink's /metrics serve with them too
+        ({"UBS_WEB_TLS_CAFILE": README}, [], f"UBS_WEB_TLS_CAFILE {README}: no CA in it"),
     ],
 )
 def test_a_worker_refuses_to_start_in_one_line_with_exit_78(

@@ -10,10 +10,12 @@ from typing import Iterator, List
 import pytest
 
 from app.errors import ConfigurationError
+from app.exit_codes import ExitCode
 from app.log_format import event_fields
 from app.settings import load, settings
 from app.web import access
 from app.web.auth import digest
+from tests.unit.conftest import Pem
 
 SECRET = "the-secret-of-key-one"
 TOKEN = "the-token-secret"
@@ -96,3 +98,30 @@ def test_the_start_says_how_open_the_gateway_is_first(
     for record in caplog.records:
         assert event_fields(record.msg, record.args) is not None  # key=value, and JSON with UBS_LOG_FORMAT=json
     assert TOKEN not in caplog.text
+
+
+def test_a_gateway_serving_tls_itself_serves_no_plain_http_and_says_where(
+    pem: Pem, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    env = {"UBS_API_TOKEN": TOKEN, "UBS_WEB_TLS_CERTFILE": str(pem.cert), "UBS_WEB_TLS_KEYFILE": str(pem.key)}
+    config = load({**env, "UBS_ADVERTISED_HOST": "ledger-1.internal"})
+    access.announce(access.start("10.0.0.5", config), config)
+    assert [record.getMessage().split()[0] for record in caplog.records] == ["api_keys_loaded", "gateway_tls"]
+    line = caplog.records[-1]
+    assert event_fields(line.msg, line.args) == {
+        "event": "gateway_tls",
+        "url": "https://ledger-1.internal:6066",
+        "certfile": str(pem.cert),
+        "cafile": None,
+    }
+    assert pem.key.read_text(encoding="utf-8").splitlines()[1] not in caplog.text
+
+
+def test_a_start_refused_is_one_line_and_exit_78(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as ended:
+        with access.refusing_to_start():
+            access.start("0.0.0.0", load({}))
+    assert ended.value.code == ExitCode.BAD_CONFIGURATION == 78
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ubscore worker: refusing to start: the gateway binds 0.0.0.0")

@@ -203,17 +203,21 @@ def test_any_secret_finds_its_own_key_and_no_other(secret: str) -> None:
 
 @pytest.mark.parametrize("bind", ["127.0.0.1", "127.9.9.9", "::1", "localhost"])
 def test_a_loopback_gateway_without_keys_runs_open(bind: str) -> None:
-    seen = auth.exposure(bind, keys_configured=False, insecure=False, behind_proxy=False)
+    seen = auth.exposure(bind, keys_configured=False, insecure=False, behind_proxy=False, tls=False)
     assert (seen.open, seen.insecure, seen.plain_http, seen.refusal) == (True, False, False, None)
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0", "::", "10.1.2.3", "ledger-1.internal", ""])
 def test_a_gateway_facing_the_network_needs_keys_or_insecure(bind: str) -> None:
-    refused = auth.exposure(bind, keys_configured=False, insecure=False, behind_proxy=True)
+    refused = auth.exposure(bind, keys_configured=False, insecure=False, behind_proxy=True, tls=False)
     assert refused.refusal is not None and f"binds {bind}," in refused.refusal
     assert "UBS_API_KEYS_FILE" in refused.refusal and "UBS_INSECURE=1" in refused.refusal
-    insecure = auth.exposure(bind, keys_configured=False, insecure=True, behind_proxy=True)
+    insecure = auth.exposure(bind, keys_configured=False, insecure=True, behind_proxy=True, tls=False)
     assert (insecure.refusal, insecure.insecure, insecure.open) == (None, True, True)
-    keyed = auth.exposure(bind, keys_configured=True, insecure=False, behind_proxy=False)
+    keyed = auth.exposure(bind, keys_configured=True, insecure=False, behind_proxy=False, tls=False)
     assert (keyed.refusal, keyed.open, keyed.insecure, keyed.plain_http) == (None, False, False, True)
-    assert not auth.exposure(bind, keys_configured=True, insecure=False, behind_proxy=True).plain_http
+    assert not auth.exposure(bind, keys_configured=True, insecure=False, behind_proxy=True, tls=False).plain_http
+    served = auth.exposure(bind, keys_configured=True, insecure=False, behind_proxy=False, tls=True)
+    assert (served.refusal, served.plain_http) == (None, False)  # it serves HTTPS itself
+    # TLS hides the traffic, not the gateway: without keys it still needs UBS_INSECURE=1 to start.
+    assert auth.exposure(bind, keys_configured=False, insecure=False, behind_proxy=False, tls=True).refusal

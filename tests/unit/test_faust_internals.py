@@ -208,6 +208,23 @@ def test_the_web_hook_exists_and_its_blueprints_are_chosen_from_the_class() -> N
     assert GatewayWeb.production_blueprints == ()
 
 
+async def test_fausts_server_serves_with_the_apps_web_ssl_context() -> None:
+    """app.faust_app sets ``web_ssl_context`` at the worker's start; Faust's TCP site must be made with it."""
+    import ssl
+
+    from faust.web.drivers.aiohttp import Web as AiohttpWeb
+
+    app = faust.App("canary-web", broker="kafka://localhost:1", store="memory://", web_port=1)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    app.conf.web_ssl_context = context
+    web = AiohttpWeb(app)
+    await web._runner.setup()  # binds nothing: the site, never started, only holds what it would serve with
+    try:
+        assert web._new_transport_tcp()._ssl_context is context
+    finally:
+        await web._runner.cleanup()
+
+
 def test_the_recovery_hooks_of_the_bulk_load_exist_and_are_called() -> None:
     """app.guards.bulk_recovery overrides Recovery._build_offsets and TableManager.recovery."""
     from faust.tables import TableManager

@@ -1,4 +1,4 @@
-"""No password or token shows in the settings' repr, nor in anything a worker logs as it starts.
+"""No password, token or private key shows in the settings' repr, nor in anything a worker logs as it starts.
 
 UBSCore logs no dump of its settings; what a starting worker prints is Faust's
 banner, the clients' connection attempts and their errors. The worker here runs
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict
 
 from app.settings import load
+from tests.tls_files import authority, gateway_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-that-must-not-leak"
@@ -29,7 +30,10 @@ STARTED = "topics_not_ready"
 def secrets_env(folder: Path) -> Dict[str, str]:
     password_file = folder / "kafka-password"
     password_file.write_text(f"{SECRET}\n", encoding="utf-8")
+    gateway = gateway_cert(authority(folder, "ca"), folder, "gateway")
     return {
+        "UBS_WEB_TLS_CERTFILE": str(gateway.cert),
+        "UBS_WEB_TLS_KEYFILE": str(gateway.key),
         "UBS_KAFKA": "kafka://127.0.0.1:1",
         "UBS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
         "UBS_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
@@ -86,3 +90,6 @@ def test_a_starting_worker_logs_no_secret(tmp_path: Path) -> None:
     text = log.read_text(errors="replace")
     assert STARTED in text and "transport" in text  # it got as far as Faust's banner and its Kafka clients
     assert SECRET not in text
+    assert "gateway_tls url=https://" in text  # it loaded the gateway's key, and shows only the files' names
+    key = Path(env["UBS_WEB_TLS_KEYFILE"]).read_text(encoding="utf-8").splitlines()
+    assert not any(line in text for line in key[1:-1]) and "PRIVATE KEY" not in text

@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import ConfigurationError
 from app.settings import README_BEGIN, README_END, Secret, Settings, load, markdown_table
+from tests.unit.conftest import Pem
 
 PASSWORD = "correct horse battery staple"
 SCRAM = {
@@ -179,3 +180,27 @@ def test_the_accepted_consistency_levels_are_driver_names_that_both_read_and_wri
     from app.settings import CQL_CONSISTENCIES
 
     assert set(CQL_CONSISTENCIES) == set(ConsistencyLevel.name_to_value) - {"ANY", "SERIAL", "LOCAL_SERIAL"}
+
+
+def test_a_gateway_certificate_makes_the_advertised_url_https_and_a_static_member_of_its_own(pem: Pem) -> None:
+    served = {"UBS_WEB_TLS_CERTFILE": str(pem.cert), "UBS_WEB_TLS_KEYFILE": str(pem.key), "UBS_WEB_PORT": "7001"}
+    plain, tls = load({"UBS_WEB_PORT": "7001"}), load(served)
+    assert (plain.web_tls, plain.canonical_url) == (False, "http://127.0.0.1:7001")
+    assert (tls.web_tls, tls.canonical_url) == (True, "https://127.0.0.1:7001")
+    # Faust refuses an assignment made for another URL: the https worker joins as a member of its own.
+    assert plain.group_instance_id("ledger") == "127.0.0.1-7001-ledger"
+    assert tls.group_instance_id("ledger") == "https-127.0.0.1-7001-ledger"
+    assert load({"UBS_WEB_TLS_CAFILE": str(pem.cert)}).canonical_url == "http://127.0.0.1:6066"  # a client's CA
+
+
+def test_a_gateway_certificate_needs_its_key_files_must_exist_and_the_pool_a_floor(pem: Pem) -> None:
+    with pytest.raises(ConfigurationError, match="UBS_WEB_TLS_KEYFILE must be set: UBS_WEB_TLS_CERTFILE is set"):
+        load({"UBS_WEB_TLS_CERTFILE": str(pem.cert)})
+    with pytest.raises(ConfigurationError, match="UBS_WEB_TLS_CERTFILE must be set: UBS_WEB_TLS_KEYFILE is set"):
+        load({"UBS_WEB_TLS_KEYFILE": str(pem.key)})
+    for name in ("UBS_WEB_TLS_CERTFILE", "UBS_WEB_TLS_KEYFILE", "UBS_WEB_TLS_CAFILE"):
+        with pytest.raises(ConfigurationError, match=f"{name} names no file"):
+            load({name: "/nonexistent/gateway.pem"})
+    assert load({}).web_route_connections == 32
+    with pytest.raises(ConfigurationError, match="UBS_WEB_ROUTE_CONNECTIONS must be at least 1"):
+        load({"UBS_WEB_ROUTE_CONNECTIONS": "0"})
