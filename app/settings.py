@@ -229,7 +229,8 @@ class Settings:
     max_body_bytes: int = _setting(
         "UBS_MAX_BODY_BYTES",
         16 * 1024,
-        "largest operation, as a request body (413) or a topic message (dead letter)",
+        "largest operation, as a request body (413, chunked or not: aiohttp stops reading it there) or a topic "
+        "message (dead letter)",
         "integer",
         256,
     )

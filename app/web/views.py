@@ -18,6 +18,7 @@ ranges, before it reads a body, forwards or produces anything. Table reads go to
 the worker that owns the user's partition, which decides again on the client's
 own Authorization header; any worker answers for any user. Client mistakes get a
 4xx JSON body naming the field; an unavailable dependency is a 503, never a false 202.
+A body over UBS_MAX_BODY_BYTES is a 413 however it is sent.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp import web
 from faust.types import TP
 from faust.web import Request, Response, View
 
@@ -118,7 +120,11 @@ def _query(request: Request, allowed: Tuple[str, ...]) -> Dict[str, str]:
 
 
 def counted(name: str) -> Callable[[Handler], Handler]:
-    """Count and time answers per view and status; turn a stray exception into a logged 500."""
+    """Count and time answers per view and status; answer a body aiohttp refused; turn a stray exception into a 500.
+
+    Every read of a body, the views' and a forward's, raises here when aiohttp
+    refuses it (``_unreadable``), so no client's body can end in a 500.
+    """
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -126,9 +132,13 @@ def counted(name: str) -> Callable[[Handler], Handler]:
             started = time.perf_counter()
             try:
                 response = await handler(view, request, *args, **kwargs)
-            except Exception:
-                log.exception("http_error view=%s path=%s", name, request.path)  # type: ignore[attr-defined]
-                response = _error(view, 500, "internal_error", None, "unexpected server error; see the worker log")
+            except Exception as exc:
+                refusal = _unreadable(view, request, exc)
+                if refusal is None:
+                    log.exception("http_error view=%s path=%s", name, request.path)  # type: ignore[attr-defined]
+                response = refusal or _error(
+                    view, 500, "internal_error", None, "unexpected server error; see the worker log"
+                )
             status = str(response.status)
             metrics.HTTP_REQUESTS.labels(view=name, status=status).inc()
             metrics.HTTP_SECONDS.labels(view=name, status=status).observe(time.perf_counter() - started)
@@ -137,6 +147,24 @@ def counted(name: str) -> Callable[[Handler], Handler]:
         return wrapper
 
     return decorate
+
+
+def _unreadable(view: View, request: Request, exc: Exception) -> Optional[Response]:
+    """The answer to a body aiohttp would not hand over; None for any other error.
+
+    Over ``client_max_size`` (UBS_MAX_BODY_BYTES), with or without a
+    Content-Length, aiohttp stops reading and raises: 413. A chunked or compressed
+    body it cannot decode: 400. A client gone before its body came: 499 (nginx's
+    "client closed request"), which only the metrics see.
+    """
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = settings.max_body_bytes
+        return _error(view, 413, "body_too_large", None, f"body is limited to {limit} bytes", limit_bytes=limit)
+    if isinstance(exc, web.RequestPayloadError):
+        return _error(view, 400, "invalid_body", None, f"the body cannot be read: {exc}")
+    if isinstance(exc, OSError) and request.transport is None:  # type: ignore[attr-defined]  # Faust's type omits it
+        return _error(view, 499, "client_closed_request", None, "the connection closed before the body came")
+    return None
 
 
 def routed(handler: Handler) -> Handler:
@@ -329,14 +357,9 @@ def _same_request(stored: Event, operation: Command) -> bool:
     )
 
 
-async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Optional[Response]]:
-    declared = request.content_length  # type: ignore[attr-defined]  # faust.web.Request omits it
-    if declared is not None and declared > settings.max_body_bytes:
-        return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
-    body = await request.read()
-    if len(body) > settings.max_body_bytes:
-        return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
-    return body, None
+async def _read_body(request: Request) -> bytes:
+    """The body: aiohttp stops reading past UBS_MAX_BODY_BYTES (its ``client_max_size``), and ``counted`` answers."""
+    return await request.read()  # type: ignore[attr-defined]  # faust.web.Request omits it
 
 
 def _submit_query(request: Request) -> Tuple[bool, Optional[str]]:
@@ -373,9 +396,7 @@ class OperationsView(View):
         verdict = decided(request, scope)
         if not verdict.allowed:
             return refused(self, verdict)
-        raw, problem = await _read_body(self, request)
-        if problem is not None or raw is None:
-            return problem or _error(self, 400, "invalid_body", None, "empty body")
+        raw = await _read_body(request)
         try:
             operation = parse_operation(to_minor_units(decode_json(raw), registered))
         except InvalidOperation as error:
@@ -653,9 +674,7 @@ class AssetsView(View):
     @requires(auth.ASSETS_WRITE)
     async def post(self, request: Request) -> Response:
         """201 when new, 200 when registered identically before, 409 when registered otherwise."""
-        raw, problem = await _read_body(self, request)
-        if problem is not None or raw is None:
-            return problem or _error(self, 400, "invalid_body", None, "empty body")
+        raw = await _read_body(request)
         try:
             asset = parse_asset(decode_json(raw))
         except InvalidOperation as error:
