@@ -26,7 +26,7 @@ from app.kafka_clients import broker_credentials
 from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
-from app.web import access
+from app.web import access, limits
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,22 @@ class UBSCoreWorker(faust.Worker):
 
 
 class GatewayWeb(AiohttpWeb):
-    """Faust's aiohttp server serving UBSCore's views alone.
+    """Faust's aiohttp server serving UBSCore's views alone, with deadlines for slow clients.
 
     The settings given to the app turn Faust's own pages off one by one
     (``/router``, ``/table``, ``/graph``, the statistics, ``/performance``);
     the index that takes their place at ``/`` has no setting, so it is left out
     here. None of them would ask for an API key.
+
+    Faust's runner would let a client take as long as it likes over a request's
+    headers and body; this one disconnects it (app.web.limits).
     """
 
     production_blueprints = ()
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._runner = limits.runner(self.web_app, limits.Limits.of(settings))
 
 
 class UBSCoreApp(faust.App):

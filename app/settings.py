@@ -164,6 +164,26 @@ class Settings:
         "flag",
         shown="`0`",
     )
+    web_header_timeout_s: float = _setting(
+        "UBS_WEB_HEADER_TIMEOUT_S",
+        10.0,
+        "a request's line and headers must arrive within this long of its first byte (of the connection's "
+        "opening, for its first request); a slower client is disconnected",
+        "number",
+    )
+    web_body_timeout_s: float = _setting(
+        "UBS_WEB_BODY_TIMEOUT_S",
+        10.0,
+        "a request's body must arrive within this long of its headers; a slower client is disconnected",
+        "number",
+    )
+    web_keepalive_timeout_s: float = _setting(
+        "UBS_WEB_KEEPALIVE_TIMEOUT_S",
+        75.0,
+        "an idle keep-alive connection is closed after this long; keep it above the idle timeout of any proxy "
+        "or connection pool in front of the gateway",
+        "number",
+    )
     insecure: bool = _setting(
         "UBS_INSECURE",
         False,

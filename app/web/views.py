@@ -18,7 +18,8 @@ ranges, before it reads a body, forwards or produces anything. Table reads go to
 the worker that owns the user's partition, which decides again on the client's
 own Authorization header; any worker answers for any user. Client mistakes get a
 4xx JSON body naming the field; an unavailable dependency is a 503, never a false 202.
-A body over UBS_MAX_BODY_BYTES is a 413 however it is sent.
+A body over UBS_MAX_BODY_BYTES is a 413 however it is sent; slow clients are
+disconnected (app.web.limits).
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ def _unreadable(view: View, request: Request, exc: Exception) -> Optional[Respon
 
     Over ``client_max_size`` (UBS_MAX_BODY_BYTES), with or without a
     Content-Length, aiohttp stops reading and raises: 413. A chunked or compressed
-    body it cannot decode: 400. A client gone before its body came: 499 (nginx's
-    "client closed request"), which only the metrics see.
+    body it cannot decode: 400. A client gone before its body came, on its own or
+    disconnected by app.web.limits: 499 (nginx's "client closed request"), which
+    only the metrics see.
     """
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = settings.max_body_bytes

@@ -1,17 +1,20 @@
-"""The gateway's abuse limits on its real server: bodies bounded by aiohttp.
+"""The gateway's abuse limits on its real server: bodies bounded by aiohttp, slow clients dropped.
 
 The server is built as a worker builds it (GatewayWeb: the app's aiohttp
-application and its runner), serves the app's views on a free port of
-127.0.0.1, and is talked to over raw sockets, so every byte and every pause is
-the test's. Kafka's producer and the owner of every user are stand-ins
-(tests/agents/conftest.py).
+application, its runner and connections, app.web.limits) with small timeouts,
+serves the app's views on a free port of 127.0.0.1, and is talked to over raw
+sockets, so every byte and every pause is the test's. Kafka's producer and the
+owner of every user are stand-ins (tests/agents/conftest.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-from typing import Any, AsyncIterator, List, Optional
+import logging
+import time
+from typing import Any, AsyncIterator, Callable, List, Optional
 
 import pytest
 import pytest_asyncio
@@ -21,10 +24,16 @@ from yarl import URL
 from app import app, faust_app, metrics
 from app.settings import settings
 from app.web import routing, views
+from app.web.limits import GatewayRunner
 from tests.raw_http import Client, request
 
 from .conftest import Producer
 
+HEADER_TIMEOUT_S = 0.3
+BODY_TIMEOUT_S = 0.3
+KEEPALIVE_TIMEOUT_S = 2.0
+#: What a dropped connection may take beyond its deadline on a loaded test machine.
+MARGIN_S = 0.7
 LIMIT = settings.max_body_bytes
 USER = 150
 
@@ -41,12 +50,20 @@ def producer(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> Producer:
 
 
 @pytest_asyncio.fixture()
-async def gateway(producer: Producer) -> AsyncIterator[int]:
-    """The port of a gateway built as the worker's is."""
+async def gateway(producer: Producer, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
+    """The port of a gateway built as the worker's is, with the timeouts above."""
+    small = dataclasses.replace(
+        settings,
+        web_header_timeout_s=HEADER_TIMEOUT_S,
+        web_body_timeout_s=BODY_TIMEOUT_S,
+        web_keepalive_timeout_s=KEEPALIVE_TIMEOUT_S,
+    )
+    monkeypatch.setattr(faust_app, "settings", small)
     gateway = faust_app.GatewayWeb(app)
     for path, view in app.web.views.items():  # the views registered on the worker's own web at import
         gateway.route(path, view)
     runner = gateway._runner  # noqa: SLF001 - the runner the worker serves with
+    assert isinstance(runner, GatewayRunner)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -64,6 +81,10 @@ def deposit(op_id: str, size: Optional[int] = None) -> bytes:
 
 def answered(view: str, status: int) -> float:
     return metrics.value("ubscore_http_requests_total", view=view, status=str(status))
+
+
+def dropped(reason: str) -> float:
+    return metrics.value("ubscore_http_connections_dropped_total", reason=reason)
 
 
 def op_ids(producer: Producer) -> List[str]:
@@ -97,3 +118,99 @@ async def test_a_body_that_cannot_be_decoded_is_a_400_never_a_500(gateway: int, 
     assert (status, body["error"]) == (400, "invalid_body"), body
     client.close()
     assert producer.sent == [] and answered("submit", 500) == failed
+
+
+async def test_a_client_sending_its_headers_a_byte_at_a_time_is_dropped_at_the_header_timeout(
+    gateway: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.web.limits")
+    before = dropped("header_timeout")
+    client = await Client.to(gateway)
+    started = time.monotonic()
+    dripping = asyncio.create_task(client.drip(b"GET /assets HTTP/1.1\r\nHost: gateway\r\nX-Slow: " + b"a" * 500, 0.02))
+    elapsed = await client.closed_after(started)
+    dripping.cancel()
+    assert HEADER_TIMEOUT_S - 0.05 <= elapsed < HEADER_TIMEOUT_S + MARGIN_S
+    assert dropped("header_timeout") == before + 1
+    assert any(r.getMessage().startswith("http_client_dropped reason=header_timeout") for r in caplog.records)
+
+
+async def test_a_connection_that_sends_nothing_is_dropped_at_the_header_timeout(gateway: int) -> None:
+    client = await Client.to(gateway)
+    elapsed = await client.closed_after(time.monotonic())
+    assert HEADER_TIMEOUT_S - 0.05 <= elapsed < HEADER_TIMEOUT_S + MARGIN_S
+
+
+async def test_an_idle_keep_alive_connection_lasts_the_keep_alive_timeout_and_no_longer(gateway: int) -> None:
+    client = await Client.to(gateway)
+    await client.send(request("GET", "/assets"))
+    assert (await client.answer())[0] == 200
+    # Idle for longer than the header timeout: a keep-alive connection waits for its client.
+    await asyncio.sleep(2 * HEADER_TIMEOUT_S)
+    await client.send(request("GET", "/assets"))
+    assert (await client.answer())[0] == 200
+    elapsed = await client.closed_after(time.monotonic())
+    assert KEEPALIVE_TIMEOUT_S - 0.1 <= elapsed < KEEPALIVE_TIMEOUT_S + MARGIN_S
+
+
+async def test_the_header_timeout_of_a_later_request_counts_from_its_first_byte(gateway: int) -> None:
+    client = await Client.to(gateway)
+    await client.send(request("GET", "/assets"))
+    assert (await client.answer())[0] == 200
+    await asyncio.sleep(2 * HEADER_TIMEOUT_S)
+    started = time.monotonic()
+    dripping = asyncio.create_task(client.drip(b"GET /assets HTTP/1.1\r\nX-Slow: " + b"a" * 500, 0.02))
+    elapsed = await client.closed_after(started)
+    dripping.cancel()
+    assert HEADER_TIMEOUT_S - 0.05 <= elapsed < HEADER_TIMEOUT_S + MARGIN_S
+
+
+async def test_a_client_sending_its_body_too_slowly_is_dropped_and_nothing_is_submitted(
+    gateway: int, producer: Producer, caplog: pytest.LogCaptureFixture
+) -> None:
+    before, failed = dropped("body_timeout"), answered("submit", 500)
+    body = deposit("slow-body")
+    client = await Client.to(gateway)
+    await client.send(request("POST", "/operations", body)[: -len(body) + 5])  # the headers and 5 bytes
+    started = time.monotonic()
+    dripping = asyncio.create_task(client.drip(body[5:], 0.1))
+    elapsed = await client.closed_after(started)
+    dripping.cancel()
+    assert BODY_TIMEOUT_S - 0.05 <= elapsed < BODY_TIMEOUT_S + MARGIN_S
+    assert dropped("body_timeout") == before + 1
+    await until(lambda: answered("submit", 499) > 0)  # the view saw its client go; nobody hears the answer
+    assert producer.sent == [] and answered("submit", 500) == failed
+    assert not [r for r in caplog.records if r.getMessage().startswith("http_error")]
+
+
+async def test_a_malformed_chunk_cannot_hold_a_request_past_the_body_timeout(gateway: int, producer: Producer) -> None:
+    """aiohttp leaves a body whose chunk size is garbage unfinished: the body timeout ends it."""
+    client = await Client.to(gateway)
+    await client.send(request("POST", "/operations", b"", chunked=True)[: -len(b"0\r\n\r\n")] + b"3\r\n{}\n\r\n")
+    await asyncio.sleep(0.05)
+    await client.send(b"zz\r\n")
+    elapsed = await client.closed_after(time.monotonic())
+    assert elapsed < BODY_TIMEOUT_S + MARGIN_S
+    assert producer.sent == []
+
+
+async def test_a_client_slow_within_the_limits_is_served(gateway: int, producer: Producer) -> None:
+    body = deposit("slow-but-on-time")
+    whole = request("POST", "/operations", body)
+    head, pieces = whole[: -len(body)], [whole[-len(body) :][:10], whole[-len(body) :][10:]]
+    client = await Client.to(gateway)
+    for start in range(0, len(head), len(head) // 3 + 1):
+        await client.send(head[start : start + len(head) // 3 + 1])
+        await asyncio.sleep(HEADER_TIMEOUT_S / 6)
+    for piece in pieces:
+        await client.send(piece)
+        await asyncio.sleep(BODY_TIMEOUT_S / 4)
+    status, _, answer = await client.answer()
+    assert (status, answer["op_id"]) == (202, "slow-but-on-time")
+    client.close()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling what a view does meanwhile
+            await asyncio.sleep(0.01)

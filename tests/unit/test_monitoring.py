@@ -49,6 +49,7 @@ CATALOGUE: Dict[str, str] = {
     "ubscore_sink_commit_failures_total": "counter",
     "ubscore_sink_skipped_total": "counter",
     "ubscore_http_requests_total": "counter",
+    "ubscore_http_connections_dropped_total": "counter",
     "ubscore_sink_paused": "gauge",
     "ubscore_consumer_lag_records": "gauge",
     "ubscore_partitions_owned": "gauge",
