@@ -116,6 +116,10 @@ HTTP_SECONDS = Histogram(
     ["view", "status"],
     buckets=LATENCY_BUCKETS,
 )
+HTTP_WAITING = Gauge(
+    "ubscore_http_waiting_requests",
+    "Requests waiting for an operation's result on this worker now (at most UBS_WEB_MAX_WAITERS).",
+)
 HTTP_CONNECTIONS_DROPPED = Counter(
     "ubscore_http_connections_dropped_total",
     "Clients disconnected because a request's headers or body came too slowly, by reason.",

@@ -164,6 +164,15 @@ class Settings:
         "flag",
         shown="`0`",
     )
+    web_max_waiters: int = _setting(
+        "UBS_WEB_MAX_WAITERS",
+        1000,
+        "requests that may wait for a result on this worker at once: submits with `?wait=true` received here, "
+        "and result reads with `?wait_s=` served here as the user's owner; one more is answered 503 `overloaded` "
+        "with `Retry-After` (a submit before anything is produced)",
+        "integer",
+        1,
+    )
     web_header_timeout_s: float = _setting(
         "UBS_WEB_HEADER_TIMEOUT_S",
         10.0,

@@ -1,4 +1,4 @@
-"""The gateway's abuse limits on its real server: bodies bounded by aiohttp, slow clients dropped.
+"""The gateway's abuse limits on its real server: bodies bounded by aiohttp, slow clients dropped, waits bounded.
 
 The server is built as a worker builds it (GatewayWeb: the app's aiohttp
 application, its runner and connections, app.web.limits) with small timeouts,
@@ -16,16 +16,18 @@ import logging
 import time
 from typing import Any, AsyncIterator, Callable, List, Optional
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from app import app, faust_app, metrics
 from app.settings import settings
-from app.web import routing, views
+from app.web import admission, routing, views
 from app.web.limits import GatewayRunner
-from tests.raw_http import Client, request
+from tests.raw_http import Answer, Client, request
 
 from .conftest import Producer
 
@@ -214,3 +216,71 @@ async def until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():  # noqa: ASYNC110 - polling what a view does meanwhile
             await asyncio.sleep(0.01)
+
+
+async def fetch(http: aiohttp.ClientSession, port: int, method: str, path: str, body: Any = None) -> Answer:
+    data = None if body is None else json.dumps(body)
+    async with http.request(method, f"http://127.0.0.1:{port}{path}", data=data) as response:
+        return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+async def test_waits_beyond_the_limit_are_refused_at_once_with_retry_after(
+    gateway: int, producer: Producer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(views, "waits", admission.Slots(2))
+    refused_reads, refused_submits = answered("result", 503), answered("submit", 503)
+    submit = json.loads(deposit("w-submit"))
+    async with aiohttp.ClientSession() as http:
+        waiting = [
+            asyncio.create_task(fetch(http, gateway, "GET", f"/operations/{USER}/w-{n}?wait_s=1")) for n in range(2)
+        ]
+        await until(lambda: views.waits.held == 2)
+        assert metrics.value("ubscore_http_waiting_requests") == 2
+        status, headers, body = await fetch(http, gateway, "GET", f"/operations/{USER}/w-3?wait_s=1")
+        assert (status, body["error"], body["field"], headers["Retry-After"]) == (503, "overloaded", None, "1")
+        # A submit that would wait is refused before it is produced: the client retries with the same op_id.
+        status, headers, body = await fetch(http, gateway, "POST", "/operations?wait=true", submit)
+        assert (status, body["error"], body["op_id"], headers["Retry-After"]) == (503, "overloaded", "w-submit", "1")
+        assert "nothing was submitted" in body["message"] and producer.sent == []
+        # What does not wait needs no slot.
+        assert (await fetch(http, gateway, "GET", f"/operations/{USER}/w-3"))[0] == 404
+        assert (await fetch(http, gateway, "POST", "/operations", submit))[0] == 202
+        assert [answer[0] for answer in await asyncio.gather(*waiting)] == [404, 404]
+        assert views.waits.held == 0 and metrics.value("ubscore_http_waiting_requests") == 0
+        # Free again: the next wait is admitted, and times out as no ledger writes its result.
+        assert (await fetch(http, gateway, "POST", "/operations?wait=true", json.loads(deposit("w-later"))))[0] == 504
+    assert answered("result", 503) == refused_reads + 1 and answered("submit", 503) == refused_submits + 1
+    assert op_ids(producer) == ["w-submit", "w-later"]
+
+
+class BusyOwner:
+    """The user's owner, elsewhere, with no wait slot free: a look is answered, a wait refused."""
+
+    def __init__(self) -> None:
+        self.asked: List[str] = []
+        self.app = web.Application()
+        self.app.router.add_get("/operations/{user_id}/{op_id}", self.answer)
+
+    async def answer(self, request: web.Request) -> web.Response:
+        wait_s = float(request.query.get("wait_s", "0"))
+        self.asked.append(request.query.get("wait_s", "0"))
+        if wait_s > 0:
+            body = {"error": "overloaded", "field": None, "message": "too many requests are waiting"}
+            return web.json_response(body, status=503, headers={"Retry-After": "1"})
+        return web.json_response({"error": "unknown_operation", "field": "op_id", "message": "none"}, status=404)
+
+
+async def test_a_wait_the_owner_turns_away_is_answered_overloaded_at_once(
+    gateway: int, producer: Producer, test_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = BusyOwner()
+    async with TestServer(owner.app) as served, aiohttp.ClientSession() as http:
+        monkeypatch.setattr(routing, "owner_of", lambda user_id: URL(str(served.make_url("/"))))
+        monkeypatch.setattr(routing, "is_local", lambda url: False)
+        monkeypatch.setattr(test_app, "http_client", http)
+        started = time.monotonic()
+        status, headers, body = await fetch(http, gateway, "POST", "/operations?wait=true", json.loads(deposit("t-1")))
+        assert (status, body["error"], body["op_id"], headers["Retry-After"]) == (503, "overloaded", "t-1", "1")
+        assert "in Kafka" in body["message"] and op_ids(producer) == ["t-1"]
+        # A look at once, the wait refused: then no more asking, long before the wait's timeout.
+        assert len(owner.asked) == 2 and time.monotonic() - started < 1.0

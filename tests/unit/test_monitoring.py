@@ -54,6 +54,7 @@ CATALOGUE: Dict[str, str] = {
     "ubscore_consumer_lag_records": "gauge",
     "ubscore_partitions_owned": "gauge",
     "ubscore_recovery_remaining_records": "gauge",
+    "ubscore_http_waiting_requests": "gauge",
     "ubscore_apply_latency_seconds": "histogram",
     "ubscore_sink_latency_seconds": "histogram",
     "ubscore_http_request_duration_seconds": "histogram",
