@@ -2,14 +2,16 @@
 
 aiohttp bounds what a request may hold (a line and each header 8 KiB, 128 headers,
 a body ``client_max_size``: UBS_MAX_BODY_BYTES) and closes an idle keep-alive
-connection (``keepalive_timeout``: UBS_WEB_KEEPALIVE_TIMEOUT_S), but it waits for
-the rest of a request as long as the client likes: a client sending its headers a
-byte at a time (slowloris), or its body, holds its connection, and for a body a
-task, for as long as it keeps sending. So each connection here has a deadline for
-the request it is receiving: its line and headers within UBS_WEB_HEADER_TIMEOUT_S
-of its first byte (of the connection's opening, for the first request: a
-connection that sends nothing is no client), its body within UBS_WEB_BODY_TIMEOUT_S
-of its headers. A client past its deadline is disconnected, counted in
+connection (``keepalive_timeout``: UBS_WEB_KEEPALIVE_TIMEOUT_S), but it waits long
+for the rest of a request: unfinished headers until that keep-alive timeout (by
+default an hour; in versions before aiohttp#13681, for a connection's first
+request, for ever), an unfinished body for ever. A client sending its headers a
+byte at a time (slowloris), or its body, holds its connection that long, and for
+a body a task. So each connection here has a deadline for the request it is
+receiving: its line and headers within UBS_WEB_HEADER_TIMEOUT_S of its first
+byte (of the connection's opening, for the first request: a connection that
+sends nothing is no client), its body within UBS_WEB_BODY_TIMEOUT_S of its
+headers. A client past its deadline is disconnected, counted in
 ``ubscore_http_connections_dropped_total`` and logged (``http_client_dropped``).
 
 aiohttp has no such deadline and no public way to give its connections one: Faust
