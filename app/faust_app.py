@@ -26,7 +26,7 @@ from app.kafka_clients import broker_credentials
 from app.log_format import install as install_log_format
 from app.settings import settings
 from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
-from app.web import access, peers, tls
+from app.web import access, limits, peers, tls
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ class UBSCoreWorker(faust.Worker):
 
 
 class GatewayWeb(AiohttpWeb):
-    """Faust's aiohttp server serving UBSCore's views alone, over HTTPS when the worker has a certificate.
+    """Faust's aiohttp server serving UBSCore's views alone, over HTTPS when the worker has a certificate,
+    with deadlines for slow clients.
 
     The settings given to the app turn Faust's own pages off one by one
     (``/router``, ``/table``, ``/graph``, the statistics, ``/performance``);
@@ -77,9 +78,15 @@ class GatewayWeb(AiohttpWeb):
     Faust's server takes the app's ``web_ssl_context`` (set by UBSCoreWorker).
     The gateway's calls to other workers go through its own session
     (app.web.peers), closed here once the server has stopped serving.
+    Faust's runner would let a client take as long as it likes over a request's
+    headers and body; this one disconnects it (app.web.limits).
     """
 
     production_blueprints = ()
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._runner = limits.runner(self.web_app, limits.Limits.of(settings))
 
     async def on_shutdown(self) -> None:
         """After the server (a child service) has stopped: no request is left to use the session."""
@@ -189,6 +196,8 @@ app = UBSCoreApp(
     web_host=settings.advertised_host,
     web_port=settings.web_port,
     canonical_url=settings.canonical_url,
+    # aiohttp stops reading a body past this, chunked or not, and raises (a 413: app.web.views.counted).
+    web_application_options={"client_max_size": settings.max_body_bytes},
     # Faust's own pages: table contents, the cluster's layout, statistics, none behind an API key.
     web_router_enabled=False,
     web_tables_enabled=False,

@@ -28,6 +28,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 #: Inputs per checkpoint, up to UBS_BATCH_MAX (1000 by default).
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 STALL_ACTIONS = ("resume", "exit")
+#: Why the gateway disconnected a client (app.web.limits).
+DROP_REASONS = ("header_timeout", "body_timeout")
 
 OPERATIONS = Counter(
     "ubscore_operations_total", "Operations and credit legs given a result, by kind and status.", ["kind", "status"]
@@ -114,6 +116,15 @@ HTTP_SECONDS = Histogram(
     ["view", "status"],
     buckets=LATENCY_BUCKETS,
 )
+HTTP_WAITING = Gauge(
+    "ubscore_http_waiting_requests",
+    "Requests waiting for an operation's result on this worker now (at most UBS_WEB_MAX_WAITERS).",
+)
+HTTP_CONNECTIONS_DROPPED = Counter(
+    "ubscore_http_connections_dropped_total",
+    "Clients disconnected because a request's headers or body came too slowly, by reason.",
+    ["reason"],
+)
 CONSUMER_LAG = Gauge(
     "ubscore_consumer_lag_records",
     "End offset minus the group's committed offset, per input partition this worker holds.",
@@ -129,6 +140,8 @@ RECOVERY_REMAINING = Gauge(
 for _action in STALL_ACTIONS:
     INPUT_STALLS.labels(action=_action)
     RECOVERY_STALLS.labels(action=_action)
+for _reason in DROP_REASONS:
+    HTTP_CONNECTIONS_DROPPED.labels(reason=_reason)
 
 _lag_lock = threading.Lock()
 _lag_series: Dict[str, FrozenSet[Tuple[str, str]]] = {}

@@ -190,6 +190,35 @@ class Settings:
         "integer",
         1,
     )
+    web_max_waiters: int = _setting(
+        "UBS_WEB_MAX_WAITERS",
+        1000,
+        "requests that may wait for a result on this worker at once: submits with `?wait=true` received here, "
+        "and result reads with `?wait_s=` served here as the user's owner; one more is answered 503 `overloaded` "
+        "with `Retry-After` (a submit before anything is produced)",
+        "integer",
+        1,
+    )
+    web_header_timeout_s: float = _setting(
+        "UBS_WEB_HEADER_TIMEOUT_S",
+        10.0,
+        "a request's line and headers must arrive within this long of its first byte (of the connection's "
+        "opening, for its first request); a slower client is disconnected",
+        "number",
+    )
+    web_body_timeout_s: float = _setting(
+        "UBS_WEB_BODY_TIMEOUT_S",
+        10.0,
+        "a request's body must arrive within this long of its headers; a slower client is disconnected",
+        "number",
+    )
+    web_keepalive_timeout_s: float = _setting(
+        "UBS_WEB_KEEPALIVE_TIMEOUT_S",
+        75.0,
+        "an idle keep-alive connection is closed after this long; keep it above the idle timeout of any proxy "
+        "or connection pool in front of the gateway",
+        "number",
+    )
     insecure: bool = _setting(
         "UBS_INSECURE",
         False,
@@ -255,7 +284,8 @@ class Settings:
     max_body_bytes: int = _setting(
         "UBS_MAX_BODY_BYTES",
         16 * 1024,
-        "largest operation, as a request body (413) or a topic message (dead letter)",
+        "largest operation, as a request body (413, chunked or not: aiohttp stops reading it there) or a topic "
+        "message (dead letter)",
         "integer",
         256,
     )

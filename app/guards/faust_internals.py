@@ -10,7 +10,9 @@ hooks are overridden by subclasses: ``faust.App._new_producer`` and
 (app.guards.producer_buffer), and ``Recovery._build_offsets`` with the
 ``TableManager.recovery`` that hands it out (app.guards.bulk_recovery), and
 ``Consumer.wait_first`` as the fetcher uses it (app.guards.consume_loop); the
-canaries cover them too. One more is called: aiokafka's coordinator's
+canaries cover them too. The web driver's ``_runner`` is replaced by a runner
+reading aiohttp's own privates (app.web.limits, whose canaries are
+tests/agents/test_gateway_limits.py). One more is called: aiokafka's coordinator's
 ``check_errors``, to collect an error nobody polls for (app.guards.group_watch).
 """
 

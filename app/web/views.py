@@ -18,6 +18,9 @@ ranges, before it reads a body, forwards or produces anything. Table reads go to
 the worker that owns the user's partition, which decides again on the client's
 own Authorization header; any worker answers for any user. Client mistakes get a
 4xx JSON body naming the field; an unavailable dependency is a 503, never a false 202.
+A body over UBS_MAX_BODY_BYTES is a 413 however it is sent; at most
+UBS_WEB_MAX_WAITERS requests wait for results here at once, and one more is a
+503 ``overloaded``; slow clients are disconnected (app.web.limits).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ import logging
 import math
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp import web
 from faust.types import TP
 from faust.web import Request, Response, View
 
@@ -86,10 +91,27 @@ LOOKUP_RETRY_S = 0.1
 REMOTE_GRACE_S = 5.0
 #: A dead letter's place, PARTITION:OFFSET, as ``ubscore dlq`` names it.
 _POSITION = re.compile(r"\d{1,10}:\d{1,19}")
+#: Requests waiting for a result on this worker, at most UBS_WEB_MAX_WAITERS (app.web.admission).
+waits = admission.Slots(settings.web_max_waiters)
+metrics.HTTP_WAITING.set_function(lambda: waits.held)
+#: When a request turned away for want of a wait slot may come back: a wait lasts UBS_WAIT_TIMEOUT_S at most,
+#: and most end within milliseconds, when their result is written.
+WAIT_RETRY_AFTER_S = 1.0
 
 
 def _error(view: View, status: int, reason: str, field: Optional[str], message: str, **extra: Any) -> Response:
     return view.json({"error": reason, "field": field, "message": message, **extra}, status=status)
+
+
+def _overloaded(view: View, message: str, retry_after_s: float, **extra: Any) -> Response:
+    """503 ``overloaded``: the request may succeed later, not now; ``Retry-After`` says when, in whole seconds."""
+    body = {"error": "overloaded", "field": None, "message": message, **extra}
+    return view.json(body, status=503, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+
+
+def _wait_slot(wait_s: float) -> ContextManager[bool]:
+    """A slot in ``waits`` for a wait of ``wait_s`` (yields whether one was free); a look without a wait needs none."""
+    return waits.take() if wait_s > 0 else nullcontext(True)
 
 
 def _parse_user_id(raw: str) -> int:
@@ -118,7 +140,11 @@ def _query(request: Request, allowed: Tuple[str, ...]) -> Dict[str, str]:
 
 
 def counted(name: str) -> Callable[[Handler], Handler]:
-    """Count and time answers per view and status; turn a stray exception into a logged 500."""
+    """Count and time answers per view and status; answer a body aiohttp refused; turn a stray exception into a 500.
+
+    Every read of a body, the views' and a forward's, raises here when aiohttp
+    refuses it (``_unreadable``), so no client's body can end in a 500.
+    """
 
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -126,9 +152,13 @@ def counted(name: str) -> Callable[[Handler], Handler]:
             started = time.perf_counter()
             try:
                 response = await handler(view, request, *args, **kwargs)
-            except Exception:
-                log.exception("http_error view=%s path=%s", name, request.path)  # type: ignore[attr-defined]
-                response = _error(view, 500, "internal_error", None, "unexpected server error; see the worker log")
+            except Exception as exc:
+                refusal = _unreadable(view, request, exc)
+                if refusal is None:
+                    log.exception("http_error view=%s path=%s", name, request.path)  # type: ignore[attr-defined]
+                response = refusal or _error(
+                    view, 500, "internal_error", None, "unexpected server error; see the worker log"
+                )
             status = str(response.status)
             metrics.HTTP_REQUESTS.labels(view=name, status=status).inc()
             metrics.HTTP_SECONDS.labels(view=name, status=status).observe(time.perf_counter() - started)
@@ -137,6 +167,25 @@ def counted(name: str) -> Callable[[Handler], Handler]:
         return wrapper
 
     return decorate
+
+
+def _unreadable(view: View, request: Request, exc: Exception) -> Optional[Response]:
+    """The answer to a body aiohttp would not hand over; None for any other error.
+
+    Over ``client_max_size`` (UBS_MAX_BODY_BYTES), with or without a
+    Content-Length, aiohttp stops reading and raises: 413. A chunked or compressed
+    body it cannot decode: 400. A client gone before its body came, on its own or
+    disconnected by app.web.limits: 499 (nginx's "client closed request"), which
+    only the metrics see.
+    """
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = settings.max_body_bytes
+        return _error(view, 413, "body_too_large", None, f"body is limited to {limit} bytes", limit_bytes=limit)
+    if isinstance(exc, web.RequestPayloadError):
+        return _error(view, 400, "invalid_body", None, f"the body cannot be read: {exc}")
+    if isinstance(exc, OSError) and request.transport is None:  # type: ignore[attr-defined]  # Faust's type omits it
+        return _error(view, 499, "client_closed_request", None, "the connection closed before the body came")
+    return None
 
 
 def routed(handler: Handler) -> Handler:
@@ -175,14 +224,18 @@ class Lookup:
     applied_total: Optional[int] = None
     behind: Optional[int] = None
     owner: Optional[str] = None
+    #: The owner had no wait slot free (503 ``overloaded``): asked again at once, it would refuse again.
+    turned_away: bool = False
 
 
 @dataclass(frozen=True)
 class Waited:
-    """The outcome of a wait: the result, or how long the backlog ahead of the operation will take."""
+    """The outcome of a wait: the result, how long the backlog ahead of the operation will take, or a refusal."""
 
     result: Optional[Dict[str, Any]]
     backlog_s: Optional[float] = None
+    #: The owner had no wait slot free for it (UBS_WEB_MAX_WAITERS there).
+    turned_away: bool = False
 
 
 async def wait_result(
@@ -220,6 +273,8 @@ async def wait_result(
         now = loop.time()
         if lookup.result is not None or now >= deadline:
             return Waited(lookup.result)
+        if lookup.turned_away:
+            return Waited(None, turned_away=True)
         if lookup.applied_total is None or lookup.behind is None:
             continue
         if first is None or first[1] != lookup.owner or first[2] > lookup.applied_total:
@@ -250,6 +305,8 @@ async def _result_at_owner(
             return Lookup(body)
         if not isinstance(body, dict):
             return Lookup(None)
+        if response.status == 503 and body.get("error") == "overloaded":
+            return Lookup(None, owner=str(owner), turned_away=True)
         counts = [body.get(name) for name in ("applied_offset", "applied_total", "behind")]
         applied, applied_total, behind = [count if isinstance(count, int) else None for count in counts]
         return Lookup(None, applied, applied_total, behind, str(owner))
@@ -328,14 +385,9 @@ def _same_request(stored: Event, operation: Command) -> bool:
     )
 
 
-async def _read_body(view: View, request: Request) -> Tuple[Optional[bytes], Optional[Response]]:
-    declared = request.content_length  # type: ignore[attr-defined]  # faust.web.Request omits it
-    if declared is not None and declared > settings.max_body_bytes:
-        return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
-    body = await request.read()
-    if len(body) > settings.max_body_bytes:
-        return None, _error(view, 413, "body_too_large", None, f"body is limited to {settings.max_body_bytes} bytes")
-    return body, None
+async def _read_body(request: Request) -> bytes:
+    """The body: aiohttp stops reading past UBS_MAX_BODY_BYTES (its ``client_max_size``), and ``counted`` answers."""
+    return await request.read()  # type: ignore[attr-defined]  # faust.web.Request omits it
 
 
 def _submit_query(request: Request) -> Tuple[bool, Optional[str]]:
@@ -372,9 +424,7 @@ class OperationsView(View):
         verdict = decided(request, scope)
         if not verdict.allowed:
             return refused(self, verdict)
-        raw, problem = await _read_body(self, request)
-        if problem is not None or raw is None:
-            return problem or _error(self, 400, "invalid_body", None, "empty body")
+        raw = await _read_body(request)
         try:
             operation = parse_operation(to_minor_units(decode_json(raw), registered))
         except InvalidOperation as error:
@@ -384,7 +434,26 @@ class OperationsView(View):
         verdict = decided(request, scope, users_named(operation))
         if not verdict.allowed:
             return refused(self, verdict)
+        # A wait holds its slot from before the operation is produced: one turned away has submitted nothing.
+        with _wait_slot(settings.wait_timeout_s if wait else 0) as held:
+            if not held:
+                log.warning(
+                    "waits_full view=submit user_id=%s op_id=%s limit=%s",
+                    operation.user_id,
+                    operation.op_id,
+                    waits.limit,
+                )
+                return _overloaded(
+                    self,
+                    "too many requests are waiting for results on this worker; nothing was submitted: "
+                    "retry with the same op_id after Retry-After",
+                    WAIT_RETRY_AFTER_S,
+                    op_id=operation.op_id,
+                )
+            return await self._submit(operation, wait, request.headers.get("Authorization"))
 
+    async def _submit(self, operation: Command, wait: bool, authorization: Optional[str]) -> Response:
+        """Produce the operation: 202 once Kafka has it, or with ``wait`` its result (``_wait_for_result``)."""
         payload = json.dumps(operation.to_json(), separators=(",", ":")).encode()
         try:
             # The plain producer, never topic.send: under exactly_once that would write the
@@ -421,7 +490,7 @@ class OperationsView(View):
             if metadata.partition == partition_for(user_key(operation.user_id), settings.partitions)
             else None
         )
-        return await self._wait_for_result(operation, offset, request.headers.get("Authorization"))
+        return await self._wait_for_result(operation, offset, authorization)
 
     async def _wait_for_result(
         self, operation: Command, offset: Optional[int], authorization: Optional[str]
@@ -429,21 +498,25 @@ class OperationsView(View):
         waited = await wait_result(operation.user_id, operation.op_id, settings.wait_timeout_s, offset, authorization)
         found = waited.result
         if found is None and waited.backlog_s is not None:
-            retry_after = max(1, math.ceil(waited.backlog_s))
             log.warning(
                 "wait_refused user_id=%s op_id=%s backlog_s=%.1f", operation.user_id, operation.op_id, waited.backlog_s
             )
-            return self.json(
-                {
-                    "error": "overloaded",
-                    "field": None,
-                    "message": "the operation is in Kafka and will be applied, but not within the wait; "
-                    "poll GET /operations/{user_id}/{op_id} after Retry-After, or retry with the same op_id",
-                    "op_id": operation.op_id,
-                    "backlog_s": round(waited.backlog_s, 1),
-                },
-                status=503,
-                headers={"Retry-After": str(retry_after)},
+            return _overloaded(
+                self,
+                "the operation is in Kafka and will be applied, but not within the wait; "
+                "poll GET /operations/{user_id}/{op_id} after Retry-After, or retry with the same op_id",
+                waited.backlog_s,
+                op_id=operation.op_id,
+                backlog_s=round(waited.backlog_s, 1),
+            )
+        if found is None and waited.turned_away:
+            return _overloaded(
+                self,
+                "the operation is in Kafka and will be applied, but the worker that owns the user has too many "
+                "requests waiting; poll GET /operations/{user_id}/{op_id} after Retry-After, or retry with the same "
+                "op_id",
+                WAIT_RETRY_AFTER_S,
+                op_id=operation.op_id,
             )
         if found is None:
             return _error(
@@ -488,7 +561,15 @@ class OperationResultView(View):
             return _error(
                 self, 400, "invalid_query", "wait_s", f"wait_s must be between 0 and {settings.wait_timeout_s}"
             )
-        lookup = await _local_result(int(user_id), op_id, wait_s, offset)
+        with _wait_slot(wait_s) as held:
+            if not held:
+                log.warning("waits_full view=result user_id=%s op_id=%s limit=%s", user_id, op_id, waits.limit)
+                return _overloaded(
+                    self,
+                    "too many requests are waiting for results on this worker; retry after Retry-After",
+                    WAIT_RETRY_AFTER_S,
+                )
+            lookup = await _local_result(int(user_id), op_id, wait_s, offset)
         if lookup.result is None:
             # How far this worker is from the operation, for a gateway measuring its wait.
             return _error(
@@ -652,9 +733,7 @@ class AssetsView(View):
     @requires(auth.ASSETS_WRITE)
     async def post(self, request: Request) -> Response:
         """201 when new, 200 when registered identically before, 409 when registered otherwise."""
-        raw, problem = await _read_body(self, request)
-        if problem is not None or raw is None:
-            return problem or _error(self, 400, "invalid_body", None, "empty body")
+        raw = await _read_body(request)
         try:
             asset = parse_asset(decode_json(raw))
         except InvalidOperation as error:

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -37,6 +38,19 @@ def test_app() -> Any:
 def holds_of(user_id: int) -> Dict[str, Hold]:
     """A user's open holds as the tables hold them (each a row of its own), by hold id."""
     return dict(open_holds(user_id)[1])
+
+
+class Producer:
+    """Kafka's producer as the views call it: what was sent, acknowledged at once."""
+
+    def __init__(self) -> None:
+        self.sent: List[Tuple[str, bytes]] = []
+
+    async def send(self, topic: str, key: Any, value: bytes, *args: Any) -> "asyncio.Future[Any]":
+        self.sent.append((topic, value))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(partition=-1, offset=len(self.sent)))  # no partition: no wait estimate
+        return done
 
 
 TOPICS = {"events": EVENTS, "credits": CREDITS, "dlq": DEAD_LETTERS, "operations": OPERATIONS}

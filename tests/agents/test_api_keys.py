@@ -7,12 +7,10 @@ that record what reaches them.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import aiohttp
@@ -30,6 +28,8 @@ from app.settings import load, settings
 from app.sink.service import store
 from app.web import access, peers, routing, views
 from app.web.auth import digest
+
+from .conftest import Producer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -73,19 +73,6 @@ def bearer(secret: str) -> Dict[str, str]:
 
 def secret_of(name: str) -> str:
     return KEYS[name][0]
-
-
-class Producer:
-    """Kafka's producer as the views call it: what was sent, acknowledged at once."""
-
-    def __init__(self) -> None:
-        self.sent: List[Tuple[str, bytes]] = []
-
-    async def send(self, topic: str, key: Any, value: bytes, *args: Any) -> "asyncio.Future[Any]":
-        self.sent.append((topic, value))
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        done.set_result(SimpleNamespace(partition=-1, offset=len(self.sent)))  # no partition: no wait estimate
-        return done
 
 
 @pytest.fixture()

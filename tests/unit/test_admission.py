@@ -1,10 +1,10 @@
-"""The gateway's estimate of how long the backlog ahead of an operation will take (app.web.admission)."""
+"""The gateway's fast 503s (app.web.admission): the bound on waiting requests, and how long a backlog will take."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.web.admission import PROBE_S, backlog_s, records_before
+from app.web.admission import PROBE_S, Slots, backlog_s, records_before
 
 
 def test_the_backlog_is_the_records_ahead_at_the_rate_seen() -> None:
@@ -36,3 +36,18 @@ def test_an_applied_operation_has_nothing_before_it_whatever_the_other_backlogs(
 def test_a_cursor_past_a_stale_end_counts_as_no_backlog() -> None:
     # The end comes from the last fetch and may lag the cursor; that is not a negative backlog.
     assert records_before(10, [-5]) == 10
+
+
+def test_slots_turn_away_the_holder_past_the_limit_and_free_on_any_exit() -> None:
+    slots = Slots(2)
+    with slots.take() as first, slots.take() as second:
+        with slots.take() as third:
+            assert (first, second, third) == (True, True, False)
+            assert slots.held == 2  # the one turned away holds nothing
+        assert slots.held == 2
+    assert slots.held == 0
+    with pytest.raises(RuntimeError), slots.take():
+        raise RuntimeError("a wait that failed")
+    with slots.take() as again:
+        assert again and slots.held == 1
+    assert slots.held == 0
