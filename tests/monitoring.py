@@ -14,8 +14,11 @@ a rule file, so that docker/check-monitoring can have promtool parse each one.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Set, Tuple
 
@@ -186,6 +189,31 @@ def dashboard_rule_file(expressions: Iterable[str]) -> str:
         lines.append(f"      - record: dashboard_query_{number}")
         lines.append(f"        expr: {json.dumps(promql)}")
     return "\n".join(lines) + "\n"
+
+
+# --- a fresh worker's metrics ---------------------------------------------------------------------
+
+#: What a worker's process runs before its web server can answer: the whole app imported, as `ubscore worker`.
+_DUMP_FRESH_WORKER = (
+    "import sys, app.worker; from prometheus_client import REGISTRY, generate_latest; "
+    "sys.stdout.write(generate_latest(REGISTRY).decode())"
+)
+
+
+def fresh_exposition(role: str = "all") -> str:
+    """What a worker of ``role`` serves at /metrics before it has handled anything, from a process of its own.
+
+    prometheus_client's registry is the process's: only a new process shows what
+    a worker starts with, untouched by what other tests counted.
+    """
+    with tempfile.TemporaryDirectory() as data:
+        env = {**os.environ, "UBS_ROLE": role, "UBS_STORE": "memory://", "UBS_DATA_DIR": data}
+        done = subprocess.run(
+            [sys.executable, "-c", _DUMP_FRESH_WORKER], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"a fresh worker's metrics could not be read:\n{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def main(argv: List[str]) -> int:

@@ -8,17 +8,28 @@ worker's metrics, and the live-scrape test checks them against a real worker.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import json
-from typing import Any, Dict, List
+from itertools import product
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, List, Set, Tuple
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from app import metrics
+from app.core.ledger import PROCESSING_FAILED, Status
+from app.core.models import EVENT_KINDS
+from app.errors import DEAD_LETTER_REASONS
+from app.guards.stalls import StallAction
 from tests import monitoring
 from tests.monitoring import (
     dashboard_expressions,
     exported_family,
     expressions_in_dashboard,
     expressions_in_rules_text,
+    fresh_exposition,
     label_names,
     metric_names,
     rule_expressions,
@@ -250,6 +261,231 @@ def test_every_ubscore_metric_is_on_the_dashboard() -> None:
     """A metric nobody looks at is a blind spot; each of the worker's own shows somewhere."""
     families = {exported_family(name) for name in metric_names(dashboard_expressions())}
     assert sorted(name for name in CATALOGUE if name.startswith("ubscore_") and name not in families) == []
+
+
+# --- every known label set at 0 from a worker's start ---------------------------------------------
+#
+# A series born with its first increment reads as flat to increase(), so an alert on it misses that
+# increment (issue 30). The label values each labelled counter must start with are read here from the
+# code that produces them, independently of app.metrics' own lists.
+
+Labels = FrozenSet[Tuple[str, str]]
+#: The modules whose InvalidOperation reasons can reach balance.operations.dlq (the agent and the readers it calls).
+DEAD_LETTER_SOURCES = tuple(
+    monitoring.ROOT / path
+    for path in ("app/core/wire.py", "app/core/models.py", "app/core/legs.py", "app/agents/ubscore.py")
+)
+#: Reasons of those modules that no dead letter carries: events are read by the sink and the verifier only.
+NOT_DEAD_LETTERS = {"invalid_event"}
+
+
+def _callee(call: ast.Call) -> str:
+    function = call.func
+    return function.id if isinstance(function, ast.Name) else getattr(function, "attr", "")
+
+
+def _argument(call: ast.Call, function: ast.FunctionDef, parameter: str) -> ast.expr | None:
+    index = [argument.arg for argument in function.args.args].index(parameter)
+    if index < len(call.args):
+        return call.args[index]
+    return next((keyword.value for keyword in call.keywords if keyword.arg == parameter), None)
+
+
+def _constant(tree: ast.Module, name: str) -> str | None:
+    """A module's string constant ``name``: assigned at its top level, or imported from another module."""
+    value: Any = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and name in {getattr(target, "id", None) for target in node.targets}:
+            value = getattr(node.value, "value", None)
+        elif isinstance(node, ast.ImportFrom) and node.module and name in {alias.name for alias in node.names}:
+            value = getattr(importlib.import_module(node.module), name, None)
+    return value if isinstance(value, str) else None
+
+
+def reasons_raised(paths: Tuple[Path, ...]) -> Tuple[Set[str], List[str]]:
+    """Every reason an ``InvalidOperation(field, reason, ...)`` of these modules can carry, and what could not be read.
+
+    A reason is a literal, a module's string constant, a parameter of the function
+    that raises (then every literal its callers pass), or ``invalid_{parameter}``
+    (likewise); re-raising a caught error's ``.reason`` adds nothing new.
+    """
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in paths}
+    functions = [
+        (path, node) for path, tree in trees.items() for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+    ]
+    calls = [node for tree in trees.values() for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    found: Set[str] = set()
+    unread: List[str] = []
+
+    def passed(function: ast.FunctionDef, parameter: str) -> List[str]:
+        values = []
+        for call in (call for call in calls if _callee(call) == function.name):
+            value = _argument(call, function, parameter)
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                values.append(value.value)
+            else:
+                unread.append(f"{function.name}({parameter}=...) at line {call.lineno}")
+        return values
+
+    for path, function in functions:
+        parameters = {argument.arg for argument in function.args.args}
+        for call in (node for node in ast.walk(function) if isinstance(node, ast.Call)):
+            if _callee(call) != "InvalidOperation" or len(call.args) < 2:
+                continue
+            reason = call.args[1]
+            if isinstance(reason, ast.Constant):
+                found.add(reason.value)
+            elif isinstance(reason, ast.Name) and reason.id in parameters:
+                found.update(passed(function, reason.id))
+            elif isinstance(reason, ast.Name) and _constant(trees[path], reason.id) is not None:
+                found.add(str(_constant(trees[path], reason.id)))
+            elif isinstance(reason, ast.Attribute) and reason.attr == "reason":
+                continue
+            elif isinstance(reason, ast.JoinedStr) and _one_parameter(reason, parameters):
+                template = "".join(
+                    "{}" if isinstance(part, ast.FormattedValue) else str(part.value) for part in reason.values
+                )
+                found.update(template.format(value) for value in passed(function, _one_parameter(reason, parameters)))
+            else:
+                unread.append(f"{path.name}:{call.lineno} {ast.unparse(reason)}")
+    return found, unread
+
+
+def _one_parameter(text: ast.JoinedStr, parameters: Set[str]) -> str:
+    """The one parameter an f-string interpolates, or "" when it is anything else."""
+    holes = [part.value for part in text.values if isinstance(part, ast.FormattedValue)]
+    if len(holes) == 1 and isinstance(holes[0], ast.Name) and holes[0].id in parameters:
+        return holes[0].id
+    return ""
+
+
+def _web_trees() -> List[ast.AST]:
+    return [ast.parse(path.read_text(encoding="utf-8")) for path in sorted((monitoring.ROOT / "app/web").glob("*.py"))]
+
+
+def counted_views() -> Set[str]:
+    """The view names app.web counts answers under (``@counted("submit")``)."""
+    return {
+        call.args[0].value
+        for tree in _web_trees()
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call) and _callee(call) == "counted" and isinstance(call.args[0], ast.Constant)
+    }
+
+
+def statuses_answered() -> Set[str]:
+    """The status codes app.web answers with: its numbers from 200 to 599 (its limits are 100 and 1000)."""
+    return {
+        str(node.value)
+        for tree in _web_trees()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and type(node.value) is int and 200 <= node.value <= 599
+    }
+
+
+def known_label_values() -> Dict[str, Dict[str, Set[str]]]:
+    """Each labelled counter's label values that a worker knows before it counts anything."""
+    reasons, _ = reasons_raised(DEAD_LETTER_SOURCES)
+    actions = {action.value for action in StallAction}
+    return {
+        "ubscore_operations_total": {"kind": set(EVENT_KINDS), "status": {status.value for status in Status}},
+        "ubscore_dead_letters_total": {"reason": reasons - NOT_DEAD_LETTERS},
+        "ubscore_input_stalls_total": {"action": actions},
+        "ubscore_recovery_stalls_total": {"action": actions},
+        "ubscore_http_requests_total": {"view": counted_views(), "status": statuses_answered()},
+    }
+
+
+@pytest.fixture(scope="module")
+def fresh() -> Dict[str, Dict[Labels, float]]:
+    """A fresh worker's samples (its own process: this one's registry holds what other tests counted)."""
+    samples: Dict[str, Dict[Labels, float]] = {}
+    for family in text_string_to_metric_families(fresh_exposition()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[frozenset(sample.labels.items())] = sample.value
+    return samples
+
+
+def test_every_counter_is_exported_at_zero_by_a_fresh_worker(fresh: Dict[str, Dict[Labels, float]]) -> None:
+    """A labelled counter whose label sets are left to its first increment exports no sample at all here."""
+    counters = [name for name, kind in CATALOGUE.items() if kind == "counter"]
+    assert [name for name in counters if not fresh.get(name)] == []
+    assert {name: values for name in counters for values in fresh[name].values() if values != 0} == {}
+
+
+def test_a_fresh_worker_exports_every_known_label_set_at_zero(fresh: Dict[str, Dict[Labels, float]]) -> None:
+    known = known_label_values()
+    labelled = {name for name, kind in CATALOGUE.items() if kind == "counter" and any(fresh[name])}
+    assert labelled == set(known), "a labelled counter must say here which label values it knows in advance"
+    for name, values in known.items():
+        assert all(values.values()), f"{name}: no label values read from the code: {values}"
+        expected = {frozenset(zip(values, combination, strict=True)) for combination in product(*values.values())}
+        assert sorted(map(sorted, expected - set(fresh[name]))) == [], name
+    owned = fresh["ubscore_partitions_owned"]
+    assert {owned.get(frozenset({("consumer", consumer)})) for consumer in ("ledger", "sink")} == {0.0}
+
+
+def test_the_dead_letter_reasons_are_those_the_agent_and_its_readers_raise() -> None:
+    reasons, unread = reasons_raised(DEAD_LETTER_SOURCES)
+    assert unread == [], "reasons this test cannot read; give them a literal or teach reasons_raised"
+    assert PROCESSING_FAILED in reasons and "invalid_json" in reasons and "invalid_op_id" in reasons
+    assert set(DEAD_LETTER_REASONS) == reasons - NOT_DEAD_LETTERS
+    assert len(DEAD_LETTER_REASONS) == len(set(DEAD_LETTER_REASONS))
+
+
+def test_the_known_views_and_statuses_are_those_of_the_gateway() -> None:
+    assert set(metrics.HTTP_VIEWS) == counted_views()
+    assert set(metrics.HTTP_STATUSES) == statuses_answered()
+    assert {"submit", "health"} <= counted_views() and {"202", "504"} <= statuses_answered()
+
+
+def test_reasons_raised_reads_every_form_of_reason(tmp_path: Path) -> None:
+    source = """
+from app.errors import InvalidOperation
+from app.core.ledger import PROCESSING_FAILED
+
+
+def literal():
+    raise InvalidOperation(None, "invalid_json", "")
+
+
+def constant():
+    return InvalidOperation(None, PROCESSING_FAILED, "")
+
+
+def parameter(body, reason):
+    raise InvalidOperation("x", reason, "")
+
+
+def template(value, name):
+    raise InvalidOperation(name, f"invalid_{name}", "")
+
+
+def callers(body):
+    parameter(body, "invalid_asset")
+    parameter(body, reason="invalid_user_id")
+    template(body, "op_id")
+    try:
+        template(body, "hold_id")
+    except InvalidOperation as error:
+        raise InvalidOperation("y", error.reason, "") from None
+
+
+def unreadable(body):
+    raise InvalidOperation(None, body["why"], "")
+"""
+    module = tmp_path / "sample.py"
+    module.write_text(source, encoding="utf-8")
+    found, unread = reasons_raised((module,))
+    assert found == {
+        "invalid_json",
+        "processing_failed",
+        "invalid_asset",
+        "invalid_user_id",
+        "invalid_op_id",
+        "invalid_hold_id",
+    }
+    assert unread == ["sample.py:33 body['why']"]
 
 
 # --- the dashboard itself ------------------------------------------------------------------------
