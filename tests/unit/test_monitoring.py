@@ -25,14 +25,21 @@ from app.errors import DEAD_LETTER_REASONS
 from app.guards.stalls import StallAction
 from tests import monitoring
 from tests.monitoring import (
+    AlertTiming,
+    alert_timings,
     dashboard_expressions,
+    duration_ms,
+    duration_text,
     exported_family,
     expressions_in_dashboard,
     expressions_in_rules_text,
     fresh_exposition,
     label_names,
+    live_config,
+    live_rules,
     metric_names,
     rule_expressions,
+    scaled_rules,
 )
 
 DATASOURCE_UID = "ubscore-prometheus"
@@ -486,6 +493,87 @@ def unreadable(body):
         "invalid_hold_id",
     }
     assert unread == ["sample.py:33 body['why']"]
+
+
+# --- the rules and the config at the live tests' pace --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"), [("0m", 0), ("3s", 3000), ("1m", 60_000), ("1h30m", 5_400_000), ("250ms", 250), ("2d", 172_800_000)]
+)
+def test_duration_ms(text: str, ms: int) -> None:
+    assert duration_ms(text) == ms
+
+
+def test_duration_ms_refuses_what_is_no_duration() -> None:
+    for text in ("", "5", "1.5m", "m", "5 m"):
+        with pytest.raises(ValueError):
+            duration_ms(text)
+
+
+def test_duration_text() -> None:
+    assert [duration_text(ms) for ms in (0, 3000, 45_000, 1500, 7)] == ["0s", "3s", "45s", "1500ms", "7ms"]
+
+
+SCALED_TEXT = """\
+groups:
+  - name: g
+    rules:
+      - alert: One
+        expr: sum(increase(a_total[10m])) > 0 unless b offset 10m
+        for: 1m
+        annotations:
+          description: Rose in the last 10 minutes [10m], for 1m; offset 10m.
+      - alert: Two
+        expr: |
+          rate(c[5m:1m])
+            / rate(d[1h30m])
+        for: 0m   # at once
+      - alert: Three
+        expr: e > 0
+"""
+
+
+def test_scaled_rules_divide_only_the_durations_of_for_and_of_expressions() -> None:
+    assert scaled_rules(SCALED_TEXT, 20) == SCALED_TEXT.replace(
+        "a_total[10m])) > 0 unless b offset 10m", "a_total[30s])) > 0 unless b offset 30s"
+    ).replace("for: 1m\n", "for: 3s\n").replace("c[5m:1m]", "c[15s:3s]").replace("d[1h30m]", "d[270s]").replace(
+        "for: 0m   #", "for: 0s   #"
+    )
+
+
+def test_alert_timings() -> None:
+    assert alert_timings(SCALED_TEXT) == {
+        "One": AlertTiming(60.0, 600.0),
+        "Two": AlertTiming(0.0, 5400.0),
+        "Three": AlertTiming(0.0, 0.0),
+    }
+
+
+def test_the_live_rules_are_the_project_rules_at_the_live_pace() -> None:
+    project = alert_timings(monitoring.RULES_FILE.read_text(encoding="utf-8"))
+    live = alert_timings(live_rules())
+    assert list(live) == list(project) and len(live) >= 12
+    for name, timing in project.items():
+        assert live[name] == AlertTiming(
+            timing.for_s / monitoring.LIVE_SPEEDUP, timing.window_s / monitoring.LIVE_SPEEDUP
+        )
+    assert live["UBSCoreDeadLetters"] == AlertTiming(3.0, 30.0)
+
+
+def test_live_config_points_the_project_config_at_the_targets() -> None:
+    text = monitoring.PROMETHEUS_CONFIG.read_text(encoding="utf-8")
+    config = live_config(text, ["127.0.0.1:6100", "127.0.0.1:6101"], "1s")
+    assert "worker:6066" not in config
+    assert "          - 127.0.0.1:6100\n          - 127.0.0.1:6101\n" in config
+    assert "scrape_interval: 1s" in config and "evaluation_interval: 1s" in config and "scrape_timeout: 1s" in config
+    assert "15s" not in config and "10s" not in config and "5s" not in config
+    assert "  - alerts.yml\n" in config and "job_name: ubscore" in config
+
+
+def test_live_config_refuses_a_config_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match="prometheus.yml changed"):
+        live_config("global:\n  scrape_interval: 15s\n", ["127.0.0.1:1"], "1s")
 
 
 # --- the dashboard itself ------------------------------------------------------------------------
