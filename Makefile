@@ -124,9 +124,9 @@ chaos: install stack-up
 compose-check:
 	docker/validate
 
-## monitoring-check: promtool on the Prometheus config, the alert rules and their unit tests, and the dashboard's queries
-monitoring-check:
-	docker/check-monitoring
+## monitoring-check: promtool on the Prometheus config, rules, rule tests and dashboard queries; then each alert one machine can provoke, in a real Prometheus against live workers (starts the stack if needed)
+monitoring-check: install stack-up
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" docker/check-monitoring --live $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis *.egg-info

@@ -13,6 +13,43 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+#: Every reason a message of balance.operations or balance.credits can be dead-lettered with: the readers'
+#: (app.core.wire, app.core.models, app.core.legs) and the agent's own (a record's timestamp out of range, an
+#: error nobody foresaw). Known in advance so that a worker exports each reason's dead-letter count at 0 from
+#: its start (app.metrics.export_known_series), and an alert sees a reason's first letter as an increase.
+#: tests/unit/test_monitoring.py reads the readers' code for reasons missing here.
+DEAD_LETTER_REASONS = (
+    "accounts_must_be_different",
+    "body_too_large",
+    "buyer_is_not_user",
+    "duplicate_field",
+    "fee_exceeds_amount",
+    "invalid_amount",
+    "invalid_asset",
+    "invalid_body",
+    "invalid_buyer",
+    "invalid_credit",
+    "invalid_expires_at_ms",
+    "invalid_fee",
+    "invalid_fee_account",
+    "invalid_hold_id",
+    "invalid_json",
+    "invalid_leg",
+    "invalid_op_id",
+    "invalid_release_rest",
+    "invalid_seller",
+    "invalid_source",
+    "invalid_timestamp",
+    "invalid_to_user_id",
+    "invalid_user_id",
+    "missing_field",
+    "processing_failed",
+    "same_asset",
+    "self_trade",
+    "unknown_field",
+    "unknown_kind",
+)
+
 
 class UBSCoreError(Exception):
     """Root of every error UBSCore raises deliberately."""

@@ -6,8 +6,9 @@ counting. Names follow Prometheus' conventions (base units, ``_total`` for
 counters); the alert rules and the dashboard in docker/ use them, and a test
 scrapes a live worker to prove every name they use is exported here.
 
-Series with a small known label set are created up front, so that an alert's
-``increase()`` sees their first increment instead of a series appearing from nothing.
+Every labelled counter series whose label values are known in advance exists at 0
+from the process's start (``export_known_series``): an alert's ``increase()`` then
+sees a first increment, where a series appearing from nothing would read as flat.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import threading
 from typing import Any, Dict, FrozenSet, Iterable, Sequence, Tuple
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, disable_created_metrics
+
+from app.core.ledger import Status
+from app.core.models import EVENT_KINDS
+from app.errors import DEAD_LETTER_REASONS
+from app.guards.stalls import StallAction
 
 # A ``_created`` series per counter doubles the output and nothing here reads it.
 disable_created_metrics()
@@ -27,7 +33,13 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: Inputs per checkpoint, up to UBS_BATCH_MAX (1000 by default).
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-STALL_ACTIONS = ("resume", "exit")
+STALL_ACTIONS = tuple(action.value for action in StallAction)
+#: The views whose answers the gateway counts (app.web.views, ``counted``), each a ``view`` label.
+HTTP_VIEWS = ("submit", "result", "account", "holds", "history", "assets", "register_asset", "asset", "health")
+#: Every status code the gateway answers with; each view answers some of them, so some pairs stay at 0 for good.
+HTTP_STATUSES = ("200", "201", "202", "400", "401", "403", "404", "409", "413", "422", "499", "500", "503", "504")
+#: The consumers whose partitions a worker exports: the ledger's inputs, the sink's balance.events.
+CONSUMERS = ("ledger", "sink")
 #: Why the gateway disconnected a client (app.web.limits).
 DROP_REASONS = ("header_timeout", "body_timeout")
 
@@ -137,12 +149,6 @@ RECOVERY_REMAINING = Gauge(
     "ubscore_recovery_remaining_records", "Changelog records the table recovery under way still has to read."
 )
 
-for _action in STALL_ACTIONS:
-    INPUT_STALLS.labels(action=_action)
-    RECOVERY_STALLS.labels(action=_action)
-for _reason in DROP_REASONS:
-    HTTP_CONNECTIONS_DROPPED.labels(reason=_reason)
-
 _lag_lock = threading.Lock()
 _lag_series: Dict[str, FrozenSet[Tuple[str, str]]] = {}
 
@@ -174,6 +180,33 @@ def count_operation(kind: str, status: str) -> None:
     series.inc()
 
 
+def export_known_series() -> None:
+    """Every labelled series whose label values are known in advance, at 0, before anything can scrape them.
+
+    A series born with its first increment has no earlier sample: ``increase()``
+    and ``rate()`` read it as flat, so an alert on a reason's first dead letter,
+    a view's first 504 or a first stall would never fire (issue 30; Prometheus'
+    instrumentation guide, "avoid missing metrics"). Label values that come and
+    go (a lag's topic and partition) stay lazy, and so does the HTTP duration
+    histogram: 19 series per view and status for a figure no alert reads.
+    """
+    for kind in EVENT_KINDS:
+        for outcome in Status:
+            _operations[(kind, outcome.value)] = OPERATIONS.labels(kind=kind, status=outcome.value)
+    for reason in DEAD_LETTER_REASONS:
+        DEAD_LETTERS.labels(reason=reason)
+    for action in STALL_ACTIONS:
+        INPUT_STALLS.labels(action=action)
+        RECOVERY_STALLS.labels(action=action)
+    for view in HTTP_VIEWS:
+        for status in HTTP_STATUSES:
+            HTTP_REQUESTS.labels(view=view, status=status)
+    for consumer in CONSUMERS:
+        PARTITIONS_OWNED.labels(consumer=consumer)
+    for reason in DROP_REASONS:
+        HTTP_CONNECTIONS_DROPPED.labels(reason=reason)
+
+
 def observe_latencies(histogram: Histogram, now: float, timestamps: Sequence[float]) -> None:
     """One observation per record: ``now`` minus its Kafka timestamp (seconds), never below zero."""
     for timestamp in timestamps:
@@ -183,3 +216,7 @@ def observe_latencies(histogram: Histogram, now: float, timestamps: Sequence[flo
 def value(name: str, **labels: str) -> float:
     """Current value of one sample (0 when never touched); for health and tests."""
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# At import: every process that counts (worker, sink alone) has them before its /metrics answers.
+export_known_series()
