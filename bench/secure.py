@@ -12,7 +12,8 @@ secured one with its ``.stack/secure/env``:
 Both stacks stay up for the whole run, so each turn shares the machine with the
 same idle services. Each pair of turns is a round (``BENCH_ROUNDS``, default 2);
 the table shows the median of the rounds per stack and the secured figure over
-the plain one. The machine is shared and noisy: read ratios within this run.
+the plain one; bench/results/<UTC time>-<commit>-secure.json keeps every turn.
+The machine is shared and noisy: read ratios within this run.
 
     python -m bench.secure                  # both stacks must be up
     BENCH_ROUNDS=3 BENCH_OPS=30000 python -m bench.secure
@@ -20,6 +21,7 @@ the plain one. The machine is shared and noisy: read ratios within this run.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -30,6 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from bench.run import RESULTS, commit, machine
 from tests.integration.harness import REPO
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -103,8 +106,28 @@ def main() -> None:
             turns[on_secured].append(one_turn(on_secured))
     print(f"\nmedian of {ROUNDS} rounds per stack; secured / plain: below 1 is slower when secured (us/op: above 1)")
     print(f"{'figure':<72}{'plain':>10}{'secured':>10}{'sec/plain':>11}")
-    for name, plain, secured, ratio in table(turns):
+    rows = table(turns)
+    for name, plain, secured, ratio in rows:
         print(f"{name:<72}{_figure(plain)}{_figure(secured)}{ratio:>11.3f}")
+    print(f"\nwritten: {write_results(turns, rows).relative_to(REPO)}")
+
+
+def write_results(turns: Dict[bool, List[Figures]], rows: List[Tuple[str, float, float, float]]) -> Path:
+    """Every turn's figures and the medians, with the date, the commit and the machine, in bench/results/."""
+    when = datetime.datetime.now(datetime.timezone.utc)
+    results = {
+        "date": when.isoformat(timespec="seconds"),
+        "commit": commit(),
+        "machine": machine(),
+        "rounds": ROUNDS,
+        "plain": turns[False],
+        "secured": turns[True],
+        "medians": [{"figure": n, "plain": p, "secured": s, "secured_over_plain": r} for n, p, s, r in rows],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{when.strftime('%Y%m%dT%H%MZ')}-{results['commit']}-secure.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
 
 
 def _figure(value: float) -> str:
