@@ -58,7 +58,8 @@ test: install stack-up
 ## test-secure: start the secured stack if needed; its refusals, and the pipeline end to end on it
 SECURE_TESTS ?= $(addprefix tests/integration/,test_secured_cluster.py test_stack.py test_pipeline.py \
 	test_api_keys.py test_roles.py test_cli.py test_cql_rows.py test_trades.py test_assets.py \
-	test_broker_time.py test_retention.py test_bulk_recovery.py test_crash.py)
+	test_broker_time.py test_retention.py test_bulk_recovery.py test_crash.py test_gateway_tls.py \
+	test_gateway_safety.py)
 test-secure: install stack-up-secure
 	set -a && . .stack/secure/env && set +a && \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(SECURE_TESTS) $(PYTEST_ARGS)
