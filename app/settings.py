@@ -6,8 +6,8 @@ keyword arguments; our prefix keeps the two apart, so what is set here is what r
 
 Each setting is declared once, as a field of ``Settings`` with its variable, its
 default and its help text; ``load`` reads them all from that declaration, and the
-README's settings table is generated from it (``python -m app.settings --write
-README.md``), so the three cannot disagree (tests/unit/test_settings.py checks the README).
+settings table of docs/settings.md is generated from it (``python -m app.settings
+--write``), so the three cannot disagree (tests/unit/test_settings.py checks that page).
 
 Passwords and tokens are ``Secret`` values, shown as ``***`` wherever they are printed, and
 may come from a file instead (``<NAME>_FILE``), as mounted container secrets do.
@@ -33,7 +33,9 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: cassandra-driver's ConsistencyLevel names that serve both the sink's writes and the history reads
 #: (ANY cannot read; SERIAL and LOCAL_SERIAL are for conditional updates only).
 CQL_CONSISTENCIES = ("ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE")
-README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
+TABLE_BEGIN, TABLE_END = "<!-- settings:begin -->", "<!-- settings:end -->"
+#: The page whose settings table ``python -m app.settings --write`` updates when given no other.
+SETTINGS_PAGE = "docs/settings.md"
 _ALL_INTERFACES = ("0.0.0.0", "::")
 
 
@@ -249,7 +251,7 @@ class Settings:
         "UBS_SESSION_TIMEOUT_S",
         30.0,
         "how long a silent worker keeps its partitions before they move; a worker frozen for half of it "
-        'exits on waking (exit 75, see "Operating it")',
+        'exits on waking (exit 75, see docs/operating.md)',
         "number",
     )
     results_retention_s: int = _setting(
@@ -308,7 +310,7 @@ class Settings:
         "`static`: the worker is a static member of its consumer groups, named by its advertised URL, so one "
         "restarted at the same URL (after a crash too) gets its partitions back at once instead of after "
         "`UBS_SESSION_TIMEOUT_S`, while one stopped for good keeps them until that timeout; `dynamic`: every stop "
-        'and start moves partitions (see "Operating it")',
+        'and start moves partitions (see docs/operating.md)',
         "membership",
     )
     bulk_recovery_min_records: int = _setting(
@@ -330,7 +332,7 @@ class Settings:
         "UBS_STALL_S",
         30.0,
         "an owned input partition with records waiting and no progress for this long is resumed, and if still "
-        'stuck one period later the worker exits 70 for its supervisor (see "Operating it")',
+        'stuck one period later the worker exits 70 for its supervisor (see docs/operating.md)',
         "number",
     )
     topic_replication_factor: int = _setting(
@@ -629,7 +631,7 @@ def _pair(values: Mapping[str, Any], first: str, second: str) -> None:
 
 
 def markdown_table() -> str:
-    """The README's settings table, generated from the declarations above."""
+    """The settings table of docs/settings.md, generated from the declarations above."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for spec in fields(Settings):
         meta = spec.metadata
@@ -638,14 +640,14 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-def write_readme_table(path: str) -> None:
-    """Replace the table between the README's settings markers with the generated one."""
-    with open(path, encoding="utf-8") as readme:
-        text = readme.read()
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    with open(path, "w", encoding="utf-8") as readme:
-        readme.write(f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{tail}")
+def write_table(path: str = SETTINGS_PAGE) -> None:
+    """Replace the table between a page's settings markers with the generated one."""
+    with open(path, encoding="utf-8") as page:
+        text = page.read()
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    with open(path, "w", encoding="utf-8") as page:
+        page.write(f"{head}{TABLE_BEGIN}\n{markdown_table()}\n{TABLE_END}{tail}")
 
 
 def _shown(default: Any) -> str:
@@ -663,8 +665,8 @@ def _shown(default: Any) -> str:
 settings: Settings = load()
 
 if __name__ == "__main__":
-    # python -m app.settings: print the table; python -m app.settings --write README.md: update it there.
+    # python -m app.settings: print the table; --write [PATH]: update it in PATH (docs/settings.md).
     if sys.argv[1:2] == ["--write"]:
-        write_readme_table(sys.argv[2])
+        write_table(*sys.argv[2:3])
     else:
         sys.stdout.write(markdown_table() + "\n")

@@ -9,7 +9,7 @@ from typing import Dict
 import pytest
 
 from app.errors import ConfigurationError
-from app.settings import README_BEGIN, README_END, Secret, Settings, load, markdown_table
+from app.settings import SETTINGS_PAGE, TABLE_BEGIN, TABLE_END, Secret, Settings, load, markdown_table, write_table
 from tests.unit.conftest import Pem
 
 PASSWORD = "correct horse battery staple"
@@ -75,11 +75,18 @@ def test_a_static_member_is_named_by_its_advertised_address_in_kafka_s_character
         load({"UBS_GROUP_MEMBERSHIP": "sticky"})
 
 
-def test_readme_settings_table_is_the_generated_one() -> None:
-    """Defaults and help live in app/settings.py alone; `python -m app.settings --write README.md` updates it."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    table = readme.split(README_BEGIN, 1)[1].split(README_END, 1)[0].strip()
+def test_the_settings_page_table_is_the_generated_one() -> None:
+    """Defaults and help live in app/settings.py alone; `python -m app.settings --write` updates docs/settings.md."""
+    page = (Path(__file__).resolve().parents[2] / SETTINGS_PAGE).read_text(encoding="utf-8")
+    table = page.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
     assert table == markdown_table()
+
+
+def test_write_replaces_only_the_table_between_the_markers(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"# Head\n\n{TABLE_BEGIN}\n| old |\n{TABLE_END}\n\nTail\n", encoding="utf-8")
+    write_table(str(page))
+    assert page.read_text(encoding="utf-8") == f"# Head\n\n{TABLE_BEGIN}\n{markdown_table()}\n{TABLE_END}\n\nTail\n"
 
 
 def test_every_setting_is_read_from_its_variable() -> None:
