@@ -1,11 +1,16 @@
-"""The README's shell examples as data: blocks, commands, the answers they show, and how answers match.
+"""The shell examples of the README and of the guides in docs/ as data: blocks, commands, answers, matching.
 
-The README is documentation first, so the rules below keep it readable while
-letting tests/integration/test_readme.py run every example against a real worker
-and fail when the product and the page disagree.
+The pages are documentation first, so the rules below keep them readable while
+letting tests/integration/test_readme.py run every example of every page in
+``PAGES`` against a real worker and fail when the product and a page disagree.
 
-Rules for README authors
-------------------------
+Rules for authors of these pages
+--------------------------------
+
+Pages. Each page in ``PAGES`` runs on a world of its own (fresh topics, tables and
+keyspace), so its examples start from nothing: a page that needs an asset, a
+deposit or a dead letter makes it in an earlier block of the same page. A page
+with examples that is not in ``PAGES`` is not run.
 
 Blocks. Every fenced block opened with ```` ```sh ```` is run, whole, in one bash
 process (``set -o pipefail``), from the repository root, in the order of the
@@ -58,9 +63,12 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 DOTS = "..."
 
+#: The pages whose ```sh examples run against a worker, each on a world of its own, in this order.
+PAGES = ("README.md",)
+
 
 class ReadmeError(ValueError):
-    """The README breaks one of the rules above (a wrapped answer never closed, output before a command)."""
+    """A page breaks one of the rules above (a wrapped answer never closed, output before a command)."""
 
 
 # --- JSON patterns ---------------------------------------------------------------------------------
@@ -217,7 +225,7 @@ class _PatternParser:
 
 
 def parse_pattern(text: str) -> Pattern:
-    """A JSON value with the README's ``...`` abridgements (rules in the module docstring)."""
+    """A JSON value with the pages' ``...`` abridgements (rules in the module docstring)."""
     return _PatternParser(text).parse()
 
 
@@ -283,9 +291,10 @@ class OutputLine:
     gap: bool = False
     text: str = ""
     json: Optional[Tuple[Pattern]] = None  # a 1-tuple, so that a JSON null is told from no JSON
+    page: str = "README.md"
 
     def describe(self) -> str:
-        return f"README line {self.line}: {self.source}"
+        return f"{self.page} line {self.line}: {self.source}"
 
 
 def _collapse(text: str) -> str:
@@ -297,11 +306,11 @@ def _glob_matches(expected: str, actual: str) -> bool:
     return re.fullmatch(".*".join(parts), _collapse(actual)) is not None
 
 
-def output_line(source: str, line: int) -> OutputLine:
+def output_line(source: str, line: int, page: str = "README.md") -> OutputLine:
     """An answer line from its text (``# `` or ``#>`` already taken off)."""
     text = source.strip()
     if text == DOTS:
-        return OutputLine(source, line, gap=True)
+        return OutputLine(source, line, gap=True, page=page)
     for index, char in enumerate(text):
         if char in "{[":
             try:
@@ -310,8 +319,8 @@ def output_line(source: str, line: int) -> OutputLine:
                 if index == 0:
                     raise
                 break
-            return OutputLine(source, line, text=text[:index], json=(pattern,))
-    return OutputLine(source, line, text=text)
+            return OutputLine(source, line, text=text[:index], json=(pattern,), page=page)
+    return OutputLine(source, line, text=text, page=page)
 
 
 def match_line(expected: OutputLine, actual: str) -> Optional[str]:
@@ -382,15 +391,17 @@ class Block:
     source: str
     commands: List[Command]
     skip: Optional[str] = None
+    page: str = "README.md"
 
     @property
     def name(self) -> str:
-        """A test id: the section and the block's line."""
+        """A test id: the section and the block's line, after the page unless it is the README."""
         slug = re.sub(r"[^a-z0-9]+", "-", self.heading.lower()).strip("-")
-        return f"{slug}-line{self.line}"
+        where = "" if self.page == "README.md" else re.sub(r"[^a-z0-9]+", "-", self.page.lower()[:-3]) + "-"
+        return f"{where}{slug}-line{self.line}"
 
 
-def extract_blocks(markdown: str) -> List[Block]:
+def extract_blocks(markdown: str, page: str = "README.md") -> List[Block]:
     """Every ```sh block of the page in order, with its section heading and its skip marker if any."""
     blocks: List[Block] = []
     heading, previous, start = "", "", 0
@@ -409,7 +420,7 @@ def extract_blocks(markdown: str) -> List[Block]:
         elif found and not found.group(1):
             if fence == "sh":
                 source = "\n".join(body)
-                blocks.append(Block(heading, start, source, split_commands(body, start + 1), skip))
+                blocks.append(Block(heading, start, source, split_commands(body, start + 1, page), skip, page))
             fence = None
         else:
             body.append(line)
@@ -457,8 +468,8 @@ def _answer_text(comment: str) -> Optional[str]:
     return None
 
 
-def split_commands(lines: List[str], first_line: int) -> List[Command]:
-    """Commands with their answers; ``first_line`` is the README line number of ``lines[0]``."""
+def split_commands(lines: List[str], first_line: int, page: str = "README.md") -> List[Command]:
+    """Commands with their answers; ``first_line`` is the line number of ``lines[0]`` in ``page``."""
     commands: List[Command] = []
     pending: List[str] = []
     pending_line = 0
@@ -475,13 +486,13 @@ def split_commands(lines: List[str], first_line: int) -> List[Command]:
             if answer is None:
                 continue
             if not commands:
-                raise ReadmeError(f"README line {number}: an answer before any command")
+                raise ReadmeError(f"{page} line {number}: an answer before any command")
             while _brackets_open(answer) > 0 and not answer.lstrip().startswith(DOTS):
                 if index >= len(lines) or not lines[index].lstrip().startswith("#"):
-                    raise ReadmeError(f"README line {number}: a JSON answer whose brackets are never closed")
+                    raise ReadmeError(f"{page} line {number}: a JSON answer whose brackets are never closed")
                 answer += " " + re.sub(r"^#>?", "", lines[index].strip()).strip()
                 index += 1
-            commands[-1].expected.append(output_line(answer, number))
+            commands[-1].expected.append(output_line(answer, number, page))
             continue
         else:
             pending, pending_line = [line], number
@@ -490,7 +501,7 @@ def split_commands(lines: List[str], first_line: int) -> List[Command]:
             commands.append(Command(text, pending_line))
             pending = []
     if pending:
-        raise ReadmeError(f"README line {pending_line}: a command never ends (open quote or trailing backslash)")
+        raise ReadmeError(f"{page} line {pending_line}: a command never ends (open quote or trailing backslash)")
     return commands
 
 
@@ -499,7 +510,7 @@ def split_commands(lines: List[str], first_line: int) -> List[Command]:
 
 @dataclass(frozen=True)
 class Names:
-    """What the README names literally, as one test world has it."""
+    """What the pages name literally, as one test world has it."""
 
     port: int
     topic_prefix: str
@@ -508,7 +519,7 @@ class Names:
 
 
 def rewrite(command: str, names: Names) -> str:
-    """The command aimed at the test's worker: the four things the README names with their defaults.
+    """The command aimed at the test's worker: the four things the pages name with their defaults.
 
     The gateway at :6066, the topics ``balance.*``, the consumer groups ``ubscore`` and
     ``ubscore-settlement``, the keyspace in ``ubscore.<table>``. Nothing else changes.
@@ -533,7 +544,7 @@ def script(commands: List[str], outdir: str) -> str:
 
 
 def restore(output: str, names: Names) -> str:
-    """The output in the README's names: the reverse of ``rewrite``, so answers can show ``balance.operations``.
+    """The output in the pages' names: the reverse of ``rewrite``, so answers can show ``balance.operations``.
 
     The app id goes first: the world's app id contains the topic prefix without its dot.
     """

@@ -1,13 +1,15 @@
-"""The README's shell examples, run as written against a worker of their own, with the answers they show.
+"""The shell examples of the README and the guides in docs/, run as written against a worker, with their answers.
 
-Every ```sh block of README.md that does not opt out runs in order, in one bash
-process each, from the repository root, with the worker's UBS_ settings in the
-environment and .venv/bin first on PATH. The names the README gives literally
-(port 6066, topics balance.*, group and keyspace ubscore) are rewritten to this
-run's world (tests/readme_examples.rewrite); the answers shown in ``# {...}`` and
-``#>`` comments must match what the commands print (rules: tests/readme_examples.py).
-Blocks build on the ones before them (user 1001's seq counts from the first
-deposit), so the module runs as a whole, on a world of its own.
+Every ```sh block of each page in tests/readme_examples.PAGES that does not opt
+out runs in order, in one bash process each, from the repository root, with the
+worker's UBS_ settings in the environment and .venv/bin first on PATH. The names
+the pages give literally (port 6066, topics balance.*, group and keyspace
+ubscore) are rewritten to the page's world (tests/readme_examples.rewrite); the
+answers shown in ``# {...}`` and ``#>`` comments must match what the commands
+print (rules: tests/readme_examples.py). Blocks build on the ones before them on
+the same page (user 1001's seq counts from the page's first deposit), so each
+page runs as a whole, on a world and worker of its own, started for its first
+block that runs and stopped when the next page starts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -26,24 +29,52 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from app.consumer_lag import read_lag
-from tests.readme_examples import Block, Command, Names, extract_blocks, match_output, restore, rewrite, script
+from tests.readme_examples import PAGES, Block, Command, Names, extract_blocks, match_output, restore, rewrite, script
 
 from .harness import REPO, Worker, World, ready_worker, world_settings
 
 pytestmark = pytest.mark.integration
 
-BLOCKS = extract_blocks((REPO / "README.md").read_text())
+BLOCKS = [block for page in PAGES for block in extract_blocks((REPO / page).read_text(), page)]
 #: The longest a block may run: the slowest today waits 5 s for an answer and follows two topics for 5 s each.
 BLOCK_TIMEOUT_S = 60.0
 #: How long to wait for the ledger and the sink to have nothing left to do before a block starts.
 IDLE_TIMEOUT_S = 20.0
 
 
+class PageWorkers:
+    """One worker per page, on a world of its own, so each page's user ids start from nothing (seq 1).
+
+    Started for the first block of its page that runs; stopped when a block of
+    another page asks for its own, so one worker runs at a time.
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.tmp_path_factory = tmp_path_factory
+        self.page: Optional[str] = None
+        self.worker: Optional[Worker] = None
+        self.stack = ExitStack()
+
+    def for_page(self, page: str) -> Worker:
+        if self.page != page or self.worker is None:
+            self.close()
+            slug = re.sub(r"[^a-z0-9]+", "-", page.lower())
+            base = self.tmp_path_factory.mktemp(f"examples-{slug}")
+            self.page, self.worker = page, self.stack.enter_context(ready_worker(World(), base))
+        return self.worker
+
+    def close(self) -> None:
+        self.stack.close()
+        self.stack, self.page, self.worker = ExitStack(), None, None
+
+
 @pytest.fixture(scope="module")
-def readme_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    """A world of its own, so the README's user ids start from nothing (seq 1)."""
-    with ready_worker(World(), tmp_path_factory.mktemp("readme-worker")) as worker:
-        yield worker
+def page_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageWorkers]:
+    workers = PageWorkers(tmp_path_factory)
+    try:
+        yield workers
+    finally:
+        workers.close()
 
 
 @dataclass
@@ -56,7 +87,7 @@ class Outcome:
     started: bool
 
     def problem(self, names: Names) -> Optional[str]:
-        """The README's answers name the defaults (topic balance.events, group ubscore): so is the output first."""
+        """The pages' answers name the defaults (topic balance.events, group ubscore): so is the output first."""
         if self.status is None:
             return "did not finish within the block's time" if self.started else "not reached"
         if self.status != 0:
@@ -67,7 +98,7 @@ class Outcome:
 
     def report(self, problem: str) -> str:
         return (
-            f"--- command at README line {self.command.line}: {problem}\n"
+            f"--- command at line {self.command.line}: {problem}\n"
             f"--- as run:\n{self.run}\n--- stdout:\n{self.stdout.rstrip()}\n--- stderr:\n{self.stderr.rstrip()}"
         )
 
@@ -134,15 +165,16 @@ def read_outputs(outdir: Path, index: int) -> Tuple[str, str, bool]:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
-def test_readme_block(block: Block, readme_worker: Worker, tmp_path: Path) -> None:
+def test_readme_block(block: Block, page_workers: PageWorkers, tmp_path: Path) -> None:
     if block.skip:
-        pytest.skip(f"opted out in the README: {block.skip}")
+        pytest.skip(f"opted out in {block.page}: {block.skip}")
     missing = missing_tools(block)
     if missing:
         message = f"{' and '.join(missing)} not installed (make tools installs them)"
         if os.environ.get("UBS_REQUIRE_KCAT") == "1":
             pytest.fail(message)
         pytest.skip(message)
+    readme_worker = page_workers.for_page(block.page)
     env = readme_worker.env()
     env["PATH"] = f"{REPO / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     names = names_of(readme_worker)
@@ -155,5 +187,5 @@ def test_readme_block(block: Block, readme_worker: Worker, tmp_path: Path) -> No
     ]
     failures = [outcome.report(problem) for outcome in outcomes if (problem := outcome.problem(names))]
     if failures:
-        header = f"README block at line {block.line} ({block.heading!r}):\n{block.source}\n"
+        header = f"{block.page} block at line {block.line} ({block.heading!r}):\n{block.source}\n"
         pytest.fail(header + "\n".join(failures), pytrace=False)

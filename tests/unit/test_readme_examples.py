@@ -1,7 +1,8 @@
-"""The README example runner's parser and matcher on small hand-written pages, and the README itself parsed.
+"""The example runner's parser and matcher on small hand-written pages, and every page it runs parsed.
 
-What runs the examples against a worker is tests/integration/test_readme.py;
-here, that a wrong answer in a README would be caught, and a right one accepted.
+What runs the examples of the README and of the guides in docs/ against a worker
+is tests/integration/test_readme.py; here, that a wrong answer on a page would be
+caught, and a right one accepted, and that every page in PAGES parses.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from tests.readme_examples import (
     ANY,
+    PAGES,
     ArrayPattern,
     Names,
     NumberPrefix,
@@ -122,7 +124,7 @@ def test_an_abridged_answer_matches() -> None:
 
 
 def test_an_abridged_answer_with_a_wrong_value_fails() -> None:
-    assert answer('{"op_id":"lock-1",...,"seq":3,...}', EVENT) == "README line 2: " + (
+    assert answer('{"op_id":"lock-1",...,"seq":3,...}', EVENT) == "README.md line 2: " + (
         '{"op_id":"lock-1",...,"seq":3,...}\n  $.seq: expected 3, got 2'
     )
 
@@ -205,12 +207,21 @@ def test_script_runs_commands_in_one_shell_with_their_outputs_apart(tmp_path: Pa
     assert (tmp_path / "3.out").read_text() == "hi b\n"
 
 
-def test_the_readme_parses_and_every_example_ends() -> None:
+def test_blocks_of_a_guide_name_their_page() -> None:
+    blocks = extract_blocks(PAGE, "docs/guide.md")
+    assert [b.name for b in blocks] == ["docs-guide-quickstart-line6", "docs-guide-using-it-line16"]
+    assert blocks[1].commands[0].expected[0].describe().startswith("docs/guide.md line 20: ")
+    with pytest.raises(ReadmeError, match="^docs/guide.md line 1: an answer before any command"):
+        split_commands(['# {"a":1}'], 1, "docs/guide.md")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_parses_and_every_example_ends(page: str) -> None:
     """Every block runs or opts out, and nothing follows a topic for ever (the test would wait for it)."""
-    blocks = extract_blocks((REPO / "README.md").read_text())
-    assert blocks, "no sh block found in README.md"
+    blocks = extract_blocks((REPO / page).read_text(), page)
+    assert blocks, f"no sh block found in {page}"
     for block in blocks:
-        assert block.commands, f"README line {block.line}: an sh block without commands"
+        assert block.commands, f"{page} line {block.line}: an sh block without commands"
         for command in block.commands:
             if "kafka-console-consumer" in command.text:
                 assert re.search(r"--(timeout-ms|max-messages)\b", command.text), command.text
