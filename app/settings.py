@@ -251,7 +251,7 @@ class Settings:
         "UBS_SESSION_TIMEOUT_S",
         30.0,
         "how long a silent worker keeps its partitions before they move; a worker frozen for half of it "
-        'exits on waking (exit 75, see docs/operating.md)',
+        "exits on waking (exit 75, see docs/operating.md)",
         "number",
     )
     results_retention_s: int = _setting(
@@ -310,7 +310,7 @@ class Settings:
         "`static`: the worker is a static member of its consumer groups, named by its advertised URL, so one "
         "restarted at the same URL (after a crash too) gets its partitions back at once instead of after "
         "`UBS_SESSION_TIMEOUT_S`, while one stopped for good keeps them until that timeout; `dynamic`: every stop "
-        'and start moves partitions (see docs/operating.md)',
+        "and start moves partitions (see docs/operating.md)",
         "membership",
     )
     bulk_recovery_min_records: int = _setting(
@@ -332,7 +332,7 @@ class Settings:
         "UBS_STALL_S",
         30.0,
         "an owned input partition with records waiting and no progress for this long is resumed, and if still "
-        'stuck one period later the worker exits 70 for its supervisor (see docs/operating.md)',
+        "stuck one period later the worker exits 70 for its supervisor (see docs/operating.md)",
         "number",
     )
     topic_replication_factor: int = _setting(
