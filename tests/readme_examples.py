@@ -64,7 +64,7 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
 DOTS = "..."
 
 #: The pages whose ```sh examples run against a worker, each on a world of its own, in this order.
-PAGES = ("README.md",)
+PAGES = ("README.md", "docs/trading.md", "docs/cli.md", "docs/api-keys.md")
 
 
 class ReadmeError(ValueError):
