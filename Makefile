@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 ## install: the Python package and its test tools, into .venv
 install: $(STAMP)
 
-## tools: kcat and cqlsh for the README's examples
+## tools: kcat and cqlsh for the examples of docs/cli.md and docs/trading.md
 tools: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" stack/bin/install-tools
 
