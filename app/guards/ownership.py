@@ -88,10 +88,10 @@ class Ownership:
         now = self.clock()
         vouching = confirmed(heard, now, self.bound_s)
         if heard is not None and vouching != self._vouching:
-            self._vouching = vouching
-            if vouching:
+            before, self._vouching = self._vouching, vouching
+            if vouching and before is False:
                 log.warning("ownership_confirmed silence_s=%.1f bound_s=%.1f", now - heard, self.bound_s)
-            else:
+            elif not vouching:
                 log.error(
                     "ownership_unconfirmed silence_s=%.1f bound_s=%.1f action=refuse_reads", now - heard, self.bound_s
                 )
