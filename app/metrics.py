@@ -148,6 +148,11 @@ PARTITIONS_OWNED = Gauge(
 RECOVERY_REMAINING = Gauge(
     "ubscore_recovery_remaining_records", "Changelog records the table recovery under way still has to read."
 )
+COORDINATOR_SILENCE = Gauge(
+    "ubscore_coordinator_silence_seconds",
+    "Seconds since the ledger's group coordinator last answered a heartbeat or a join (since the start before the"
+    " first); past UBS_OWNERSHIP_BOUND_S the worker refuses its partitions' reads (0 in the sink alone).",
+)
 
 _lag_lock = threading.Lock()
 _lag_series: Dict[str, FrozenSet[Tuple[str, str]]] = {}

@@ -254,6 +254,15 @@ class Settings:
         "exits on waking (exit 75, see docs/operating.md)",
         "number",
     )
+    ownership_bound_s: float = _setting(
+        "UBS_OWNERSHIP_BOUND_S",
+        None,
+        "a worker serves its partitions' reads only while its last heartbeat answered by the group coordinator "
+        "is at most this old; past it reads answer 503 `not_owner_confirmed` and `/health` says `partitioned`. "
+        "Must be below `UBS_SESSION_TIMEOUT_S` (see docs/operating.md)",
+        "number",
+        shown="half of `UBS_SESSION_TIMEOUT_S`",
+    )
     results_retention_s: int = _setting(
         "UBS_RESULTS_RETENTION_S",
         7 * 24 * 3600,
@@ -575,10 +584,29 @@ def load(env: Optional[Mapping[str, str]] = None) -> Settings:
         # A worker bound to all interfaces still needs a concrete address that peers can call.
         web_host = values["web_host"]
         values["advertised_host"] = "127.0.0.1" if web_host in _ALL_INTERFACES else web_host
+    _check_ownership_bound(values)
     _check_kafka_security(values)
     _check_cql_security(values)
     _pair(values, "web_tls_certfile", "web_tls_keyfile")
     return Settings(**values)
+
+
+def _check_ownership_bound(values: Dict[str, Any]) -> None:
+    """Half the session timeout unless set; refused at or above it.
+
+    The coordinator moves a worker's partitions a full session timeout after the
+    last heartbeat it received: a worker that vouched for its partitions that
+    long after its last one could be vouching for partitions another worker
+    already applies to (app.guards.ownership).
+    """
+    session_s = values["session_timeout_s"]
+    if values["ownership_bound_s"] is None:
+        values["ownership_bound_s"] = session_s / 2
+    elif values["ownership_bound_s"] >= session_s:
+        raise ConfigurationError(
+            f"UBS_OWNERSHIP_BOUND_S must be below UBS_SESSION_TIMEOUT_S ({session_s:g}), "
+            f"got {values['ownership_bound_s']:g}"
+        )
 
 
 def _check_kafka_security(values: Mapping[str, Any]) -> None:

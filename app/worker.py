@@ -14,7 +14,9 @@ from app.web import views  # noqa: F401  (the HTTP gateway)
 
 if settings.role in ("all", "ledger"):
     from app.agents import expiry, ubscore  # noqa: F401  (the ledger agent, its expiry timer)
-    from app.guards import group_watch, input_watch, recovery_watch  # noqa: F401  (group membership, progress watches)
+    from app.guards import group_watch, input_watch, ownership, recovery_watch  # noqa: F401  (group, progress watches)
+
+    app.startup_task(ownership.watch)  # says when the worker stops (and starts again) vouching for its partitions
 if settings.role == "all":
     from app.sink.service import SettlementSink
 

@@ -62,7 +62,7 @@ from faust.types.tuples import Message
 
 from app import metrics
 from app.agents.batch import Batch, Record
-from app.agents.waiters import waiters
+from app.agents.waiters import account_waiters, waiters
 from app.core.hold_rows import closed_hold
 from app.exit_codes import ExitCode
 from app.guards import failpoints
@@ -228,6 +228,7 @@ async def checkpoint(batch: Batch) -> None:
         failpoints.hit("after_table_write", passes=batch.inputs)
         # After the accounts, not after the results alone: a client answered must read its own balance.
         waiters.wake(key for _, key, _ in batch.rows_of(results))
+        account_waiters.wake(key for _, key, _ in batch.rows_of(accounts))
         if batch.outputs:
             await publisher.publish(batch.outputs)
         announced = time.time()

@@ -5,6 +5,7 @@ woken by the checkpoint once the batch's rows, the result's and its account's,
 are in RocksDB, instead of polling the table: an answered client then reads its
 own balance. A wake-up only says "look again": the request reads the
 table itself, so a spurious or missed wake-up costs a read, never a wrong answer.
+An account read with ``?min_seq=`` waits the same way on the account's key.
 """
 
 from __future__ import annotations
@@ -46,4 +47,7 @@ class Waiters:
         return sum(len(group) for group in self._waiting.values())
 
 
+#: Result keys, woken once a checkpoint's results and accounts are written (``?wait=true``, ``?wait_s=``).
 waiters = Waiters()
+#: Account keys, woken at the same moment (``?min_seq=`` on account reads).
+account_waiters = Waiters()

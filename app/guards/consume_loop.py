@@ -27,6 +27,7 @@ from mode.services import WaitArgT, WaitResults
 from mode.utils.times import Seconds
 
 from app.guards.faust_internals import delivery_can_wait
+from app.guards.ownership import OwnershipListener
 
 
 class Delivery:
@@ -43,7 +44,10 @@ class Delivery:
 
 
 class UBSCoreConsumer(Consumer):
-    """The aiokafka consumer of Faust, delivering inline what cannot block."""
+    """The aiokafka consumer of Faust, delivering inline what cannot block, recording word from its coordinator."""
+
+    #: Faust's rebalance listener, which also keeps the ownership deadline (app.guards.ownership).
+    RebalanceListener = OwnershipListener
 
     def __init__(self, *args: Any, callback: Any, **kwargs: Any) -> None:
         super().__init__(*args, callback=lambda message: Delivery(callback, message), **kwargs)

@@ -13,7 +13,9 @@ hooks are overridden by subclasses: ``faust.App._new_producer`` and
 canaries cover them too. The web driver's ``_runner`` is replaced by a runner
 reading aiohttp's own privates (app.web.limits, whose canaries are
 tests/agents/test_gateway_limits.py). One more is called: aiokafka's coordinator's
-``check_errors``, to collect an error nobody polls for (app.guards.group_watch).
+``check_errors``, to collect an error nobody polls for (app.guards.group_watch). And one is
+wrapped on the instance: the group coordinator's ``_do_heartbeat``, whose
+successes say this worker still owns its partitions (app.guards.ownership).
 """
 
 from __future__ import annotations
@@ -84,6 +86,23 @@ def parked_group_error(kafka: AIOKafkaConsumer) -> Optional[BaseException]:
     """
     coordinator = kafka._coordinator
     return None if coordinator is None else coordinator._pending_exception
+
+
+def listener_coordinator(listener: Any) -> Optional[Any]:
+    """The aiokafka group coordinator behind Faust's rebalance listener, in Faust's consumer thread."""
+    return getattr(listener._thread._ensure_consumer(), "_coordinator", None)
+
+
+def on_heartbeat(coordinator: Any, wrap: Callable[[Callable[[], Any]], Callable[[], Any]]) -> bool:
+    """Replace a group coordinator's ``_do_heartbeat`` by ``wrap(it)``, on this object, once; whether it did now.
+
+    The heartbeat task calls ``self._do_heartbeat()`` at each beat, so an
+    attribute of the instance takes the class's place from the next beat on.
+    """
+    if not hasattr(coordinator, "_do_heartbeat") or "_do_heartbeat" in vars(coordinator):
+        return False
+    coordinator._do_heartbeat = wrap(coordinator._do_heartbeat)
+    return True
 
 
 async def collect_group_error(kafka: AIOKafkaConsumer) -> Optional[BaseException]:

@@ -16,6 +16,7 @@ rebalance (``assignor.table_metadata``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Optional
 
@@ -31,6 +32,9 @@ from app.web import peers, tls
 
 log = logging.getLogger(__name__)
 
+#: The owner's headers a forwarded answer keeps (besides its status, body and content type).
+FORWARDED_HEADERS = ("Retry-After",)
+
 
 def owner_of(user_id: int) -> Optional[URL]:
     """The web address of the worker that owns the user's partition; None while no assignment names one."""
@@ -44,6 +48,17 @@ def owner_of_partition(partition: int) -> Optional[URL]:
         if partition in topics.get(changelog, ()):
             return URL(host)
     return None
+
+
+def refused_as_unconfirmed(response: Response) -> bool:
+    """Whether a forwarded answer is the owner's 503 ``not_owner_confirmed`` (app.guards.ownership)."""
+    if response.status != 503:
+        return False
+    try:
+        body = json.loads(response.body)  # type: ignore[attr-defined]  # Faust's Response omits it
+    except (TypeError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("error") == "not_owner_confirmed"
 
 
 def is_local(owner: URL) -> bool:
@@ -62,7 +77,9 @@ async def forward(view: View, request: Request, owner: URL) -> Response:
     try:
         url = peers.at_owner(owner, request.url)
         async with peers.session().request(method=request.method, headers=request.headers, url=url, data=body) as got:
-            return view.text(await got.text(), content_type=got.content_type, status=got.status)
+            # The owner's Retry-After goes with its 503: a client must not come back sooner than it said.
+            kept = {name: got.headers[name] for name in FORWARDED_HEADERS if name in got.headers}
+            return view.text(await got.text(), content_type=got.content_type, status=got.status, headers=kept)
     except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
         reason = tls.describe(exc)
         log.warning("route_failed owner=%s path=%s error=%r", owner, request.path, reason)  # type: ignore[attr-defined]

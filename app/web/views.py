@@ -26,6 +26,7 @@ UBS_WEB_MAX_WAITERS requests wait for results here at once, and one more is a
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 import logging
@@ -45,7 +46,7 @@ from faust.web import Request, Response, View
 
 from app import metrics
 from app.agents import checkpoint
-from app.agents.waiters import waiters
+from app.agents.waiters import Waiters, account_waiters, waiters
 from app.core.assets import Asset, parse_asset, to_minor_units
 from app.core.ledger import Account, Hold, StoredResult, operation_key
 from app.core.models import (
@@ -62,7 +63,7 @@ from app.core.models import (
 from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.faust_app import app
-from app.guards import failpoints
+from app.guards import failpoints, ownership
 from app.guards.input_gaps import cursor_key
 from app.guards.input_watch import owned_inputs
 from app.partitioning import partition_for, user_key
@@ -89,6 +90,17 @@ OWNER_RECHECK_S = 1.0
 LOOKUP_RETRY_S = 0.1
 #: How much longer than its wait a request to the owner may take.
 REMOTE_GRACE_S = 5.0
+#: A read the owner refused as ``not_owner_confirmed`` looks the owner up again for this long (it may have moved).
+REROUTE_S = 2.0
+#: ... this often.
+REROUTE_RETRY_S = 0.25
+#: When a refused read may come back: the owner answers again once its coordinator does, or the group moves
+#: its partitions (a session timeout after its last heartbeat) and another worker answers.
+UNCONFIRMED_RETRY_AFTER_S = 1.0
+#: A wait cut at the end of the ownership bound looks again this much after it, when the bound has passed.
+BOUND_TICK_S = 0.01
+#: A seq, like a Kafka offset, is a signed 64-bit count.
+MAX_SEQ = 2**63 - 1
 #: A dead letter's place, PARTITION:OFFSET, as ``ubscore dlq`` names it.
 _POSITION = re.compile(r"\d{1,10}:\d{1,19}")
 #: Requests waiting for a result on this worker, at most UBS_WEB_MAX_WAITERS (app.web.admission).
@@ -103,10 +115,39 @@ def _error(view: View, status: int, reason: str, field: Optional[str], message: 
     return view.json({"error": reason, "field": field, "message": message, **extra}, status=status)
 
 
-def _overloaded(view: View, message: str, retry_after_s: float, **extra: Any) -> Response:
-    """503 ``overloaded``: the request may succeed later, not now; ``Retry-After`` says when, in whole seconds."""
-    body = {"error": "overloaded", "field": None, "message": message, **extra}
+def _retry_later(
+    view: View, reason: str, field: Optional[str], message: str, retry_after_s: float, **extra: Any
+) -> Response:
+    """A 503 that may succeed later, not now; ``Retry-After`` says when, in whole seconds."""
+    body = {"error": reason, "field": field, "message": message, **extra}
     return view.json(body, status=503, headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+
+
+def _overloaded(view: View, message: str, retry_after_s: float, **extra: Any) -> Response:
+    """503 ``overloaded``: too many requests wait or too much work is ahead, for now."""
+    return _retry_later(view, "overloaded", None, message, retry_after_s, **extra)
+
+
+def _not_owner_confirmed(view: View, message: Optional[str] = None, **extra: Any) -> Response:
+    """503 ``not_owner_confirmed``: this worker cannot show it still owns the partition (app.guards.ownership).
+
+    Its tables may be behind a new owner's, so it answers nothing from them;
+    the client (and a forwarding worker) asks again, here or elsewhere.
+    """
+    tracker = ownership.tracker
+    silence_s = tracker.silence_s()
+    return _retry_later(
+        view,
+        "not_owner_confirmed",
+        None,
+        message
+        or "this worker has not heard from its Kafka group coordinator within the ownership bound, so its tables "
+        "may be behind the partition's new owner; retry after Retry-After, on any worker",
+        UNCONFIRMED_RETRY_AFTER_S,
+        coordinator_silence_s=None if silence_s is None else round(silence_s, 1),
+        ownership_bound_s=tracker.bound_s,
+        **extra,
+    )
 
 
 def _wait_slot(wait_s: float) -> ContextManager[bool]:
@@ -189,7 +230,14 @@ def _unreadable(view: View, request: Request, exc: Exception) -> Optional[Respon
 
 
 def routed(handler: Handler) -> Handler:
-    """Answer on the worker that owns the user's partition, forwarding the request (its headers too) if needed."""
+    """Answer on the worker that owns the user's partition, forwarding the request (its headers too) if needed.
+
+    Here, only while this worker can show it still owns its partitions
+    (app.guards.ownership): every partition read passes this one check. An
+    owner elsewhere that refuses as ``not_owner_confirmed`` is looked up again
+    for ``REROUTE_S``, since the group may have moved the partition meanwhile;
+    then its refusal is the answer.
+    """
 
     @functools.wraps(handler)
     async def wrapper(view: View, request: Request, user_id: str, *args: Any, **kwargs: Any) -> Response:
@@ -199,14 +247,58 @@ def routed(handler: Handler) -> Handler:
                 check_op_id(kwargs["op_id"])
         except InvalidOperation as error:
             return _error(view, 400, error.reason, error.field, error.message)
-        owner = routing.owner_of(int(user_id))
-        if owner is None:  # starting, or a rebalance without a verdict yet
-            return _error(view, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
-        if routing.is_local(owner):
-            return await handler(view, request, user_id, *args, **kwargs)
-        return await routing.forward(view, request, owner)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REROUTE_S
+        while True:
+            owner = routing.owner_of(int(user_id))
+            if owner is None:  # starting, or a rebalance without a verdict yet
+                return _error(view, 503, "not_ready", None, "partition assignment is not known yet; retry shortly")
+            if routing.is_local(owner):
+                if not ownership.tracker.vouches():
+                    return _not_owner_confirmed(view)
+                return await handler(view, request, user_id, *args, **kwargs)
+            response = await routing.forward(view, request, owner)
+            if not routing.refused_as_unconfirmed(response) or loop.time() + REROUTE_RETRY_S > deadline:
+                return response
+            await asyncio.sleep(REROUTE_RETRY_S)
 
     return wrapper
+
+
+class Watch(enum.Enum):
+    """How a look at this worker's tables ended (``_watch``)."""
+
+    READY = "ready"
+    TIMEOUT = "timeout"
+    #: This worker stopped vouching for its partitions before the answer came.
+    UNCONFIRMED = "unconfirmed"
+
+
+async def _watch(group: Waiters, key: bytes, ready: Callable[[], bool], wait_s: float, vouch: bool = True) -> Watch:
+    """Look until ``ready()``, woken by the checkpoint that writes ``key`` (app.agents.waiters), up to ``wait_s``.
+
+    With ``vouch``, every look first asks whether this worker still owns its
+    partitions (app.guards.ownership), and a wait is cut where the last word from
+    the coordinator stops vouching: no wait ends in an answer from tables the
+    group may have handed to another worker.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        with group.watching(key) as written:
+            if vouch and not ownership.tracker.vouches():
+                return Watch.UNCONFIRMED
+            if ready():
+                return Watch.READY
+            left = deadline - loop.time()
+            if left <= 0:
+                return Watch.TIMEOUT
+            if vouch:
+                left = min(left, ownership.tracker.vouched_for_s() + BOUND_TICK_S)
+            try:
+                await asyncio.wait_for(written.wait(), left)
+            except asyncio.TimeoutError:
+                pass
 
 
 @dataclass(frozen=True)
@@ -226,6 +318,8 @@ class Lookup:
     owner: Optional[str] = None
     #: The owner had no wait slot free (503 ``overloaded``): asked again at once, it would refuse again.
     turned_away: bool = False
+    #: The owner could not show it still owns the partition (503 ``not_owner_confirmed``).
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +330,8 @@ class Waited:
     backlog_s: Optional[float] = None
     #: The owner had no wait slot free for it (UBS_WEB_MAX_WAITERS there).
     turned_away: bool = False
+    #: The owner, at the wait's end, could not show it still owns the partition.
+    unconfirmed: bool = False
 
 
 async def wait_result(
@@ -257,6 +353,11 @@ async def wait_result(
 
     ``authorization`` is the client's own header, sent to the owner, which
     decides on it as on any read: no worker vouches for another.
+
+    An owner that cannot show it still owns the partition (``not_owner_confirmed``)
+    ends the wait at once when it is this worker; another is asked again after
+    ``LOOKUP_RETRY_S`` (the group may move the partition meanwhile), and if it
+    still refuses when the wait ends, that is the outcome.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -271,10 +372,15 @@ async def wait_result(
             lookup = Lookup(None)
             await asyncio.sleep(min(LOOKUP_RETRY_S, max(0.0, deadline - loop.time())))
         now = loop.time()
+        if lookup.unconfirmed and (now >= deadline or lookup.owner == settings.canonical_url):
+            return Waited(None, unconfirmed=True)
         if lookup.result is not None or now >= deadline:
             return Waited(lookup.result)
         if lookup.turned_away:
             return Waited(None, turned_away=True)
+        if lookup.unconfirmed:
+            await asyncio.sleep(min(LOOKUP_RETRY_S, max(0.0, deadline - now)))
+            continue
         if lookup.applied_total is None or lookup.behind is None:
             continue
         if first is None or first[1] != lookup.owner or first[2] > lookup.applied_total:
@@ -293,7 +399,8 @@ async def _result_at_owner(
     if owner is None:
         # No assignment names an owner yet: this worker's table may hold the result, but its
         # counts would describe partitions it does not own, so no estimate comes from them.
-        return await _local_result(user_id, op_id, wait_s)
+        # A stored result never changes, so one found here is true whoever owns it now.
+        return await _local_result(user_id, op_id, wait_s, vouch=False)
     if routing.is_local(owner):
         return await _local_result(user_id, op_id, wait_s, offset)
     query = {"wait_s": f"{wait_s:.3f}", **({} if offset is None else {"offset": str(offset)})}
@@ -307,29 +414,37 @@ async def _result_at_owner(
             return Lookup(None)
         if response.status == 503 and body.get("error") == "overloaded":
             return Lookup(None, owner=str(owner), turned_away=True)
+        if response.status == 503 and body.get("error") == "not_owner_confirmed":
+            return Lookup(None, owner=str(owner), unconfirmed=True)
         counts = [body.get(name) for name in ("applied_offset", "applied_total", "behind")]
         applied, applied_total, behind = [count if isinstance(count, int) else None for count in counts]
         return Lookup(None, applied, applied_total, behind, str(owner))
 
 
-async def _local_result(user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None) -> Lookup:
-    """The result in this worker's table, waiting up to ``wait_s`` for the checkpoint that writes it."""
+async def _local_result(
+    user_id: int, op_id: str, wait_s: float, offset: Optional[int] = None, vouch: bool = True
+) -> Lookup:
+    """The result in this worker's table, waiting up to ``wait_s`` for the checkpoint that writes it.
+
+    With ``vouch``, only while this worker still owns its partitions (``_watch``).
+    """
     key = operation_key(user_id, op_id).encode()
     partition = partition_for(user_key(user_id), settings.partitions)
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        with waiters.watching(key) as written:
-            stored = StoredResult.from_json(read(results, partition, key))
-            if stored is not None and stored.event is not None and _settled(partition, user_id, stored):
-                return Lookup(stored.event.to_json())
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            # No row yet, or a trade's pending row: its result comes with the buyer's settle leg.
-            try:
-                await asyncio.wait_for(written.wait(), left)
-            except asyncio.TimeoutError:
-                pass
+    found: List[Dict[str, Any]] = []
+
+    def settled() -> bool:
+        # No row yet, or a trade's pending row (its result comes with the buyer's settle leg): not yet.
+        stored = StoredResult.from_json(read(results, partition, key))
+        if stored is not None and stored.event is not None and _settled(partition, user_id, stored):
+            found.append(stored.event.to_json())
+            return True
+        return False
+
+    outcome = await _watch(waiters, key, settled, wait_s, vouch)
+    if outcome is Watch.READY:
+        return Lookup(found[-1])
+    if outcome is Watch.UNCONFIRMED:
+        return Lookup(None, owner=settings.canonical_url, unconfirmed=True)
     applied = _cursor(operations_topic.get_topic_name(), partition)
     behind = None if offset is None else _records_before(partition, offset - _or_none_yet(applied))
     return Lookup(None, applied, checkpoint.inputs_checkpointed, behind, settings.canonical_url)
@@ -509,6 +624,14 @@ class OperationsView(View):
                 op_id=operation.op_id,
                 backlog_s=round(waited.backlog_s, 1),
             )
+        if found is None and waited.unconfirmed:
+            return _not_owner_confirmed(
+                self,
+                "the operation is in Kafka and will be applied, but the worker holding the user's partition cannot "
+                "show it still owns it; poll GET /operations/{user_id}/{op_id} after Retry-After, on any worker, or "
+                "retry with the same op_id",
+                op_id=operation.op_id,
+            )
         if found is None and waited.turned_away:
             return _overloaded(
                 self,
@@ -570,6 +693,8 @@ class OperationResultView(View):
                     WAIT_RETRY_AFTER_S,
                 )
             lookup = await _local_result(int(user_id), op_id, wait_s, offset)
+        if lookup.unconfirmed:
+            return _not_owner_confirmed(self)
         if lookup.result is None:
             # How far this worker is from the operation, for a gateway measuring its wait.
             return _error(
@@ -585,6 +710,73 @@ class OperationResultView(View):
         return self.json(lookup.result)
 
 
+def _parse_min_seq(raw: Optional[str]) -> int:
+    """``?min_seq=``: a non-negative integer; 0 (or none) asks for nothing."""
+    if raw is None:
+        return 0
+    value = 0 if raw == "0" else decimal_text(raw, MAX_SEQ)
+    if value is None:
+        raise InvalidOperation("min_seq", "invalid_query", f"min_seq must be an integer between 0 and {MAX_SEQ}")
+    return value
+
+
+def _seq_here(user_id: int) -> int:
+    """The seq of the user's account in this worker's table (0 for a user never seen)."""
+    key = user_key(user_id)
+    return Account.from_json(read(accounts, partition_for(key, settings.partitions), key)).seq
+
+
+async def _at_least(view: View, user_id: int, min_seq: int) -> Optional[Response]:
+    """None once the user's account here is at ``min_seq`` or past it; else the refusal to answer with.
+
+    Read-your-writes on any worker: a client that was answered seq N asks for
+    ``?min_seq=N`` and gets a state that includes its write, or no state at
+    all. The wait takes a wait slot and lasts up to ``UBS_WAIT_TIMEOUT_S``,
+    woken by the checkpoint that writes the account, and only while this worker
+    still owns the partition (``_watch``). Not reached in time: 503
+    ``seq_not_reached`` with the seq this worker has, never an older answer.
+    """
+    key = user_key(user_id)
+
+    def reached() -> bool:
+        return _seq_here(user_id) >= min_seq
+
+    outcome = await _watch(account_waiters, key, reached, 0)
+    if outcome is Watch.TIMEOUT:
+        with _wait_slot(settings.wait_timeout_s) as held:
+            if not held:
+                log.warning("waits_full view=account user_id=%s min_seq=%s limit=%s", user_id, min_seq, waits.limit)
+                return _overloaded(
+                    view, "too many requests are waiting on this worker; retry after Retry-After", WAIT_RETRY_AFTER_S
+                )
+            outcome = await _watch(account_waiters, key, reached, settings.wait_timeout_s)
+    if outcome is Watch.UNCONFIRMED:
+        return _not_owner_confirmed(view)
+    if outcome is Watch.TIMEOUT:
+        seq = _seq_here(user_id)
+        return _retry_later(
+            view,
+            "seq_not_reached",
+            "min_seq",
+            f"the account is at seq {seq} here, not yet at {min_seq}, after {settings.wait_timeout_s:g} s; "
+            "retry after Retry-After",
+            WAIT_RETRY_AFTER_S,
+            seq=seq,
+            min_seq=min_seq,
+        )
+    return None
+
+
+def _applied(user_id: int) -> Dict[str, Any]:
+    """The user's partition and the last offset of balance.operations applied there (None before the first).
+
+    Every operation up to that offset is in the answer; the answer may hold a
+    few more, of a checkpoint under way (its cursor is written last).
+    """
+    partition = partition_for(user_key(user_id), settings.partitions)
+    return {"partition": partition, "applied_offset": _cursor(operations_topic.get_topic_name(), partition)}
+
+
 @app.page("/accounts/{user_id}")
 class AccountView(View):
     """Balances of one user, from the accounts table of the owning worker."""
@@ -597,7 +789,17 @@ class AccountView(View):
 
         ``"holds_more": true`` says the user has more open holds, which the holds
         view pages through: an account's answer is bounded like its row.
+        ``?min_seq=N`` answers only once the account is at seq N or past it
+        (``_at_least``); ``partition`` and ``applied_offset`` say how fresh the
+        answer is (``_applied``).
         """
+        try:
+            min_seq = _parse_min_seq(_query(request, ("min_seq",)).get("min_seq"))
+        except InvalidOperation as error:
+            return _error(self, 400, error.reason, error.field, error.message)
+        refusal = await _at_least(self, int(user_id), min_seq) if min_seq > 0 else None
+        if refusal is not None:
+            return refusal
         stored, found = open_holds(int(user_id))
         if not stored:
             return _error(self, 404, "unknown_user", "user_id", "no account for this user")
@@ -608,7 +810,7 @@ class AccountView(View):
         body["holds"] = _holds_list(first[:ACCOUNT_HOLDS])
         if len(first) > ACCOUNT_HOLDS:
             body["holds_more"] = True
-        return self.json(body)
+        return self.json({**body, **_applied(int(user_id))})
 
 
 @app.page("/accounts/{user_id}/holds")
@@ -623,14 +825,19 @@ class HoldsView(View):
 
         ``next`` is the path and query of the next page, null on the last one. A
         page reads only its own rows, whatever the number of holds. 422 names a
-        query parameter that is unknown, repeated or out of range.
+        query parameter that is unknown, repeated or out of range. ``?min_seq=``
+        as for the account.
         """
         try:
-            query = _query(request, ("limit", "after"))
+            query = _query(request, ("limit", "after", "min_seq"))
             limit = _holds_limit(query.get("limit"))
             after = None if "after" not in query else _hold_id_after(query["after"])
+            min_seq = _parse_min_seq(query.get("min_seq"))
         except InvalidOperation as error:
             return _error(self, 422, error.reason, error.field, error.message)
+        refusal = await _at_least(self, int(user_id), min_seq) if min_seq > 0 else None
+        if refusal is not None:
+            return refusal
         stored, found = open_holds(int(user_id), after)
         page = list(islice(found, limit + 1))
         shown = page[:limit]
@@ -638,7 +845,8 @@ class HoldsView(View):
         if len(page) > limit:
             following = f"/accounts/{int(user_id)}/holds?" + urlencode({"limit": limit, "after": shown[-1][0]})
         seq = Account.from_json(stored).seq
-        return self.json({"user_id": int(user_id), "seq": seq, "holds": _holds_list(shown), "next": following})
+        body = {"user_id": int(user_id), "seq": seq, "holds": _holds_list(shown), "next": following}
+        return self.json({**body, **_applied(int(user_id))})
 
 
 def _holds_limit(raw: Optional[str]) -> int:
@@ -798,7 +1006,13 @@ class AssetView(View):
 
 @app.page("/health")
 class HealthView(View):
-    """Readiness plus what this worker owns; 503 while starting or rebuilding its tables."""
+    """Readiness plus what this worker owns; 503 while starting, rebuilding its tables, or cut off from its group.
+
+    ``partitioned``: the worker had an assignment and its group coordinator has
+    not answered it within ``UBS_OWNERSHIP_BOUND_S`` (app.guards.ownership); its
+    reads are refused until it does. It comes before ``recovering``: a worker
+    cut off from Kafka recovers nothing either.
+    """
 
     @counted("health")
     async def get(self, request: Request) -> Response:
@@ -811,7 +1025,9 @@ class HealthView(View):
         running = getattr(app.consumer, "state", "running") == "running"
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # TableManagerT omits it
         recovering = bool(getattr(app, "in_recovery", False)) or not recovered
-        status = "starting" if not running else "recovering" if recovering else "ok"
+        partitioned = ownership.tracker.partitioned()
+        status = "starting" if not running else "partitioned" if partitioned else "recovering" if recovering else "ok"
+        silence_s = ownership.tracker.silence_s()
         body = {
             "status": status,
             "worker": settings.canonical_url,
@@ -822,5 +1038,8 @@ class HealthView(View):
             "database": "connected" if store.connected else "disconnected",
             "sink_paused": bool(metrics.value("ubscore_sink_paused")),
             "processing_guarantee": settings.processing_guarantee,
+            # Since the group coordinator last answered; None before the first assignment.
+            "coordinator_silence_s": None if silence_s is None else round(silence_s, 1),
+            "ownership_bound_s": ownership.tracker.bound_s,
         }
         return self.json(body, status=200 if status == "ok" else 503)

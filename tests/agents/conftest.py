@@ -17,6 +17,7 @@ from app import app
 from app.agents import checkpoint, ubscore
 from app.agents.batch import Record
 from app.core.ledger import Hold
+from app.guards import ownership
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, holds, open_holds, results
@@ -33,6 +34,25 @@ def test_app() -> Any:
     expiries.data.clear()
     holds.data.clear()
     return app
+
+
+class StillClock:
+    """A monotonic clock that moves only when told: ownership deadlines without sleeping."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def vouching(monkeypatch: pytest.MonkeyPatch) -> ownership.Ownership:
+    """This worker has just heard from its group coordinator and its clock stands still: it owns its partitions."""
+    tracker = ownership.Ownership(settings.ownership_bound_s, clock=StillClock())
+    tracker.heard()
+    monkeypatch.setattr(ownership, "tracker", tracker)
+    return tracker
 
 
 def holds_of(user_id: int) -> Dict[str, Hold]:

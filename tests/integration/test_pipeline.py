@@ -94,7 +94,15 @@ async def test_http_deposit_reaches_table_events_and_database(world: World, work
 
     status, account = await get_json(f"{worker.url}/accounts/{user}")
     assert status == 200
-    assert account == {"user_id": user, "seq": 1, "balances": {"1": {"available": 1500, "locked": 0}}, "holds": []}
+    freshness = {"partition": account["partition"], "applied_offset": account["applied_offset"]}
+    assert account == {
+        "user_id": user,
+        "seq": 1,
+        "balances": {"1": {"available": 1500, "locked": 0}},
+        "holds": [],
+        **freshness,
+    }
+    assert isinstance(freshness["applied_offset"], int) and freshness["applied_offset"] >= 0
 
     (event,) = await user_events(world, user, 1)
     assert event == result

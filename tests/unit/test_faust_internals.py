@@ -32,6 +32,8 @@ from app.guards.faust_internals import (
     delivery_can_wait,
     faust_offsets,
     held_by_faust,
+    listener_coordinator,
+    on_heartbeat,
     open_partition_db,
     parked_group_error,
     recovery_progress,
@@ -377,3 +379,47 @@ def test_importing_app_loads_no_faust_and_app_app_is_the_faust_app() -> None:
     loaded, printed = loaded_after("import app, faust\nprint(isinstance(app.app, faust.App))")
     assert printed == "True"
     assert "faust" in loaded["heavy"]
+
+
+async def test_a_real_group_coordinator_heartbeats_through_the_instance_attribute_we_wrap() -> None:
+    """app.guards.ownership records heartbeats by wrapping ``_do_heartbeat`` on the coordinator object."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    routine = inspect.getsource(GroupCoordinator._heartbeat_routine)
+    assert "success = await self._do_heartbeat()" in routine
+    assert inspect.iscoroutinefunction(GroupCoordinator._do_heartbeat)
+    heartbeat = inspect.getsource(GroupCoordinator._do_heartbeat)
+    assert "return True" in heartbeat and "return False" in heartbeat
+    # A join completes before the heartbeat task starts: the listener sees every new coordinator first.
+    ensure = inspect.getsource(GroupCoordinator.ensure_active_group)
+    assert ensure.index("await self._do_rejoin_group(") < ensure.index("self._start_heartbeat_task()")
+    consumer = AIOKafkaConsumer(bootstrap_servers="localhost:1", group_id="canary")
+    consumer._subscription.register_fetch_waiters(set())
+    coordinator = GroupCoordinator(consumer._client, consumer._subscription, group_id="canary")
+    try:
+        wrapped: list = []
+        assert on_heartbeat(coordinator, lambda original: wrapped.append(original) or original)
+        assert wrapped and wrapped[0].__func__ is GroupCoordinator._do_heartbeat
+        assert not on_heartbeat(coordinator, lambda original: original)  # once per object
+    finally:
+        coordinator._coordination_task.cancel()
+        await asyncio.gather(coordinator._coordination_task, return_exceptions=True)
+        await consumer._client.close()
+
+
+def test_fausts_rebalance_listener_reaches_the_coordinator_and_our_consumer_uses_ours() -> None:
+    """The listener class is chosen from the consumer class; it finds aiokafka's consumer through its thread."""
+    from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
+
+    from app.faust_app import UBSCoreApp
+    from app.guards.ownership import OwnershipListener
+
+    assert "consumer.RebalanceListener(self)" in inspect.getsource(faust.transport.drivers.aiokafka)
+    assert "self._thread._ensure_consumer()._coordinator" in inspect.getsource(
+        ConsumerRebalanceListener.on_partitions_assigned
+    )
+    app = UBSCoreApp("canary", broker="kafka://localhost:1", store="memory://")
+    assert app.consumer.RebalanceListener is OwnershipListener
+    listener = OwnershipListener(app.consumer._thread)
+    with pytest.raises(ConsumerNotStarted):
+        listener_coordinator(listener)

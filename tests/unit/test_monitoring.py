@@ -73,6 +73,7 @@ CATALOGUE: Dict[str, str] = {
     "ubscore_partitions_owned": "gauge",
     "ubscore_recovery_remaining_records": "gauge",
     "ubscore_http_waiting_requests": "gauge",
+    "ubscore_coordinator_silence_seconds": "gauge",
     "ubscore_apply_latency_seconds": "histogram",
     "ubscore_sink_latency_seconds": "histogram",
     "ubscore_http_request_duration_seconds": "histogram",
