@@ -22,6 +22,7 @@ from app.core.ledger import Status
 from app.core.models import EVENT_KINDS
 from app.errors import DEAD_LETTER_REASONS
 from app.guards.stalls import StallAction
+from app.settings import settings
 
 # A ``_created`` series per counter doubles the output and nothing here reads it.
 disable_created_metrics()
@@ -38,8 +39,9 @@ STALL_ACTIONS = tuple(action.value for action in StallAction)
 HTTP_VIEWS = ("submit", "result", "account", "holds", "history", "assets", "register_asset", "asset", "health")
 #: Every status code the gateway answers with; each view answers some of them, so some pairs stay at 0 for good.
 HTTP_STATUSES = ("200", "201", "202", "400", "401", "403", "404", "409", "413", "422", "499", "500", "503", "504")
-#: The consumers whose partitions a worker exports: the ledger's inputs, the sink's balance.events.
-CONSUMERS = ("ledger", "sink")
+#: The consumers whose partitions a worker of each role (UBS_ROLE) exports: the ledger's inputs, the sink's
+#: balance.events; a ledger-only worker reports no sink, the sink alone no ledger.
+ROLE_CONSUMERS = {"all": ("ledger", "sink"), "ledger": ("ledger",), "sink": ("sink",)}
 #: Why the gateway disconnected a client (app.web.limits).
 DROP_REASONS = ("header_timeout", "body_timeout")
 
@@ -185,7 +187,7 @@ def count_operation(kind: str, status: str) -> None:
     series.inc()
 
 
-def export_known_series() -> None:
+def export_known_series(role: str) -> None:
     """Every labelled series whose label values are known in advance, at 0, before anything can scrape them.
 
     A series born with its first increment has no earlier sample: ``increase()``
@@ -206,7 +208,7 @@ def export_known_series() -> None:
     for view in HTTP_VIEWS:
         for status in HTTP_STATUSES:
             HTTP_REQUESTS.labels(view=view, status=status)
-    for consumer in CONSUMERS:
+    for consumer in ROLE_CONSUMERS[role]:
         PARTITIONS_OWNED.labels(consumer=consumer)
     for reason in DROP_REASONS:
         HTTP_CONNECTIONS_DROPPED.labels(reason=reason)
@@ -224,4 +226,4 @@ def value(name: str, **labels: str) -> float:
 
 
 # At import: every process that counts (worker, sink alone) has them before its /metrics answers.
-export_known_series()
+export_known_series(settings.role)

@@ -449,6 +449,19 @@ def test_a_fresh_worker_exports_every_known_label_set_at_zero(fresh: Dict[str, D
     assert {owned.get(frozenset({("consumer", consumer)})) for consumer in ("ledger", "sink")} == {0.0}
 
 
+@pytest.mark.parametrize("role, consumers", [("ledger", {"ledger"}), ("sink", {"sink"})])
+def test_a_worker_exports_the_partitions_of_the_consumers_its_role_runs(role: str, consumers: Set[str]) -> None:
+    """A ledger-only worker reports no sink partitions, not even at 0 (tests/integration/test_roles.py), and the
+    sink alone no ledger ones."""
+    exported = {
+        sample.labels["consumer"]
+        for family in text_string_to_metric_families(fresh_exposition(role))
+        for sample in family.samples
+        if sample.name == "ubscore_partitions_owned"
+    }
+    assert exported == consumers
+
+
 def test_the_dead_letter_reasons_are_those_the_agent_and_its_readers_raise() -> None:
     reasons, unread = reasons_raised(DEAD_LETTER_SOURCES)
     assert unread == [], "reasons this test cannot read; give them a literal or teach reasons_raised"
