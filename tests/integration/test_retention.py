@@ -157,9 +157,10 @@ async def post(url: str, body: Dict[str, object]) -> Dict[str, object]:
 
 
 async def account(url: str, user: int) -> Dict[str, object]:
+    """The account's answer but for ``applied_offset``, which every record of its partition moves, duplicates too."""
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{url}/accounts/{user}") as response:
-            return dict(await response.json())
+            return {name: value for name, value in (await response.json()).items() if name != "applied_offset"}
 
 
 async def test_a_bulk_rebuild_starts_at_the_log_start_of_a_trimmed_changelog(tmp_path: Path) -> None:
