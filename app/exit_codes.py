@@ -10,6 +10,9 @@ from typing import NoReturn
 class ExitCode(IntEnum):
     """Statuses from sysexits.h; all but BAD_CONFIGURATION mean "start me again", each for a different reason."""
 
+    #: A checkpoint's write was not acknowledged while the group coordinator still vouched for this worker's
+    #: partitions (app.agents.checkpoint, app.guards.ownership): EX_UNAVAILABLE.
+    OWNERSHIP_LAPSED = 69
     #: The input or a table recovery stayed stalled after a resume (app.guards.resume): EX_SOFTWARE.
     STALLED = 70
     #: A checkpoint could not reach Kafka (app.agents.checkpoint): EX_IOERR.
@@ -27,6 +30,7 @@ RESTART_REASONS = {
     ExitCode.STALLED: "its input or a table recovery stalled",
     ExitCode.FROZEN: "it fenced itself after a freeze",
     ExitCode.CHECKPOINT_FAILED: "a checkpoint could not reach Kafka",
+    ExitCode.OWNERSHIP_LAPSED: "a checkpoint outlived the word of its group coordinator",
 }
 
 

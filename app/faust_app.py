@@ -189,6 +189,9 @@ app = UBSCoreApp(
     # How long a silent (killed, frozen) worker keeps its partitions before the group moves them.
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+    # A member that does not rejoin a rebalance within this is dropped: never sooner than its session
+    # timeout, which the ownership bound and the checkpoint's fence count on (app.guards.ownership).
+    broker_rebalance_timeout=max(60.0, settings.session_timeout_s),
     # A static member restarted at the same URL takes its partitions back without a rebalance.
     consumer_group_instance_id=settings.group_instance_id("ledger"),
     # Faust binds 0.0.0.0 unless told otherwise; the gateway listens where UBS_WEB_HOST says.

@@ -458,6 +458,10 @@ class Settings:
         """A topic's full name: ``UBS_TOPIC_PREFIX`` + the contract name (balance.events...)."""
         return f"{self.topic_prefix}{base}"
 
+    def changelog_name(self, table: str) -> str:
+        """The changelog topic of one of the ledger's tables, as Faust names it: ``<app id>-<table>-changelog``."""
+        return f"{self.app_id}-{table}-changelog"
+
     @property
     def kafka_bootstrap(self) -> str:
         """Broker list without Faust's ``kafka://`` scheme, for plain aiokafka clients."""

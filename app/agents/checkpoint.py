@@ -43,6 +43,19 @@ The rules, each resting on the one before:
 A checkpoint that cannot complete leaves RocksDB behind Kafka, never ahead, but
 this process's view of its tables is then unknown: the worker exits for its
 supervisor (exit status 74) and the restart reads the changelog tail.
+
+5. No write lands after the partitions may have moved. The group moves a
+   worker's partitions no earlier than a session timeout after the last
+   heartbeat it answered (app.guards.ownership), and the new owner rebuilds
+   them from the changelogs as they are then. A write of this worker that
+   reached the broker later would sit after the new owner's own writes, and
+   the next rebuild would take it for the newest state. So every write of a
+   checkpoint is begun only while the coordinator's last word still vouches
+   for the partitions (``UBS_OWNERSHIP_BOUND_S``), and must be acknowledged
+   before that word stops vouching; otherwise the worker exits at once
+   (exit status 69), closing its connections, so that nothing it sent is
+   retried later. The rest of the session timeout past the bound is the
+   margin for a request already on the wire.
 """
 
 from __future__ import annotations
@@ -65,7 +78,7 @@ from app.agents.batch import Batch, Record
 from app.agents.waiters import account_waiters, waiters
 from app.core.hold_rows import closed_hold
 from app.exit_codes import ExitCode
-from app.guards import failpoints
+from app.guards import failpoints, ownership
 from app.kafka_clients import new_producer
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, holds, results
@@ -230,7 +243,7 @@ async def checkpoint(batch: Batch) -> None:
         waiters.wake(key for _, key, _ in batch.rows_of(results))
         account_waiters.wake(key for _, key, _ in batch.rows_of(accounts))
         if batch.outputs:
-            await publisher.publish(batch.outputs)
+            await publish_owned(batch.outputs)
         announced = time.time()
         failpoints.hit("after_send", passes=batch.inputs)
         await _write_rows(batch, cursors, closed_holds=True)
@@ -252,6 +265,24 @@ async def checkpoint(batch: Batch) -> None:
     metrics.observe_latencies(metrics.APPLY_LATENCY, announced, batch.input_timestamps())
 
 
+async def publish_owned(records: Sequence[Record]) -> List[int]:
+    """Rule 5: ``publisher.publish``, begun and acknowledged while this worker still vouches for its partitions."""
+    left = ownership.tracker.vouched_for_s()
+    if left > 0:
+        try:
+            return await asyncio.wait_for(publisher.publish(records), left)
+        except asyncio.TimeoutError:
+            pass
+    log.critical(
+        "worker_fenced reason=ownership_lapsed records=%s coordinator_silence_s=%s bound_s=%s action=exit status=%s",
+        len(records),
+        ownership.tracker.silence_s(),
+        ownership.tracker.bound_s,
+        int(ExitCode.OWNERSHIP_LAPSED),
+    )
+    os._exit(ExitCode.OWNERSHIP_LAPSED)
+
+
 async def _write_rows(batch: Batch, *tables: TableT, closed_holds: bool = False) -> None:
     """Rule 1 for some tables: their rows to the changelogs, and once all are acknowledged, to RocksDB.
 
@@ -263,7 +294,7 @@ async def _write_rows(batch: Batch, *tables: TableT, closed_holds: bool = False)
         changes += [_Change(holds, p, key, None) for p, key, row in batch.rows_of(holds) if closed_hold(row)]
     if not changes:
         return
-    offsets = await publisher.publish([change.record for change in changes])
+    offsets = await publish_owned([change.record for change in changes])
     for table in dict.fromkeys(change.table for change in changes):
         applied = [
             change.event(offset) for change, offset in zip(changes, offsets, strict=True) if change.table is table

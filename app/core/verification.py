@@ -25,6 +25,7 @@ applied that user's operations; replaying those operations through
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
@@ -155,11 +156,15 @@ def check(
     tables: Optional[Mapping[int, Optional[Mapping[str, Any]]]] = None,
     db_events: Optional[Iterable[Mapping[str, Any]]] = None,
     db_balances: Optional[Iterable[Mapping[str, Any]]] = None,
+    accounts_changelog: Optional[Iterable[Tuple[Optional[bytes], Optional[bytes]]]] = None,
     *,
     max_operation_bytes: int,
     max_assets: int = MAX_ASSETS,
 ) -> Report:
     """Check every invariant; ``tables`` maps user id -> account JSON with all its holds (None if unknown).
+
+    ``accounts_changelog``: the accounts table's changelog records (key, value),
+    each partition in offset order: what a worker rebuilding the table reads.
 
     ``max_operation_bytes`` is the workers' UBS_MAX_BODY_BYTES: larger messages are
     refused unread and are owed no result. ``max_assets`` is their
@@ -179,6 +184,8 @@ def check(
         _check_tables(report, tables)
     if db_events is not None and db_balances is not None:
         _check_database(report, users, db_events, db_balances)
+    if accounts_changelog is not None:
+        _check_changelog(report, accounts_changelog)
     return report
 
 
@@ -456,3 +463,37 @@ def _check_database(
         if got != want:
             report.violate("db_mismatch", f"balances ({user}, {asset}): db {got} != fold {want}")
     report.counts["db_rows_checked"] = len(seen) + len(rows)
+
+
+def _check_changelog(report: Report, records: Iterable[Tuple[Optional[bytes], Optional[bytes]]]) -> None:
+    """A rebuild from the accounts changelog gives every account as the events left it.
+
+    Along a user's records (compaction may have removed some) the seq never
+    goes back: a record that does was written by a worker that no longer owned
+    the user (a write landing after the new owner's), and the last record is
+    what the next rebuild keeps. (A seq can stand for two states: a trade's
+    reservation moves money to locked before its event.)
+    """
+    last: Dict[int, Tuple[int, Dict[str, Any]]] = {}
+    for key, value in records:
+        report.counts["changelog_records_read"] += 1
+        if key is None or not key.isdigit():
+            continue
+        user = int(key)
+        if value is None:
+            last.pop(user, None)
+            continue
+        row = Account.from_json(json.loads(value))
+        before = last.get(user)
+        if before is not None and row.seq < before[0]:
+            report.violate(
+                "changelog_regression",
+                f"user {user}: seq {row.seq} {row.balances_json()} written after seq {before[0]} {before[1]}",
+            )
+        last[user] = (row.seq, row.balances_json())
+    for user, account in report.accounts.items():
+        rebuilt = last.get(user)
+        want = (account.seq, account.balances_json())
+        if rebuilt != want:
+            report.violate("changelog_mismatch", f"user {user}: a rebuild gives {rebuilt}, the events {want}")
+    report.counts["changelog_users_checked"] = len(report.accounts)

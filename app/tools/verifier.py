@@ -3,9 +3,10 @@
 Run it once the pipeline is idle (no operation in flight). It reads
 ``balance.operations`` and ``balance.events`` (read_committed) to their current
 end, the tables through a worker's HTTP API (which routes to the owner of each
-user) and the database, then calls ``app.core.verification.check``. The command
-(app.tools.cli) prints a summary and exits 1 on any violation, 2 when something
-could not be read.
+user), the accounts table's changelog (what a rebuild reads) and the database,
+then calls ``app.core.verification.check``. The command (app.tools.cli)
+prints a summary and exits 1 on any violation, 2 when something could not be
+read.
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ async def verify(
     if worker_url:
         tables = await read_tables(worker_url, users, secret=settings.client_secret, config=settings)
         done("tables", len(tables))
+    changelog = await read_topic(
+        settings.kafka_bootstrap, settings.changelog_name("accounts"), timeout_s=READ_TIMEOUT_S
+    )
+    done("changelog", len(changelog))
     db_events = db_balances = None
     if with_database:
         db_events, db_balances = await asyncio.get_running_loop().run_in_executor(None, read_database, settings)
@@ -125,6 +130,7 @@ async def verify(
         tables,
         db_events,
         db_balances,
+        [(record.key, record.value) for record in changelog],
         max_operation_bytes=settings.max_body_bytes,
         max_assets=settings.max_assets_per_account,
     )
@@ -132,7 +138,12 @@ async def verify(
 
 def stages(with_tables: bool, with_database: bool) -> List[str]:
     """The reading stages a run goes through, in order (for a progress display)."""
-    return ["operations", "events"] + (["tables"] if with_tables else []) + (["database"] if with_database else [])
+    return (
+        ["operations", "events"]
+        + (["tables"] if with_tables else [])
+        + ["changelog"]
+        + (["database"] if with_database else [])
+    )
 
 
 def _quiet(stage: str, count: int) -> None:

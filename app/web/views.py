@@ -97,6 +97,11 @@ REROUTE_RETRY_S = 0.25
 #: When a refused read may come back: the owner answers again once its coordinator does, or the group moves
 #: its partitions (a session timeout after its last heartbeat) and another worker answers.
 UNCONFIRMED_RETRY_AFTER_S = 1.0
+#: A read that finds this worker rebalancing waits this long for its tables to settle, looking this often.
+SETTLE_WAIT_S = 2.0
+SETTLE_POLL_S = 0.05
+#: When a read refused during a rebalance may come back: most rebalances settle within a second or two.
+SETTLING_RETRY_AFTER_S = 1.0
 #: A wait cut at the end of the ownership bound looks again this much after it, when the bound has passed.
 BOUND_TICK_S = 0.01
 #: A seq, like a Kafka offset, is a signed 64-bit count.
@@ -147,6 +152,31 @@ def _not_owner_confirmed(view: View, message: Optional[str] = None, **extra: Any
         coordinator_silence_s=None if silence_s is None else round(silence_s, 1),
         ownership_bound_s=tracker.bound_s,
         **extra,
+    )
+
+
+def settling() -> bool:
+    """Whether this worker's tables may be behind its assignment: a rebalance is under way here.
+
+    Faust marks a rebalance from the moment the group revokes partitions until
+    its recovery has read every newly assigned changelog to the end. In
+    between, a partition coming (back) here holds only what this worker last
+    wrote, not what the previous owner applied since, and a partition going
+    away may already be closed: its rows read as absent. No read is answered
+    from the tables meanwhile.
+    """
+    return bool(app.rebalancing)
+
+
+def _settling_refusal(view: View) -> Response:
+    """503 ``not_ready``: this worker is taking over partitions and reading their changelogs (``settling``)."""
+    return _retry_later(
+        view,
+        "not_ready",
+        None,
+        "this worker is rebalancing: its tables are being brought up to date from the changelogs; "
+        "retry after Retry-After",
+        SETTLING_RETRY_AFTER_S,
     )
 
 
@@ -233,10 +263,12 @@ def routed(handler: Handler) -> Handler:
     """Answer on the worker that owns the user's partition, forwarding the request (its headers too) if needed.
 
     Here, only while this worker can show it still owns its partitions
-    (app.guards.ownership): every partition read passes this one check. An
-    owner elsewhere that refuses as ``not_owner_confirmed`` is looked up again
-    for ``REROUTE_S``, since the group may have moved the partition meanwhile;
-    then its refusal is the answer.
+    (app.guards.ownership) and is not rebalancing (``settling``): every
+    partition read passes these checks. A rebalance is waited out for up to
+    ``SETTLE_WAIT_S``, after which the owner is looked up again. An owner
+    elsewhere that refuses as ``not_owner_confirmed`` is looked up again for
+    ``REROUTE_S``, since the group may have moved the partition meanwhile; then
+    its refusal is the answer.
     """
 
     @functools.wraps(handler)
@@ -249,6 +281,7 @@ def routed(handler: Handler) -> Handler:
             return _error(view, 400, error.reason, error.field, error.message)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REROUTE_S
+        settled_by = loop.time() + SETTLE_WAIT_S
         while True:
             owner = routing.owner_of(int(user_id))
             if owner is None:  # starting, or a rebalance without a verdict yet
@@ -256,6 +289,11 @@ def routed(handler: Handler) -> Handler:
             if routing.is_local(owner):
                 if not ownership.tracker.vouches():
                     return _not_owner_confirmed(view)
+                if settling():
+                    if loop.time() >= settled_by:
+                        return _settling_refusal(view)
+                    await asyncio.sleep(SETTLE_POLL_S)
+                    continue
                 return await handler(view, request, user_id, *args, **kwargs)
             response = await routing.forward(view, request, owner)
             if not routing.refused_as_unconfirmed(response) or loop.time() + REROUTE_RETRY_S > deadline:
@@ -272,15 +310,21 @@ class Watch(enum.Enum):
     TIMEOUT = "timeout"
     #: This worker stopped vouching for its partitions before the answer came.
     UNCONFIRMED = "unconfirmed"
+    #: A rebalance began here before the answer came (``settling``).
+    SETTLING = "settling"
 
 
-async def _watch(group: Waiters, key: bytes, ready: Callable[[], bool], wait_s: float, vouch: bool = True) -> Watch:
+async def _watch(
+    group: Waiters, key: bytes, ready: Callable[[], bool], wait_s: float, vouch: bool = True, settle: bool = False
+) -> Watch:
     """Look until ``ready()``, woken by the checkpoint that writes ``key`` (app.agents.waiters), up to ``wait_s``.
 
     With ``vouch``, every look first asks whether this worker still owns its
     partitions (app.guards.ownership), and a wait is cut where the last word from
     the coordinator stops vouching: no wait ends in an answer from tables the
-    group may have handed to another worker.
+    group may have handed to another worker. With ``settle``, a look during a
+    rebalance (``settling``) ends the wait too: for a caller that answers from
+    the tables right after it, where a result lookup only ever finds facts.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
@@ -288,6 +332,8 @@ async def _watch(group: Waiters, key: bytes, ready: Callable[[], bool], wait_s: 
         with group.watching(key) as written:
             if vouch and not ownership.tracker.vouches():
                 return Watch.UNCONFIRMED
+            if settle and settling():
+                return Watch.SETTLING
             if ready():
                 return Watch.READY
             left = deadline - loop.time()
@@ -741,7 +787,7 @@ async def _at_least(view: View, user_id: int, min_seq: int) -> Optional[Response
     def reached() -> bool:
         return _seq_here(user_id) >= min_seq
 
-    outcome = await _watch(account_waiters, key, reached, 0)
+    outcome = await _watch(account_waiters, key, reached, 0, settle=True)
     if outcome is Watch.TIMEOUT:
         with _wait_slot(settings.wait_timeout_s) as held:
             if not held:
@@ -749,9 +795,11 @@ async def _at_least(view: View, user_id: int, min_seq: int) -> Optional[Response
                 return _overloaded(
                     view, "too many requests are waiting on this worker; retry after Retry-After", WAIT_RETRY_AFTER_S
                 )
-            outcome = await _watch(account_waiters, key, reached, settings.wait_timeout_s)
+            outcome = await _watch(account_waiters, key, reached, settings.wait_timeout_s, settle=True)
     if outcome is Watch.UNCONFIRMED:
         return _not_owner_confirmed(view)
+    if outcome is Watch.SETTLING:
+        return _settling_refusal(view)
     if outcome is Watch.TIMEOUT:
         seq = _seq_here(user_id)
         return _retry_later(
@@ -1011,7 +1059,8 @@ class HealthView(View):
     ``partitioned``: the worker had an assignment and its group coordinator has
     not answered it within ``UBS_OWNERSHIP_BOUND_S`` (app.guards.ownership); its
     reads are refused until it does. It comes before ``recovering``: a worker
-    cut off from Kafka recovers nothing either.
+    cut off from Kafka recovers nothing either. ``recovering`` covers a whole
+    rebalance (``settling``), not only the changelog reading: reads wait it out.
     """
 
     @counted("health")
@@ -1024,7 +1073,7 @@ class HealthView(View):
         partitions = sorted(tp.partition for tp in assignment if tp.topic == operations_topic.get_topic_name())
         running = getattr(app.consumer, "state", "running") == "running"
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # TableManagerT omits it
-        recovering = bool(getattr(app, "in_recovery", False)) or not recovered
+        recovering = bool(getattr(app, "in_recovery", False)) or not recovered or settling()
         partitioned = ownership.tracker.partitioned()
         status = "starting" if not running else "partitioned" if partitioned else "recovering" if recovering else "ok"
         silence_s = ownership.tracker.silence_s()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any, List
 
 import pytest
@@ -11,12 +13,13 @@ from app.agents import checkpoint
 from app.agents.batch import Batch
 from app.agents.waiters import waiters
 from app.exit_codes import ExitCode
+from app.guards import ownership
 from app.tables import accounts, cursors, results
 
 from .conftest import Sent, changelog_of
 
 
-class Exited(Exception):
+class Exited(BaseException):  # like os._exit, never caught by a handler of Exception
     """os._exit, made catchable for the test."""
 
 
@@ -144,3 +147,40 @@ def test_a_row_changed_twice_in_a_batch_is_written_once() -> None:
     batch.put(accounts, 3, b"11", {"seq": 2})
     assert batch.rows_of(accounts) == [(3, b"11", {"seq": 2})]
     assert batch.get(accounts, 3, b"11") == {"seq": 2}
+
+
+# --- rule 5: no write lands after the partitions may have moved ---------------------------------
+
+
+async def test_a_checkpoint_past_the_ownership_bound_writes_nothing_and_the_worker_exits(
+    test_app: Any, sent: Sent, exits: List[int], vouching: ownership.Ownership
+) -> None:
+    vouching.clock.now = vouching.last_heard + vouching.bound_s + 0.1  # type: ignore[attr-defined]
+    with pytest.raises(Exited):
+        await checkpoint.checkpoint(a_batch())
+    assert exits == [ExitCode.OWNERSHIP_LAPSED]
+    assert sent.publisher.calls == [] and results.get(b"11/d1") is None and accounts.get(b"11") is None
+
+
+async def test_a_write_not_acknowledged_while_vouched_for_exits_without_waiting_for_it(
+    test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The accounts' write hangs (a cut link): the worker exits once the coordinator's last word stops vouching."""
+    tracker = ownership.Ownership(0.3)  # the real clock: the bound passes 0.3 s after the last word
+    tracker.heard()
+    monkeypatch.setattr(ownership, "tracker", tracker)
+    original = sent.publisher.publish
+
+    async def hanging(records: Any) -> List[int]:
+        if sent.publisher.calls:
+            await asyncio.sleep(60)
+        return await original(records)
+
+    monkeypatch.setattr(sent.publisher, "publish", hanging)
+    started = time.monotonic()
+    with pytest.raises(Exited):
+        await checkpoint.checkpoint(a_batch())
+    assert exits == [ExitCode.OWNERSHIP_LAPSED]
+    assert time.monotonic() - started < 2.0
+    assert results[b"11/d1"] == {"event": {"op_id": "d1"}} and accounts.get(b"11") is None
+    assert sent.records("events") == []

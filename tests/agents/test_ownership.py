@@ -188,6 +188,64 @@ async def test_a_submit_waiting_here_ends_at_once_when_this_worker_stops_vouchin
     assert time.monotonic() - started < 1.0
 
 
+# --- a rebalance under way ----------------------------------------------------------------------
+
+
+async def test_health_says_recovering_for_the_whole_rebalance(ready: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ready, "rebalancing", True)  # revoked, and recovery not started yet
+    status, body, _ = await answer(ready, HealthView, "/health")
+    assert (status, body["status"], body["rebalancing"]) == (503, "recovering", True)
+    monkeypatch.setattr(ready, "rebalancing", False)
+    status, body, _ = await answer(ready, HealthView, "/health")
+    assert (status, body["status"]) == (200, "ok")
+
+
+async def test_no_read_is_answered_while_a_rebalance_brings_the_tables_up_to_date(
+    here: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ledger.submit(op_id="d-1", kind="deposit", user_id=USER, asset=1, amount=100)
+    monkeypatch.setattr(views, "SETTLE_WAIT_S", 0.2)
+    monkeypatch.setattr(here, "rebalancing", True)
+    for view, path, args in [
+        (AccountView, f"/accounts/{USER}", (str(USER),)),
+        (HoldsView, f"/accounts/{USER}/holds", (str(USER),)),
+        (OperationResultView, f"/operations/{USER}/d-1", (str(USER), "d-1")),
+    ]:
+        started = time.monotonic()
+        status, body, headers = await answer(here, view, path, *args)
+        assert (status, body["error"], headers["Retry-After"]) == (503, "not_ready", "1"), path
+        assert "seq" not in body and "balances" not in body
+        assert 0.15 < time.monotonic() - started < 2.0  # the rebalance was waited out for SETTLE_WAIT_S
+
+    async def settles() -> None:
+        await asyncio.sleep(0.1)
+        here.rebalancing = False
+
+    monkeypatch.setattr(views, "SETTLE_WAIT_S", 5.0)
+    settled = asyncio.ensure_future(settles())
+    status, body, _ = await account(here)  # a rebalance that ends within the wait: the answer comes after it
+    await settled
+    assert (status, body["seq"]) == (200, 1)
+
+
+async def test_a_min_seq_wait_ends_refused_when_a_rebalance_begins_during_it(
+    here: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ledger.submit(op_id="d-1", kind="deposit", user_id=USER, asset=1, amount=100)
+
+    async def rebalance_begins() -> None:
+        await asyncio.sleep(0.1)
+        here.rebalancing = True
+        views.account_waiters.wake([str(USER).encode()])  # the next look comes at once
+
+    monkeypatch.setattr(here, "rebalancing", False)
+    began = asyncio.ensure_future(rebalance_begins())
+    status, body, headers = await account(here, "?min_seq=2")
+    await began
+    assert (status, body["error"], headers["Retry-After"]) == (503, "not_ready", "1")
+    assert "seq" not in body
+
+
 def test_a_forwarded_refusal_is_told_from_other_503s(test_app: Any) -> None:
     view = AccountView(test_app, test_app.web)
     assert routing.refused_as_unconfirmed(view.json({"error": "not_owner_confirmed"}, status=503))

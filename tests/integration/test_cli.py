@@ -194,7 +194,7 @@ async def test_verify_passes_on_the_worlds_pipeline(worker: Worker) -> None:
         await asyncio.sleep(2)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RESULT OK" in done.stdout
-    assert "verify: [4/4] database:" in done.stderr
+    assert "verify: [5/5] database:" in done.stderr
     unreadable = await run(worker, "verify", "--no-db", env={"UBS_KAFKA": "kafka://127.0.0.1:9"})
     assert unreadable.returncode == 2
     assert "could not read" in one_line(unreadable)

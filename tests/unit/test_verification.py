@@ -92,6 +92,39 @@ def test_table_and_database_differences_are_found() -> None:
     assert len(report.violations["db_mismatch"]) == 2  # user 2's last event and balance row are missing
 
 
+def changelog_of(tables: Dict[int, Any]) -> List[Tuple[Optional[bytes], Optional[bytes]]]:
+    """The accounts changelog as the last checkpoint of each user leaves it."""
+    return [(str(user).encode(), json.dumps(row).encode()) for user, row in tables.items()]
+
+
+def test_a_changelog_that_rebuilds_every_account_passes() -> None:
+    operations, events, tables = simulate(BODIES)
+    older = {1: dict(tables[1], seq=1, balances={"1": {"available": 100, "locked": 0}})}
+    records = changelog_of(older) + changelog_of(tables) + changelog_of(tables)  # rewrites of a seq are fine
+    report = check(operations, events, tables, accounts_changelog=records, max_operation_bytes=LIMIT)
+    assert report.ok, report.summary()
+    assert report.counts["changelog_users_checked"] == 2
+
+
+def test_a_stale_write_after_the_new_owners_is_found_and_so_is_what_a_rebuild_would_keep() -> None:
+    """A worker cut off from the group writes user 1's seq 1 after the new owner wrote seq 3."""
+    operations, events, tables = simulate(BODIES)
+    stale = {1: dict(tables[1], seq=1, balances={"1": {"available": 100, "locked": 0}})}
+    records = changelog_of(tables) + changelog_of(stale)
+    report = check(operations, events, tables, accounts_changelog=records, max_operation_bytes=LIMIT)
+    assert {"changelog_regression", "changelog_mismatch"} == set(report.violations)
+    assert report.counts["violation:changelog_mismatch"] == 1  # user 2 rebuilds right
+
+
+def test_an_account_missing_from_the_changelog_or_deleted_is_found() -> None:
+    operations, events, tables = simulate(BODIES)
+    records = changelog_of(tables) + [(b"2", None)]
+    report = check(operations, events, tables, accounts_changelog=records, max_operation_bytes=LIMIT)
+    assert report.violations["changelog_mismatch"] == [
+        "user 2: a rebuild gives None, the events (3, {'1': {'available': 20, 'locked': 0}})"
+    ]
+
+
 def test_event_without_operation_is_unexplained() -> None:
     operations, events, _ = simulate(BODIES)
     report = check(operations[1:], events, max_operation_bytes=LIMIT)
