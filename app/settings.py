@@ -258,7 +258,8 @@ class Settings:
         "UBS_OWNERSHIP_BOUND_S",
         None,
         "a worker serves its partitions' reads only while its last heartbeat answered by the group coordinator "
-        "is at most this old; past it reads answer 503 `not_owner_confirmed` and `/health` says `partitioned`. "
+        "is at most this old; past it reads answer 503 `not_owner_confirmed` and `/health` says `partitioned`, "
+        "and a checkpoint write not acknowledged by then makes the worker exit 69. "
         "Must be below `UBS_SESSION_TIMEOUT_S` (see docs/operating.md)",
         "number",
         shown="half of `UBS_SESSION_TIMEOUT_S`",

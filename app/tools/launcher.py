@@ -5,7 +5,8 @@ UBS_DATA_DIR/worker-i; everything else (broker, keyspace, partitions) is shared,
 so Kafka spreads the partitions across them and each one routes reads to the
 owner. Ctrl-C (SIGINT) or SIGTERM stops them all cleanly. A worker that exits
 asking to be started again (app.exit_codes: its input or a table recovery
-stalled, or it fenced itself after a freeze) is restarted; any other exit stops them all. On several
+stalled, a checkpoint failed, or it fenced itself after a freeze or past its
+ownership bound) is restarted; any other exit stops them all. On several
 machines, start one ``ubscore worker`` per machine with UBS_ADVERTISED_HOST set
 instead, under a supervisor that restarts it on those statuses.
 """

@@ -17,12 +17,22 @@ from the seed are injected on a schedule that is printed before it starts:
   broker      kill -9 Kafka, restart it
   wipe        SIGKILL a worker and delete its RocksDB folder (rebuild from changelogs)
   database    kill the CQL database for 60 s, restart it
+  netcut      cut worker 1 off the brokers (all of them, or one of three) for a few seconds
+              to past its session timeout, then heal: clients still reach it over HTTP
+  dbcut       cut worker 1 off the CQL database, then heal
+
+Worker 1 reaches Kafka and the database only through TCP proxies of its own
+(tests/integration/netcut.py): a cut there is a partition of that worker alone,
+made without root privileges. Readers meanwhile read the HTTP clients' users'
+balances through both workers, some with ``?min_seq=`` of the client's last
+answer.
 
 When the workload and the schedule are done, the verifier must pass (every
-invariant of docs/design.md, tables = database = events = reference model), every
-operation a gateway acknowledged must have a result, every 200 must match the
-stored result, and every zombie must have fenced itself. Anything else is a
-violation.
+invariant of docs/design.md, tables = database = events = reference model =
+what a rebuild from the accounts changelog gives), every operation a gateway
+acknowledged must have a result, every 200 must match the stored result, every
+zombie must have fenced itself, and no read may be stale: older than a write
+acknowledged before the read began. Anything else is a violation.
 
     python -m tests.integration.chaos --runs 20 --ops 20000        # `make chaos`
     python -m tests.integration.chaos --seed 7 --ops 3000           # one run, seed 7
@@ -54,11 +64,19 @@ from app.kafka_clients import new_producer
 from app.tools.supervisor import Supervisor
 
 from .harness import BOOTSTRAP, BROKERS, REPO, Worker, World, fresh_user_id, verify_eventually, workload
+from .netcut import MODES, BrokerProxies, CutProxy
+from .reads import Ack, Read, stale_reads
 
-KINDS = ("kill", "failpoint", "gateway", "zombie", "broker", "wipe")
-WEIGHTS = (3, 4, 1, 1, 1, 1)
+KINDS = ("kill", "failpoint", "gateway", "zombie", "broker", "wipe", "netcut", "dbcut")
+WEIGHTS = (3, 4, 1, 1, 1, 1, 2, 1)
 SESSION_TIMEOUT_S = 10.0
 DATABASE_OUTAGE_S = 60.0
+#: The worker whose Kafka and CQL connections go through the run's cut proxies.
+CUT_WORKER = 1
+#: The stack's CQL port, which worker 1's database proxy forwards to.
+CQL_TARGET = "127.0.0.1:9042"
+#: A reader's pause between two balance reads.
+READ_PAUSE_S = 0.05
 
 
 @dataclass
@@ -90,6 +108,8 @@ class RunResult:
     stalls: int = 0
     trades: int = 0
     expired: int = 0
+    reads: int = 0
+    stale: int = 0
     violations: int = 0
     problems: List[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -104,9 +124,11 @@ class RunResult:
 EVERY_FAULT_ONCE = [
     Fault(2, "failpoint", 0, "after_table_write:100"),
     Fault(3, "gateway", 1, "after_produce:1"),
+    Fault(8, "netcut", CUT_WORKER, "mode=blackhole brokers=all down_s=16"),
     Fault(25, "zombie", 0, "stopped_s=13"),
     Fault(38, "kill", 1, "SIGKILL"),
     Fault(40, "broker", 0, "kafka-2 down_s=3" if BROKERS > 1 else "down_s=3"),
+    Fault(50, "dbcut", CUT_WORKER, "mode=reset down_s=8"),
     Fault(55, "wipe", 0),
     Fault(56, "failpoint", 1, "before_commit:2"),
     Fault(57, "failpoint", 0, "after_send:100"),
@@ -133,6 +155,13 @@ def schedule(rng: random.Random, count: int, span_s: float, database: bool) -> L
             fault.detail = f"{node}down_s={rng.uniform(1.0, 6.0):.1f}"
         elif kind == "kill":
             fault.detail = "SIGKILL"
+        elif kind == "netcut":
+            # Short cuts the worker rides out, long ones past its session that move its partitions.
+            brokers = str(rng.randint(1, BROKERS)) if BROKERS > 1 and rng.random() < 0.5 else "all"
+            down_s = rng.uniform(2.0, SESSION_TIMEOUT_S + 10.0)
+            fault.worker, fault.detail = CUT_WORKER, f"mode={rng.choice(MODES)} brokers={brokers} down_s={down_s:.1f}"
+        elif kind == "dbcut":
+            fault.worker, fault.detail = CUT_WORKER, f"mode={rng.choice(MODES)} down_s={rng.uniform(5.0, 40.0):.1f}"
         faults.append(fault)
     if database:
         faults.append(Fault(at=rng.uniform(3.0, span_s / 2), kind="database", detail=f"down_s={DATABASE_OUTAGE_S:.0f}"))
@@ -225,12 +254,32 @@ async def produce_with_retries(topic: str, messages: List[Tuple[Optional[bytes],
     return len(messages)
 
 
-@dataclass
-class Ack:
-    user_id: int
-    op_id: str
-    status: int
-    body: Dict[str, Any]
+async def reader(
+    workers: List[Worker], rng: random.Random, users: List[int], acks: List[Ack], stop: asyncio.Event
+) -> List[Read]:
+    """Read the users' balances through any worker until ``stop``; a third of the reads ask for ``?min_seq=``
+    of the user's last acknowledged seq (read-your-writes)."""
+    reads: List[Read] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        while not stop.is_set():
+            user, index = rng.choice(users), rng.randrange(len(workers))
+            seqs = [a.body["seq"] for a in acks if a.user_id == user and a.status == 200 and "seq" in a.body]
+            min_seq = max(seqs) if seqs and rng.random() < 0.33 else 0
+            query = f"?min_seq={min_seq}" if min_seq else ""
+            began = time.monotonic()
+            try:
+                async with http.get(f"{workers[index].url}/accounts/{user}{query}") as response:
+                    body = await response.json(content_type=None)
+                    if response.status == 200:
+                        reads.append(Read(user, began, index, 200, int(body["seq"]), min_seq))
+                    elif response.status == 404 and body.get("error") == "unknown_user":
+                        reads.append(Read(user, began, index, 404, 0, min_seq))
+                    else:
+                        reads.append(Read(user, began, index, response.status, None, min_seq, body.get("error")))
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                reads.append(Read(user, began, index, 0, None, min_seq, type(exc).__name__))
+            await asyncio.sleep(READ_PAUSE_S)
+    return reads
 
 
 async def http_client(
@@ -242,15 +291,16 @@ async def http_client(
     name: str,
     log: RunLog,
     answers: Counter,
+    acks: List[Ack],
 ) -> List[Ack]:
     """Submit ``count`` operations through the gateways over ``span_s`` seconds, retrying each with its
     op_id until acknowledged.
 
     A 202/200 is an acknowledgement; 5xx, timeouts and refused connections are retried on
     any worker. A 4xx would be a bug in this client and stops the run. ``answers`` counts
-    every answer by status ("none" for no answer at all).
+    every answer by status ("none" for no answer at all). Acknowledgements are appended
+    to ``acks`` as they come (the readers look at them), and returned.
     """
-    acks: List[Ack] = []
     timeout = aiohttp.ClientTimeout(total=15)
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -271,7 +321,7 @@ async def http_client(
                         answer = await r.json(content_type=None)
                         answers[str(r.status)] += 1
                         if r.status in (200, 202):
-                            acks.append(Ack(user, body["op_id"], r.status, answer))
+                            acks.append(Ack(user, body["op_id"], r.status, answer, time.monotonic()))
                             break
                         if r.status < 500:
                             raise AssertionError(f"gateway answered {r.status} to a valid operation: {answer}")
@@ -302,6 +352,7 @@ class Injection:
     supervisor: Supervisor
     result: "RunResult"
     log: "RunLog"
+    cuts: "Cuts"
 
     @property
     def worker(self) -> Worker:
@@ -309,8 +360,39 @@ class Injection:
 
     @property
     def seconds(self) -> float:
-        """The duration in a detail such as ``stopped_s=40``."""
-        return float(self.fault.detail.split("=", 1)[1])
+        """The duration that ends a detail, such as ``stopped_s=40``."""
+        return float(self.fault.detail.rsplit("=", 1)[1])
+
+    @property
+    def options(self) -> Dict[str, str]:
+        """A detail's ``name=value`` words."""
+        return dict(word.split("=", 1) for word in self.fault.detail.split() if "=" in word)
+
+
+@dataclass
+class Cuts:
+    """Worker 1's way to Kafka and to the database: proxies that a fault can cut."""
+
+    kafka: BrokerProxies
+    database: CutProxy
+
+    def start(self) -> "Cuts":
+        self.kafka.start()
+        try:
+            self.database.start()
+        except Exception:
+            self.kafka.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.kafka.close()
+        self.database.close()
+
+    def env(self) -> Dict[str, str]:
+        """What makes a worker go through them."""
+        host, port = self.database.address.rsplit(":", 1)
+        return {"UBS_KAFKA": self.kafka.kafka_url, "UBS_CQL_HOSTS": host, "UBS_CQL_PORT": port}
 
 
 async def kill(job: Injection) -> None:
@@ -326,7 +408,7 @@ async def restart_armed(job: Injection) -> None:
         job.worker.start()
 
 
-#: How long a zombie waits for its worker to be ready before it freezes it.
+#: How long a zombie or a cut waits for its worker to be ready first.
 ZOMBIE_READY_S = 60.0
 
 
@@ -335,14 +417,19 @@ def _ready(worker: Worker) -> bool:
     return health is not None and health.get("status") == "ok"
 
 
+async def until_ready(worker: Worker) -> None:
+    """Wait up to ``ZOMBIE_READY_S`` for the worker to say ``ok``."""
+    deadline = time.monotonic() + ZOMBIE_READY_S
+    while time.monotonic() < deadline and not await asyncio.to_thread(_ready, worker):  # noqa: ASYNC110
+        await asyncio.sleep(0.5)  # an HTTP health answer, there is no event to wait on
+
+
 async def zombie(job: Injection) -> None:
     """Freeze the worker past its session; on waking it must fence itself (exit 75) without writing."""
     with held(job):
         # A worker frozen before it is ready owns nothing and has no freeze watch yet: nothing to fence.
         # (A slow broker restart can delay a zombie until just after a wipe restarted its worker.)
-        deadline = time.monotonic() + ZOMBIE_READY_S
-        while time.monotonic() < deadline and not await asyncio.to_thread(_ready, job.worker):  # noqa: ASYNC110
-            await asyncio.sleep(0.5)  # an HTTP health answer, there is no event to wait on
+        await until_ready(job.worker)
         process = job.worker.process
         if process is None or process.poll() is not None or not _ready(job.worker):
             job.log.event("zombie_skipped", worker=job.fault.worker, reason="not running or not ready")
@@ -368,6 +455,28 @@ async def broker(job: Injection) -> None:
     await asyncio.sleep(job.seconds)
     await asyncio.to_thread(stack, "up", service)
     job.log.event("broker_back", service=service)
+
+
+async def netcut(job: Injection) -> None:
+    """Cut worker 1 off every broker or one of them (``brokers=2``) for ``down_s``, then heal.
+
+    A worker cut before it is ready owns nothing: the cut waits for it, as a zombie does.
+    """
+    await until_ready(job.worker)
+    brokers = None if job.options["brokers"] == "all" else [int(job.options["brokers"])]
+    await asyncio.to_thread(job.cuts.kafka.cut, job.options["mode"], brokers)
+    await asyncio.sleep(job.seconds)
+    await asyncio.to_thread(job.cuts.kafka.heal, brokers)
+    job.log.event("netcut_healed", worker=job.fault.worker, brokers=job.options["brokers"])
+
+
+async def dbcut(job: Injection) -> None:
+    """Cut worker 1 off the CQL database for ``down_s``, then heal."""
+    await until_ready(job.worker)
+    await asyncio.to_thread(job.cuts.database.cut, job.options["mode"])
+    await asyncio.sleep(job.seconds)
+    await asyncio.to_thread(job.cuts.database.heal)
+    job.log.event("dbcut_healed", worker=job.fault.worker)
 
 
 async def wipe(job: Injection) -> None:
@@ -403,18 +512,22 @@ INJECTORS: Dict[str, Callable[[Injection], Awaitable[None]]] = {
     "broker": broker,
     "wipe": wipe,
     "database": database,
+    "netcut": netcut,
+    "dbcut": dbcut,
 }
 
 
-async def inject(fault: Fault, workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog) -> None:
+async def inject(
+    fault: Fault, workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog, cuts: Cuts
+) -> None:
     """Carry out one fault; returns when it is over (the worker restarted or left to the supervisor)."""
     log.event("fault", **fault.describe())
     result.faults[fault.kind] += 1
-    await INJECTORS[fault.kind](Injection(fault, workers, supervisor, result, log))
+    await INJECTORS[fault.kind](Injection(fault, workers, supervisor, result, log, cuts))
 
 
 async def run_faults(
-    faults: List[Fault], workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog
+    faults: List[Fault], workers: List[Worker], supervisor: Supervisor, result: RunResult, log: RunLog, cuts: Cuts
 ) -> None:
     """Faults on workers and the broker one after another, each at its time or right after the previous
     one; a database outage alongside them."""
@@ -426,9 +539,9 @@ async def run_faults(
         if delay > 0:
             await asyncio.sleep(delay)
         if fault.kind == "database":
-            background.append(asyncio.create_task(inject(fault, workers, supervisor, result, log)))
+            background.append(asyncio.create_task(inject(fault, workers, supervisor, result, log, cuts)))
         else:
-            await inject(fault, workers, supervisor, result, log)
+            await inject(fault, workers, supervisor, result, log, cuts)
     await asyncio.gather(*background)
 
 
@@ -494,7 +607,8 @@ async def run_once(
         with_database = database if database is not None else rng.random() < 0.25
         faults = schedule(rng, count, span_s, with_database)
     log.event("schedule", world=world.tag, brokers=BROKERS, ops=len(messages), faults=[f.describe() for f in faults])
-    workers = chaos_workers(world, base, seed)
+    cuts = Cuts(BrokerProxies.from_stack(), CutProxy(CQL_TARGET, name="cql")).start()
+    workers = chaos_workers(world, base, seed, cuts)
     supervisor = supervise(workers, log)
     fired: List[str] = []
     watching: Optional[asyncio.Task] = None
@@ -504,7 +618,7 @@ async def run_once(
         await asyncio.to_thread(workers[0].wait_ready)
         await asyncio.to_thread(workers[1].wait_ready)
         watching = asyncio.create_task(watch(supervisor, workers, log, fired))
-        acks = await drive(world, workers, supervisor, messages, faults, rate, seed, result, log)
+        acks = await drive(world, workers, supervisor, messages, faults, rate, seed, result, log, cuts)
         await all_ready(workers, supervisor)
         await judge(workers, acks, result, log)
     except Exception as exc:  # noqa: BLE001 - a run that cannot finish is a failed run, not a crash of the suite
@@ -516,6 +630,7 @@ async def run_once(
             await asyncio.gather(watching, return_exceptions=True)
         for worker in workers:
             worker.stop()
+        cuts.close()
         result.restarts, result.fired = supervisor.restarts, len(fired)
         result.holes, result.stalls = count_repairs(worker.log_path for worker in workers)
         log.event("repairs", holes=result.holes, stalls=result.stalls)
@@ -524,14 +639,21 @@ async def run_once(
     return result
 
 
-def chaos_workers(world: World, base: Path, seed: int) -> List[Worker]:
-    """The run's two workers (not started), with a short ``?wait=true`` timeout so a 504 is retried sooner."""
+def chaos_workers(world: World, base: Path, seed: int, cuts: Cuts) -> List[Worker]:
+    """The run's two workers (not started), with a short ``?wait=true`` timeout so a 504 is retried sooner;
+    worker 1 reaches Kafka and the database through ``cuts``."""
     env = {
         "UBS_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S),
         "UBS_WAIT_TIMEOUT_S": "3",
     }
     return [
-        Worker(world, base / world.tag / f"w{i}", base / f"seed-{seed}-w{i}.log", extra_env=dict(env)) for i in range(2)
+        Worker(
+            world,
+            base / world.tag / f"w{i}",
+            base / f"seed-{seed}-w{i}.log",
+            extra_env={**env, **(cuts.env() if i == CUT_WORKER else {})},
+        )
+        for i in range(2)
     ]
 
 
@@ -545,28 +667,51 @@ async def drive(
     seed: int,
     result: RunResult,
     log: RunLog,
+    cuts: Cuts,
 ) -> List[Ack]:
-    """Produce the workload and run the HTTP clients while the faults happen; the acknowledged submits."""
+    """Produce the workload and run the HTTP clients and readers while the faults happen; the acknowledged
+    submits. A stale read is a violation."""
     span_s = len(messages) / rate
     http_users = [fresh_user_id() for _ in range(10)]
     http_count = max(20, len(messages) // 40)
     answers: Counter = Counter()
+    acks: List[Ack] = []
     producing = asyncio.create_task(produce_with_retries(world.topic("balance.operations"), messages, rate))
     clients = [
         asyncio.create_task(
             http_client(
-                workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log, answers
+                workers, random.Random(seed * 31 + i), http_users, http_count // 2, span_s, f"h{i}", log, answers, acks
             )
         )
         for i in range(2)
     ]
-    await run_faults(faults, workers, supervisor, result, log)
+    stop_reading = asyncio.Event()
+    readers = [
+        asyncio.create_task(reader(workers, random.Random(seed * 37 + i), http_users, acks, stop_reading))
+        for i in range(2)
+    ]
+    await run_faults(faults, workers, supervisor, result, log, cuts)
     result.operations = await producing
-    acks = [ack for client in await asyncio.gather(*clients) for ack in client]
+    await asyncio.gather(*clients)
+    stop_reading.set()
+    reads = [read for one in await asyncio.gather(*readers) for read in one]
     result.operations += len(acks)
     result.http_acked = len(acks)
     log.event("workload_done", produced=len(messages), http_acked=len(acks), http_answers=dict(answers))
+    judge_reads(acks, reads, result, log)
     return acks
+
+
+def judge_reads(acks: List[Ack], reads: List[Read], result: RunResult, log: RunLog) -> None:
+    """Count the reads and their answers; every stale one is a violation."""
+    stale = stale_reads(acks, reads)
+    result.reads, result.stale = len(reads), len(stale)
+    answers = Counter(f"{read.status}{' ' + read.error if read.error else ''}" for read in reads)
+    log.event("reads", reads=len(reads), stale=len(stale), answers=dict(answers), first_stale=stale[:5])
+    for problem in stale[:10]:
+        result.violate(problem)
+    if len(stale) > 10:
+        result.violate(f"{len(stale) - 10} more stale reads", len(stale) - 10)
 
 
 async def judge(workers: List[Worker], acks: List[Ack], result: RunResult, log: RunLog) -> None:
@@ -610,6 +755,8 @@ def from_log(path: Path) -> RunResult:
             result.restarts += 1
         elif kind == "repairs":
             result.holes, result.stalls = event["holes"], event["stalls"]
+        elif kind == "reads":
+            result.reads, result.stale = event["reads"], event["stale"]
         elif kind == "workload_done":
             result.operations = event["produced"] + event["http_acked"]
             result.http_acked = event["http_acked"]
@@ -632,14 +779,15 @@ def table(results: Sequence[RunResult], command: str) -> str:
         "| seed | brokers | operations | HTTP acked | "
         + " | ".join(kinds)
         + " | failpoints fired | zombies fenced | restarts | holes filled | stalls | trades settled | holds expired"
-        + " | violations | seconds |",
-        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        + " | reads | stale reads | violations | seconds |",
+        "|---:|---|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         counts = " | ".join(str(r.faults.get(k, 0)) for k in kinds)
         lines.append(
             f"| {r.seed} | {r.brokers} | {r.operations} | {r.http_acked} | {counts} | {r.fired} | {r.fenced} "
-            f"| {r.restarts} | {r.holes} | {r.stalls} | {r.trades} | {r.expired} | {r.violations} | {r.seconds:.0f} |"
+            f"| {r.restarts} | {r.holes} | {r.stalls} | {r.trades} | {r.expired} | {r.reads} | {r.stale} "
+            f"| {r.violations} | {r.seconds:.0f} |"
         )
     total = Counter()
     for r in results:
@@ -650,6 +798,7 @@ def table(results: Sequence[RunResult], command: str) -> str:
         f"| {counts} | {sum(r.fired for r in results)} | {sum(r.fenced for r in results)} "
         f"| {sum(r.restarts for r in results)} | {sum(r.holes for r in results)} | {sum(r.stalls for r in results)} "
         f"| {sum(r.trades for r in results)} | {sum(r.expired for r in results)} "
+        f"| {sum(r.reads for r in results)} | {sum(r.stale for r in results)} "
         f"| {sum(r.violations for r in results)} | {sum(r.seconds for r in results):.0f} |"
     )
     return "\n".join(lines) + "\n"

@@ -6,8 +6,9 @@ reaches Kafka. Within ``UBS_OWNERSHIP_BOUND_S`` (plus the heartbeat interval: th
 heartbeat may be that old when the cut comes) B's ``/health`` says ``partitioned`` and its reads
 answer ``not_owner_confirmed``; once A has taken B's partitions over and applied a withdrawal, no
 read through B shows the balance from before it while the cut lasts, nor after the heal, when B
-takes partitions back and brings their tables up to date before it answers from them; B's health
-is ok again (after a restart, when it had a write to make and fenced itself); and the accounts changelog, what every rebuild reads, never goes back.
+takes partitions back and brings their tables up to date before it answers from them. B's health
+is ok again (after a restart, when it had a write to make and fenced itself), and the accounts
+changelog, what every rebuild reads, never goes back.
 """
 
 from __future__ import annotations
