@@ -266,18 +266,24 @@ async def checkpoint(batch: Batch) -> None:
 
 
 async def publish_owned(records: Sequence[Record]) -> List[int]:
-    """Rule 5: ``publisher.publish``, begun and acknowledged while this worker still vouches for its partitions."""
-    left = ownership.tracker.vouched_for_s()
-    if left > 0:
-        try:
-            return await asyncio.wait_for(publisher.publish(records), left)
-        except asyncio.TimeoutError:
-            pass
+    """Rule 5: ``publisher.publish``, begun and acknowledged while this worker still vouches for its partitions.
+
+    Heartbeats answered during the write extend the time it may take: the
+    acknowledgement only has to come while the latest word vouches.
+    """
+    tracker = ownership.tracker
+    if tracker.vouched_for_s() > 0:
+        sending = asyncio.ensure_future(publisher.publish(records))
+        while not sending.done() and (left := tracker.vouched_for_s()) > 0:
+            await asyncio.wait([sending], timeout=left)
+        if sending.done():
+            return sending.result()
+        sending.cancel()
     log.critical(
-        "worker_fenced reason=ownership_lapsed records=%s coordinator_silence_s=%s bound_s=%s action=exit status=%s",
+        "worker_fenced reason=ownership_lapsed records=%s coordinator_silence_s=%.1f bound_s=%s action=exit status=%s",
         len(records),
-        ownership.tracker.silence_s(),
-        ownership.tracker.bound_s,
+        tracker.silence_s() or 0.0,
+        tracker.bound_s,
         int(ExitCode.OWNERSHIP_LAPSED),
     )
     os._exit(ExitCode.OWNERSHIP_LAPSED)

@@ -184,3 +184,23 @@ async def test_a_write_not_acknowledged_while_vouched_for_exits_without_waiting_
     assert time.monotonic() - started < 2.0
     assert results[b"11/d1"] == {"event": {"op_id": "d1"}} and accounts.get(b"11") is None
     assert sent.records("events") == []
+
+
+async def test_a_slow_write_goes_on_while_heartbeats_keep_vouching(
+    test_app: Any, sent: Sent, exits: List[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write slower than the bound (a leader election) is waited for as long as the coordinator answers."""
+    tracker = ownership.Ownership(0.3)
+    tracker.heard()
+    monkeypatch.setattr(ownership, "tracker", tracker)
+    original = sent.publisher.publish
+
+    async def slow(records: Any) -> List[int]:
+        for _ in range(8):  # 0.8 s, with a heartbeat answered every 0.1 s
+            await asyncio.sleep(0.1)
+            tracker.heard()
+        return await original(records)
+
+    monkeypatch.setattr(sent.publisher, "publish", slow)
+    await checkpoint.checkpoint(a_batch())
+    assert exits == [] and accounts[b"11"] == {"seq": 1} and len(sent.records("events")) == 1
