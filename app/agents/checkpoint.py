@@ -52,7 +52,9 @@ supervisor (exit status 74) and the restart reads the changelog tail.
    the next rebuild would take it for the newest state. So every write of a
    checkpoint is begun only while the coordinator's last word still vouches
    for the partitions (``UBS_OWNERSHIP_BOUND_S``), and must be acknowledged
-   before that word stops vouching; otherwise the worker exits at once
+   while the latest word still vouches (heartbeats answered meanwhile count:
+   the member was in the group, with its partitions, when it sent them);
+   otherwise the worker exits at once
    (exit status 69), closing its connections, so that nothing it sent is
    retried later. The rest of the session timeout past the bound is the
    margin for a request already on the wire.
