@@ -10,7 +10,7 @@ committed nothing yet counts from its first record (both groups start from the
 earliest offset).
 
 One reader serves the worker's metrics (``export_lag``) and ``ubscore lag``
-(app.tools.cli): one way to measure lag.
+(app.tools.cli.checks): one way to measure lag.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Run it once the pipeline is idle (no operation in flight). It reads
 ``balance.operations`` and ``balance.events`` (read_committed) to their current
 end, the tables through a worker's HTTP API (which routes to the owner of each
 user), the accounts table's changelog (what a rebuild reads) and the database,
-then calls ``app.core.verification.check``. The command (app.tools.cli)
+then calls ``app.core.verification.check``. The command (app.tools.cli.checks)
 prints a summary and exits 1 on any violation, 2 when something could not be
 read.
 """

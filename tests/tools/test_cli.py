@@ -15,7 +15,8 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
 from app.consumer_lag import PartitionLag
-from app.tools import cli, dlq, output
+from app.tools import dlq, output
+from app.tools.cli import checks
 from app.tools.gateway_client import Answer, Gateway
 from app.web.auth import find, keyring, parse_keys
 
@@ -314,13 +315,13 @@ def test_verify_shows_a_progress_bar_on_a_terminal_and_stage_lines_elsewhere(
     steps = ["operations", "events", "tables", "database"]
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    with cli.verify_progress(steps) as done:
+    with checks.verify_progress(steps) as done:
         for stage in steps:
             done(stage, 3)
     shown = terminal.getvalue()
     assert "verify: reading" in shown and "4/4" in shown and "database: 3 read" in shown
     monkeypatch.undo()
-    with cli.verify_progress(steps) as done:
+    with checks.verify_progress(steps) as done:
         done("operations", 7)
     assert "verify: [1/4] operations: 7 read" in capsys.readouterr().err
 
