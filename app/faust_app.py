@@ -199,7 +199,7 @@ app = UBSCoreApp(
     web_host=settings.advertised_host,
     web_port=settings.web_port,
     canonical_url=settings.canonical_url,
-    # aiohttp stops reading a body past this, chunked or not, and raises (a 413: app.web.views.counted).
+    # aiohttp stops reading a body past this, chunked or not, and raises (a 413: app.web.answers.counted).
     web_application_options={"client_max_size": settings.max_body_bytes},
     # Faust's own pages: table contents, the cluster's layout, statistics, none behind an API key.
     web_router_enabled=False,

@@ -35,7 +35,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 #: Inputs per checkpoint, up to UBS_BATCH_MAX (1000 by default).
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 STALL_ACTIONS = tuple(action.value for action in StallAction)
-#: The views whose answers the gateway counts (app.web.views, ``counted``), each a ``view`` label.
+#: The views whose answers the gateway counts (app.web.answers, ``counted``), each a ``view`` label.
 HTTP_VIEWS = ("submit", "result", "account", "holds", "history", "assets", "register_asset", "asset", "health")
 #: Every status code the gateway answers with; each view answers some of them, so some pairs stay at 0 for good.
 HTTP_STATUSES = ("200", "201", "202", "400", "401", "403", "404", "409", "413", "422", "499", "500", "503", "504")

@@ -19,7 +19,7 @@ timeout (half of it by default, refused at or above it): the margin covers a
 read checked just before the bound and answered just after, clocks running at
 slightly different rates, and the join's own round trip.
 
-Past the bound the reads answer 503 ``not_owner_confirmed`` (app.web.views),
+Past the bound the reads answer 503 ``not_owner_confirmed`` (app.web.at_owner),
 ``/health`` says ``partitioned``, and one ``ownership_unconfirmed`` line is
 logged; when the coordinator answers again, one ``ownership_confirmed`` line,
 and the reads are served again (or, if the group moved the partitions, the

@@ -151,7 +151,7 @@ class GatewayRequestHandler(RequestHandler):
             self._drop("body_timeout", self.limits.body_timeout_s)
 
     def _drop(self, reason: str, after_s: float) -> None:
-        """Disconnect the client; a view still reading its body gets a ConnectionResetError (app.web.views.counted)."""
+        """Disconnect the client; a view reading its body gets a ConnectionResetError (app.web.answers.counted)."""
         peer = self.peername
         remote = peer[0] if isinstance(peer, tuple) else peer
         log.info("http_client_dropped reason=%s remote=%s after_s=%s", reason, remote, after_s)

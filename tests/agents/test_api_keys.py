@@ -23,10 +23,11 @@ from prometheus_client import REGISTRY, generate_latest
 from yarl import URL
 
 from app import app
+from app.core.assets import Asset
 from app.log_format import event_fields
 from app.settings import load, settings
 from app.sink.service import store
-from app.web import access, peers, routing, views
+from app.web import access, accounts, asset_views, operations, peers, routing
 from app.web.auth import digest
 
 from .conftest import Producer
@@ -100,11 +101,13 @@ def keyed(key_file: Path, test_app: Any, monkeypatch: pytest.MonkeyPatch) -> Ite
         return []
 
     async def read_back(asset_id: int) -> Any:
-        return views.Asset(**BTC)
+        return Asset(**BTC)
 
     monkeypatch.setattr(store, "events", no_history)
-    monkeypatch.setattr(views, "settings", dataclasses.replace(settings, wait_timeout_s=0.2))
-    monkeypatch.setattr(views, "_read_back", read_back)
+    short = dataclasses.replace(settings, wait_timeout_s=0.2)
+    monkeypatch.setattr(operations, "settings", short)
+    monkeypatch.setattr(accounts, "settings", short)
+    monkeypatch.setattr(asset_views, "_read_back", read_back)
     try:
         yield producer
     finally:

@@ -25,7 +25,7 @@ from yarl import URL
 
 from app import app, faust_app, metrics
 from app.settings import settings
-from app.web import admission, routing, views
+from app.web import accounts, admission, operations, routing, waiting
 from app.web.limits import GatewayRunner
 from tests.raw_http import Answer, Client, request
 
@@ -47,7 +47,9 @@ def producer(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> Producer:
     monkeypatch.setattr(test_app.producer, "send", producer.send)
     monkeypatch.setattr(routing, "owner_of", lambda user_id: URL("http://127.0.0.1:1"))
     monkeypatch.setattr(routing, "is_local", lambda owner: True)
-    monkeypatch.setattr(views, "settings", dataclasses.replace(settings, wait_timeout_s=1.0))
+    short = dataclasses.replace(settings, wait_timeout_s=1.0)
+    monkeypatch.setattr(operations, "settings", short)
+    monkeypatch.setattr(accounts, "settings", short)
     return producer
 
 
@@ -227,14 +229,14 @@ async def fetch(http: aiohttp.ClientSession, port: int, method: str, path: str, 
 async def test_waits_beyond_the_limit_are_refused_at_once_with_retry_after(
     gateway: int, producer: Producer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "waits", admission.Slots(2))
+    monkeypatch.setattr(waiting, "waits", admission.Slots(2))
     refused_reads, refused_submits = answered("result", 503), answered("submit", 503)
     submit = json.loads(deposit("w-submit"))
     async with aiohttp.ClientSession() as http:
-        waiting = [
+        reads = [
             asyncio.create_task(fetch(http, gateway, "GET", f"/operations/{USER}/w-{n}?wait_s=1")) for n in range(2)
         ]
-        await until(lambda: views.waits.held == 2)
+        await until(lambda: waiting.waits.held == 2)
         assert metrics.value("ubscore_http_waiting_requests") == 2
         status, headers, body = await fetch(http, gateway, "GET", f"/operations/{USER}/w-3?wait_s=1")
         assert (status, body["error"], body["field"], headers["Retry-After"]) == (503, "overloaded", None, "1")
@@ -245,8 +247,8 @@ async def test_waits_beyond_the_limit_are_refused_at_once_with_retry_after(
         # What does not wait needs no slot.
         assert (await fetch(http, gateway, "GET", f"/operations/{USER}/w-3"))[0] == 404
         assert (await fetch(http, gateway, "POST", "/operations", submit))[0] == 202
-        assert [answer[0] for answer in await asyncio.gather(*waiting)] == [404, 404]
-        assert views.waits.held == 0 and metrics.value("ubscore_http_waiting_requests") == 0
+        assert [answer[0] for answer in await asyncio.gather(*reads)] == [404, 404]
+        assert waiting.waits.held == 0 and metrics.value("ubscore_http_waiting_requests") == 0
         # Free again: the next wait is admitted, and times out as no ledger writes its result.
         assert (await fetch(http, gateway, "POST", "/operations?wait=true", json.loads(deposit("w-later"))))[0] == 504
     assert answered("result", 503) == refused_reads + 1 and answered("submit", 503) == refused_submits + 1

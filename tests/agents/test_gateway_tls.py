@@ -17,8 +17,8 @@ from aiohttp import web
 from yarl import URL
 
 from app.settings import load
-from app.web import peers, routing, tls, views
-from app.web.views import AccountView
+from app.web import peers, routing, tls, waiting
+from app.web.accounts import AccountView
 from tests.tls_files import Pair, authority, gateway_cert, serving
 
 USER = 21
@@ -144,12 +144,12 @@ async def test_a_wait_asks_an_https_owner_and_gives_up_on_one_it_cannot_trust(
     owner, impostor = Owner(), Owner()
     async with serving(owner.pages, served(files.owner)) as url:
         owned_by(url, monkeypatch)
-        waited = await views.wait_result(USER, "w-1", 1.0, authorization=READER)
+        waited = await waiting.wait_result(USER, "w-1", 1.0, authorization=READER)
     assert waited.result is not None and waited.result["op_id"] == "w-1"
     assert owner.seen and owner.seen[0][0].startswith(f"/operations/{USER}/w-1?wait_s=")
     async with serving(impostor.pages, served(files.impostor)) as url:
         owned_by(url, monkeypatch)
         caplog.set_level(logging.WARNING)
-        waited = await views.wait_result(USER, "w-2", 0.3, authorization=READER)
+        waited = await waiting.wait_result(USER, "w-2", 0.3, authorization=READER)
     assert waited.result is None and impostor.seen == []  # the view answers 504 result_timeout, as for any owner away
     assert any("TLS: its certificate was refused" in record.getMessage() for record in caplog.records)

@@ -11,7 +11,7 @@ from yarl import URL
 from app.partitioning import user_key
 from app.tables import accounts
 from app.web import routing
-from app.web.views import AccountView, HoldsView
+from app.web.accounts import AccountView, HoldsView
 
 from .conftest import Ledger
 

@@ -1,5 +1,5 @@
 """A worker cut off from its group coordinator stops vouching for its partitions (app.guards.ownership), and
-``?min_seq=`` answers an account only once it includes the write a client was answered (app.web.views).
+``?min_seq=`` answers an account only once it includes the write a client was answered (app.web.accounts).
 
 The silence is simulated by moving the tracker's clock, not by sleeping: the agent tests' tracker (conftest,
 ``vouching``) has just heard from the coordinator and its clock stands still until a test moves it.
@@ -16,10 +16,13 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 from yarl import URL
 
+from app.agents.waiters import account_waiters
 from app.guards import ownership
 from app.settings import settings
-from app.web import routing, views
-from app.web.views import AccountView, HealthView, HoldsView, OperationResultView
+from app.web import accounts, at_owner, routing, waiting
+from app.web.accounts import AccountView, HoldsView
+from app.web.health import HealthView
+from app.web.operations import OperationResultView
 
 from .conftest import Ledger
 
@@ -168,12 +171,12 @@ async def test_a_read_the_owner_refuses_as_unconfirmed_is_routed_again_to_the_ne
     monkeypatch.setattr(routing, "owner_of", lambda user_id: owners.pop(0) if len(owners) > 1 else owners[0])
     monkeypatch.setattr(routing, "is_local", lambda owner: owner == new)
     monkeypatch.setattr(routing, "forward", forward)
-    monkeypatch.setattr(views, "REROUTE_RETRY_S", 0.01)
+    monkeypatch.setattr(at_owner, "REROUTE_RETRY_S", 0.01)
     status, body, _ = await account(here)
     assert (status, body["seq"], forwarded) == (200, 1, [old, old])
     # An owner that goes on refusing: its refusal is the answer, after REROUTE_S.
     owners[:] = [old]
-    monkeypatch.setattr(views, "REROUTE_S", 0.1)
+    monkeypatch.setattr(at_owner, "REROUTE_S", 0.1)
     status, body, headers = await account(here)
     assert (status, body["error"], headers["Retry-After"]) == (503, "not_owner_confirmed", "1")
 
@@ -183,8 +186,8 @@ async def test_a_submit_waiting_here_ends_at_once_when_this_worker_stops_vouchin
 ) -> None:
     silence(vouching, 16.0)
     started = time.monotonic()
-    waited = await views.wait_result(USER, "never", 5.0)
-    assert waited == views.Waited(None, unconfirmed=True)
+    waited = await waiting.wait_result(USER, "never", 5.0)
+    assert waited == waiting.Waited(None, unconfirmed=True)
     assert time.monotonic() - started < 1.0
 
 
@@ -204,7 +207,7 @@ async def test_no_read_is_answered_while_a_rebalance_brings_the_tables_up_to_dat
     here: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await ledger.submit(op_id="d-1", kind="deposit", user_id=USER, asset=1, amount=100)
-    monkeypatch.setattr(views, "SETTLE_WAIT_S", 0.2)
+    monkeypatch.setattr(at_owner, "SETTLE_WAIT_S", 0.2)
     monkeypatch.setattr(here, "rebalancing", True)
     for view, path, args in [
         (AccountView, f"/accounts/{USER}", (str(USER),)),
@@ -221,7 +224,7 @@ async def test_no_read_is_answered_while_a_rebalance_brings_the_tables_up_to_dat
         await asyncio.sleep(0.1)
         here.rebalancing = False
 
-    monkeypatch.setattr(views, "SETTLE_WAIT_S", 5.0)
+    monkeypatch.setattr(at_owner, "SETTLE_WAIT_S", 5.0)
     settled = asyncio.ensure_future(settles())
     status, body, _ = await account(here)  # a rebalance that ends within the wait: the answer comes after it
     await settled
@@ -236,7 +239,7 @@ async def test_a_min_seq_wait_ends_refused_when_a_rebalance_begins_during_it(
     async def rebalance_begins() -> None:
         await asyncio.sleep(0.1)
         here.rebalancing = True
-        views.account_waiters.wake([str(USER).encode()])  # the next look comes at once
+        account_waiters.wake([str(USER).encode()])  # the next look comes at once
 
     monkeypatch.setattr(here, "rebalancing", False)
     began = asyncio.ensure_future(rebalance_begins())
@@ -276,13 +279,13 @@ async def test_min_seq_waits_for_the_checkpoint_that_writes_the_account(here: An
     await ledger.submit(op_id="w-1", kind="withdraw", user_id=USER, asset=1, amount=60)
     status, body, _ = await asyncio.wait_for(reading, 5)
     assert (status, body["seq"], body["balances"]["1"]["available"]) == (200, 2, 40)
-    assert views.waits.held == 0
+    assert waiting.waits.held == 0
 
 
 async def test_min_seq_not_reached_in_time_is_refused_with_the_seq_reached(
     here: Any, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(views, "settings", dataclasses.replace(settings, wait_timeout_s=0.2))
+    monkeypatch.setattr(accounts, "settings", dataclasses.replace(settings, wait_timeout_s=0.2))
     await ledger.submit(op_id="d-1", kind="deposit", user_id=USER, asset=1, amount=100)
     status, body, headers = await account(here, "?min_seq=3")
     assert (status, body["error"], body["field"], headers["Retry-After"]) == (503, "seq_not_reached", "min_seq", "1")

@@ -180,5 +180,5 @@ TRADE = {
     ],
 )
 def test_every_user_an_operation_moves_money_for_is_named(raw: Dict[str, Any], users: tuple) -> None:
-    """Who may submit an operation must be allowed each of them (app.web.views)."""
+    """Who may submit an operation must be allowed each of them (app.web.operations)."""
     assert users_named(parse_operation(raw)) == users
