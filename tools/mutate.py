@@ -40,7 +40,7 @@ class Mutation:
     what: str
 
 
-LEDGER, MODELS, WIRE, AGENT = "app/core/ledger.py", "app/core/models.py", "app/core/wire.py", "app/agents/ubscore.py"
+LEDGER, FIELDS, WIRE, AGENT = "app/core/ledger.py", "app/core/field_checks.py", "app/core/wire.py", "app/agents/ubscore.py"
 MUTATIONS = (
     Mutation(
         LEDGER,
@@ -90,7 +90,7 @@ MUTATIONS = (
         "if not isinstance(value, int):",
         "true counts as the number 1",
     ),
-    Mutation(MODELS, "MAX_AMOUNT = 2**63 - 1", "MAX_AMOUNT = 2**63", "an amount that overflows a CQL bigint"),
+    Mutation(FIELDS, "MAX_AMOUNT = 2**63 - 1", "MAX_AMOUNT = 2**63", "an amount that overflows a CQL bigint"),
     Mutation(
         WIRE,
         "body[key] = REPEATED if key in body else value",

@@ -11,7 +11,7 @@ but ``InvalidOperation``, whatever the bytes:
   integers of over 4,300 digits with a ValueError, and the work grows with the
   length): it becomes an ``OversizedNumber`` that no field accepts;
 - a key given twice in one object becomes ``REPEATED``, which no field accepts
-  and which ``app.core.models.parse_operation`` reports as ``duplicate_field``.
+  and which ``app.core.commands.parse_operation`` reports as ``duplicate_field``.
 
 Markers instead of exceptions keep the document readable, so an operation whose
 ``amount`` is malformed still names its user and op_id and can be answered.

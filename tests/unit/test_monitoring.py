@@ -283,7 +283,15 @@ Labels = FrozenSet[Tuple[str, str]]
 #: The modules whose InvalidOperation reasons can reach balance.operations.dlq (the agent and the readers it calls).
 DEAD_LETTER_SOURCES = tuple(
     monitoring.ROOT / path
-    for path in ("app/core/wire.py", "app/core/models.py", "app/core/legs.py", "app/agents/ubscore.py")
+    for path in (
+        "app/core/wire.py",
+        "app/core/field_checks.py",
+        "app/core/trade_terms.py",
+        "app/core/commands.py",
+        "app/core/events.py",
+        "app/core/legs.py",
+        "app/agents/ubscore.py",
+    )
 )
 #: Reasons of those modules that no dead letter carries: events are read by the sink and the verifier only.
 NOT_DEAD_LETTERS = {"invalid_event"}
