@@ -8,10 +8,18 @@ The package is laid out by role:
 - The Faust shell: ``app.faust_app`` (the app object), ``app.topics``,
   ``app.tables``, ``app.agents`` (the ledger agent), ``app.web`` (the gateway).
 - ``app.sink``: the settlement sink and its CQL database.
-- ``app.guards``: defences against Faust and aiokafka misbehaviour, and the
-  failpoints that test them; every private Faust attribute they read is read in
-  ``app.guards.faust_internals``.
-- ``app.tools``: what operators run: several workers, the verifier, topic admin.
+- ``app.observability``: metrics, the log format, consumer lag.
+- ``app.frame``: what the Faust app is built from (its consumer, producer buffer,
+  table manager, topic admin, and the defences against Faust and aiokafka
+  misbehaviour it starts with, and the failpoints that test them); every private
+  Faust attribute they read is read in ``app.frame.faust_internals``.
+- ``app.guards``: the timers and services that run on the app (input, recovery and
+  group watches, /metrics).
+- ``app.tools``: what operators run: several workers, the verifier.
+
+Imports go one way, from the top of this list's order of layers down (core, base
+modules, observability, frame, faust_app, topics, tables, what runs on the app,
+tools, worker); tests/unit/test_import_direction.py holds the table.
 
 Importing ``app`` loads none of it. Asking for ``app.app`` (as ``faust -A app``
 does) assembles the complete worker (``app.worker``) and returns its Faust app.

@@ -16,8 +16,8 @@ from typing import Any, Dict, Optional
 #: Every reason a message of balance.operations or balance.credits can be dead-lettered with: the readers'
 #: (app.core.wire, app.core.field_checks, app.core.trade_terms, app.core.commands, app.core.legs) and the agent's
 #: own (a record's timestamp out of range, an error nobody foresaw). Known in advance so that a worker exports each
-#: reason's dead-letter count at 0 from its start (app.metrics.export_known_series), and an alert sees a reason's
-#: first letter as an increase.
+#: reason's dead-letter count at 0 from its start (app.observability.metrics.export_known_series), and an alert
+#: sees a reason's first letter as an increase.
 #: tests/unit/test_monitoring.py reads the readers' code for reasons missing here.
 DEAD_LETTER_REASONS = (
     "accounts_must_be_different",

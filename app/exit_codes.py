@@ -11,13 +11,13 @@ class ExitCode(IntEnum):
     """Statuses from sysexits.h; all but BAD_CONFIGURATION mean "start me again", each for a different reason."""
 
     #: A checkpoint's write was not acknowledged while the group coordinator still vouched for this worker's
-    #: partitions (app.agents.checkpoint, app.guards.ownership): EX_UNAVAILABLE.
+    #: partitions (app.agents.checkpoint, app.frame.ownership): EX_UNAVAILABLE.
     OWNERSHIP_LAPSED = 69
     #: The input or a table recovery stayed stalled after a resume (app.guards.resume): EX_SOFTWARE.
     STALLED = 70
     #: A checkpoint could not reach Kafka (app.agents.checkpoint): EX_IOERR.
     CHECKPOINT_FAILED = 74
-    #: The worker froze past its session and fenced itself (app.guards.fencing): EX_TEMPFAIL.
+    #: The worker froze past its session and fenced itself (app.frame.fencing): EX_TEMPFAIL.
     FROZEN = 75
     #: The worker refused to start as configured (a setting app.settings refuses; app.web.access: a gateway
     #: open to the network, a bad key file, TLS files that cannot serve): EX_CONFIG. Starting it again

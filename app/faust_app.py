@@ -16,16 +16,16 @@ from faust.types import ConsumerT, ProducerT, TopicT
 from faust.web import Web
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
-from app.guards import failpoints
-from app.guards.bulk_recovery import UBSCoreTableManager
-from app.guards.consume_loop import UBSCoreConsumer
-from app.guards.fencing import FreezeWatch
-from app.guards.local_state import set_aside_mismatched
-from app.guards.producer_buffer import install as install_draining_buffer
+from app.frame import failpoints
+from app.frame.bulk_recovery import UBSCoreTableManager
+from app.frame.consume_loop import UBSCoreConsumer
+from app.frame.fencing import FreezeWatch
+from app.frame.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
+from app.frame.local_state import set_aside_mismatched
+from app.frame.producer_buffer import install as install_draining_buffer
 from app.kafka_clients import broker_credentials
-from app.log_format import install as install_log_format
+from app.observability.log_format import install as install_log_format
 from app.settings import settings
-from app.tools.kafka_admin import CHANGELOG_CONFIGS, ensure_topics
 from app.web import access, limits, peers, tls
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class UBSCoreWorker(faust.Worker):
         self.spinner = None
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        """Called once logging is configured: lines in ``UBS_LOG_FORMAT`` (app.log_format), the first on the keys."""
+        """Called once logging is configured: lines in ``UBS_LOG_FORMAT`` (app.observability.log_format),
+        the first on the keys."""
         super().on_setup_root_logger(logger, level)
         install_log_format(logger, settings.log_format)
         access.announce(self.exposure)
@@ -104,7 +105,7 @@ class UBSCoreApp(faust.App):
         self.startup_tasks: List[Callable[[], Awaitable[None]]] = []
 
     def _new_consumer(self) -> ConsumerT:
-        """Faust's consumer, delivering inline what cannot block (app.guards.consume_loop)."""
+        """Faust's consumer, delivering inline what cannot block (app.frame.consume_loop)."""
         return UBSCoreConsumer(
             self.transport,
             callback=self.topics.on_message,
@@ -119,7 +120,7 @@ class UBSCoreApp(faust.App):
         return GatewayWeb(self)
 
     def _new_producer(self) -> ProducerT:
-        """Faust's producer with a buffer that drains fully before offsets commit (app.guards.producer_buffer)."""
+        """Faust's producer with a buffer that drains fully before offsets commit (app.frame.producer_buffer)."""
         return install_draining_buffer(super()._new_producer())
 
     def own_topic(self, topic: TopicT, outlives: Optional[TopicT] = None) -> TopicT:
@@ -149,7 +150,7 @@ class UBSCoreApp(faust.App):
         The freeze watch and the startup tasks start here too: only a running worker owns partitions,
         and a first recovery can be what needs watching.
         Then local stores that do not match the cluster are set aside, still before any store opens
-        (app.guards.local_state).
+        (app.frame.local_state).
         """
         await super().on_first_start()
         FreezeWatch(settings.freeze_limit_s).start()
@@ -190,7 +191,7 @@ app = UBSCoreApp(
     broker_session_timeout=settings.session_timeout_s,
     broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
     # A member that does not rejoin a rebalance within this is dropped: never sooner than its session
-    # timeout, which the ownership bound and the checkpoint's fence count on (app.guards.ownership).
+    # timeout, which the ownership bound and the checkpoint's fence count on (app.frame.ownership).
     broker_rebalance_timeout=max(60.0, settings.session_timeout_s),
     # A static member restarted at the same URL takes its partitions back without a rebalance.
     consumer_group_instance_id=settings.group_instance_id("ledger"),

@@ -420,7 +420,7 @@ class Settings:
 
     @property
     def freeze_limit_s(self) -> float:
-        """A worker frozen longer than this exits (app/guards/fencing.py): half the session timeout."""
+        """A worker frozen longer than this exits (app/frame/fencing.py): half the session timeout."""
         return self.session_timeout_s / 2
 
     @property
@@ -602,7 +602,7 @@ def _check_ownership_bound(values: Dict[str, Any]) -> None:
     The coordinator moves a worker's partitions a full session timeout after the
     last heartbeat it received: a worker that vouched for its partitions that
     long after its last one could be vouching for partitions another worker
-    already applies to (app.guards.ownership).
+    already applies to (app.frame.ownership).
     """
     session_s = values["session_timeout_s"]
     if values["ownership_bound_s"] is None:

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, List, Mapping, Optional
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from app.guards.faust_internals import refresh_topic_metadata
+from app.frame.faust_internals import refresh_topic_metadata
 from app.kafka_clients import new_consumer
 
 Until = Callable[[List[ConsumerRecord]], bool]

@@ -5,13 +5,13 @@ message that does not parse must reach the dead-letter topic instead of being
 dropped inside a deserializer.
 
 Every topic here is owned by the app: a worker creates the missing ones before
-its consumer subscribes (app.tools.kafka_admin), so any component may start first. The
+its consumer subscribes (app.frame.kafka_admin), so any component may start first. The
 local broker's ``auto.create.topics.enable`` is off, so nothing else creates them
 by accident. All user-keyed topics share ``UBS_PARTITIONS``, so
 one user's operations, credits, table rows and events meet on one partition.
 
 The two input topics carry money, so their settings are part of the contract and
-checked at every start (app.tools.kafka_admin): the broker's time (LogAppendTime),
+checked at every start (app.frame.kafka_admin): the broker's time (LogAppendTime),
 so no producer chooses when an operation happened; deletion by age only, after
 ``KEPT_S``, never by size; and credits kept at least as long as operations, since
 a leg waits for its partition as long as an operation can.
@@ -24,8 +24,8 @@ from typing import Mapping, Optional
 from faust.types import TopicT
 
 from app.faust_app import app
+from app.frame.kafka_admin import input_configs
 from app.settings import settings
-from app.tools.kafka_admin import input_configs
 
 # UBS_TOPIC_PREFIX (default empty) gives a test run or a tenant topics of its own.
 OPERATIONS = settings.topic_name("balance.operations")

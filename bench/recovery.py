@@ -7,7 +7,7 @@ fresh world (what N users' deposits would have left there), then, side by side:
    as they are, and writes nothing;
 1. starts a worker on an empty data directory, first with the bulk load off
    (Faust's recovery reads every record), then with the product's default (the
-   partitions are loaded in bulk, app.guards.bulk_recovery): it rebuilds every
+   partitions are loaded in bulk, app.frame.bulk_recovery): it rebuilds every
    partition from the changelog (a new machine, a lost disk, a partition moving
    to a worker that never had it). "records/s" is N over the time to ready,
    start-up included;

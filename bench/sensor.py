@@ -4,7 +4,7 @@ Each sensor is driven through the four hooks Faust calls for every message the
 ledger takes (received, handed to the stream, done in the stream, acknowledged),
 in one process, one after the other, several rounds; the figures are
 microseconds per message and their ratio to the plain Monitor, the baseline
-Faust always runs. UBSCore's sensor (app.monitoring.FaustSensor) writes the same
+Faust always runs. UBSCore's sensor (app.guards.monitoring.FaustSensor) writes the same
 ``faust_*`` series as the stock one but moves the counts at scrape time.
 
     python -m bench.sensor              # 20,000 messages per round, 5 rounds
@@ -23,7 +23,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from app import app
-from app.monitoring import FaustSensor
+from app.guards.monitoring import FaustSensor
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))

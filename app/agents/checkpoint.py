@@ -46,7 +46,7 @@ supervisor (exit status 74) and the restart reads the changelog tail.
 
 5. No write lands after the partitions may have moved. The group moves a
    worker's partitions no earlier than a session timeout after the last
-   heartbeat it answered (app.guards.ownership), and the new owner rebuilds
+   heartbeat it answered (app.frame.ownership), and the new owner rebuilds
    them from the changelogs as they are then. A write of this worker that
    reached the broker later would sit after the new owner's own writes, and
    the next rebuild would take it for the newest state. So every write of a
@@ -75,13 +75,13 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP, EventT, TableT
 from faust.types.tuples import Message
 
-from app import metrics
 from app.agents.batch import Batch, Record
 from app.agents.waiters import account_waiters, waiters
 from app.core.hold_rows import closed_hold
 from app.exit_codes import ExitCode
-from app.guards import failpoints, ownership
+from app.frame import failpoints, ownership
 from app.kafka_clients import new_producer
+from app.observability import metrics
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, holds, results
 

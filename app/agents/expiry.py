@@ -19,10 +19,10 @@ import logging
 import time
 from typing import Any, Dict, Iterator, List, Tuple
 
-from app import metrics
 from app.core.legs import Expiry
 from app.faust_app import app
-from app.guards.faust_internals import open_partition_db
+from app.frame.faust_internals import open_partition_db
+from app.observability import metrics
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import expiries

@@ -83,7 +83,6 @@ from faust import Stream
 from faust.types import EventT, StreamT
 from faust.types.tuples import Message
 
-from app import metrics
 from app.agents.batch import Batch
 from app.agents.checkpoint import Checkpoints
 from app.core import trading
@@ -110,9 +109,10 @@ from app.core.legs import Credit, Expiry, Leg, TradeLeg, read_leg
 from app.core.models import MAX_TS, Command, Event, Operation, Trade, read_operation
 from app.errors import InvalidOperation
 from app.faust_app import app
-from app.guards import failpoints
-from app.guards.faust_internals import set_current_event
+from app.frame import failpoints
+from app.frame.faust_internals import set_current_event
 from app.guards.input_gaps import cursor_key, read_range
+from app.observability import metrics
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, expiry_row, holds, results

@@ -27,9 +27,9 @@ from typing import Optional
 
 from faust.exceptions import ConsumerNotStarted
 
-from app import metrics
 from app.faust_app import app
-from app.guards.faust_internals import aiokafka_consumer, collect_group_error, in_consumer_thread, parked_group_error
+from app.frame.faust_internals import aiokafka_consumer, collect_group_error, in_consumer_thread, parked_group_error
+from app.observability import metrics
 from app.settings import settings
 
 log = logging.getLogger(__name__)

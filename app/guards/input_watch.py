@@ -36,12 +36,12 @@ from typing import Callable, Dict, List, Optional, Set
 from faust.sensors import Sensor
 from faust.types import TP, EventT, StreamT
 
-from app import metrics
 from app.faust_app import app
-from app.guards import failpoints
+from app.frame import failpoints
 from app.guards.input_gaps import cursor_key
 from app.guards.resume import exit_for_restart, resume_partition
 from app.guards.stalls import Position, ProgressWatch, Stall, StallAction
+from app.observability import metrics
 from app.settings import settings
 from app.tables import cursors, read
 from app.topics import CREDITS, OPERATIONS
@@ -130,7 +130,7 @@ def pause_input_for_good() -> None:
 class StallFailpoint(Sensor):
     """Fault injection: passes the armed ``stall_input*`` point after each message of the agent.
 
-    Added only when such a point is armed, like app.guards.failpoints.CommitFailpoint,
+    Added only when such a point is armed, like app.frame.failpoints.CommitFailpoint,
     so the agent's per-message path carries nothing for it in production.
     """
 

@@ -18,7 +18,7 @@ supervisor. The decision is app.guards.stalls, the same as the input's.
 
 Faust starts its own timers only after the first recovery, so this one is a
 startup task (app.faust_app.UBSCoreApp.startup_task) and watches that one too.
-It holds still while a bulk load (app.guards.bulk_recovery) reads the changelogs:
+It holds still while a bulk load (app.frame.bulk_recovery) reads the changelogs:
 a resume then would start a second reader of the same partitions.
 """
 
@@ -31,12 +31,12 @@ from typing import Iterable
 
 from faust.types import TP
 
-from app import metrics
 from app.faust_app import app
-from app.guards import bulk_recovery, failpoints
-from app.guards.faust_internals import recovery_progress
+from app.frame import bulk_recovery, failpoints
+from app.frame.faust_internals import recovery_progress
 from app.guards.resume import exit_for_restart, resume_partition
 from app.guards.stalls import RecoveryWatch, Stall, StallAction
+from app.observability import metrics
 from app.settings import settings
 from app.tables import cursors
 

@@ -24,7 +24,7 @@ from faust.types import TP
 
 from app.exit_codes import ExitCode
 from app.faust_app import app
-from app.guards.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust
+from app.frame.faust_internals import aiokafka_partition_state, faust_offsets, held_by_faust
 
 log = logging.getLogger(__name__)
 

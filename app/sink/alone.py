@@ -18,8 +18,8 @@ from aiohttp import web
 from mode import Service
 from prometheus_client import REGISTRY, generate_latest
 
-from app.log_format import SinkWorker
-from app.metrics import TEXT_FORMAT
+from app.observability.log_format import SinkWorker
+from app.observability.metrics import TEXT_FORMAT
 from app.web import access
 from app.web.auth import METRICS_READ, Exposure
 

@@ -31,12 +31,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
-from app import metrics
 from app.backoff import backoff
-from app.consumer_lag import export_lag
 from app.core.models import Event, read_event
 from app.errors import InvalidOperation, SettlementUnavailable
 from app.kafka_clients import new_consumer
+from app.observability import metrics
+from app.observability.consumer_lag import export_lag
 from app.settings import settings
 from app.sink.cql import CqlStore
 from app.topics import events_topic

@@ -32,7 +32,7 @@ restarts on a rebuild, and the changelog's ``compact,delete`` retention, which
 counts from the broker's append. So it never removes a row the ledger still
 treats as alive, and a worker rebuilding from Kafka finds every such row. No
 changelog is ever cut by size (``retention.bytes=-1``); the other changelogs are
-compacted only. app.faust_app checks all of it at start (app.tools.kafka_admin).
+compacted only. app.faust_app checks all of it at start (app.frame.kafka_admin).
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ from app.core.hold_rows import HoldRow, hold_rows_prefix, load
 from app.core.ledger import Account, Hold
 from app.core.legs import Expiry
 from app.faust_app import app
-from app.guards.faust_internals import open_partition_db
+from app.frame.faust_internals import open_partition_db
+from app.frame.kafka_admin import CLEANUP_POLICY, RETENTION_BYTES, RETENTION_MS
 from app.partitioning import partition_for, user_key
 from app.settings import settings
-from app.tools.kafka_admin import CLEANUP_POLICY, RETENTION_BYTES, RETENTION_MS
 from app.topics import ASSETS, KEPT_MS, KEPT_S
 
 

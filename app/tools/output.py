@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from app.consumer_lag import PartitionLag
+from app.observability.consumer_lag import PartitionLag
 from app.tools.dlq import DeadLetter
 
 #: Event fields ``tail`` shows, in this order, when the event has them.

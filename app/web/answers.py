@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional
 from aiohttp import web
 from faust.web import Request, Response, View
 
-from app import metrics
-from app.guards import ownership
+from app.frame import ownership
+from app.observability import metrics
 from app.settings import settings
 from app.web.guard import Handler
 
@@ -53,7 +53,7 @@ def overloaded(view: View, message: str, retry_after_s: float, **extra: Any) -> 
 
 
 def not_owner_confirmed(view: View, message: Optional[str] = None, **extra: Any) -> Response:
-    """503 ``not_owner_confirmed``: this worker cannot show it still owns the partition (app.guards.ownership).
+    """503 ``not_owner_confirmed``: this worker cannot show it still owns the partition (app.frame.ownership).
 
     Its tables may be behind a new owner's, so it answers nothing from them;
     the client (and a forwarding worker) asks again, here or elsewhere.

@@ -2,7 +2,7 @@
 
 The owner is the one worker whose tables hold the partition's latest state;
 any other worker forwards the read to it (``routed``). The owner answers only
-while it can show it still owns its partitions (app.guards.ownership) and is not
+while it can show it still owns its partitions (app.frame.ownership) and is not
 rebalancing (``settling``): otherwise its tables may be behind a new owner's or
 the changelogs, and the read is refused with a 503 the client retries.
 """
@@ -18,7 +18,7 @@ from faust.web import Request, Response, View
 from app.core.models import check_op_id
 from app.errors import InvalidOperation
 from app.faust_app import app
-from app.guards import ownership
+from app.frame import ownership
 from app.web import answers, parsing, routing
 from app.web.guard import Handler
 
@@ -48,7 +48,7 @@ def routed(handler: Handler) -> Handler:
     """Answer on the worker that owns the user's partition, forwarding the request (its headers too) if needed.
 
     Here, only while this worker can show it still owns its partitions
-    (app.guards.ownership) and is not rebalancing (``settling``): every
+    (app.frame.ownership) and is not rebalancing (``settling``): every
     partition read passes these checks. A rebalance is waited out for up to
     ``SETTLE_WAIT_S``, after which the owner is looked up again. An owner
     elsewhere that refuses as ``not_owner_confirmed`` is looked up again for

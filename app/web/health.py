@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from faust.web import Request, Response, View
 
-from app import metrics
 from app.faust_app import app
-from app.guards import ownership
+from app.frame import ownership
+from app.observability import metrics
 from app.settings import settings
 from app.sink.service import sink_partitions, store
 from app.topics import operations_topic
@@ -23,7 +23,7 @@ class HealthView(View):
     """Readiness plus what this worker owns; 503 while starting, rebuilding its tables, or cut off from its group.
 
     ``partitioned``: the worker had an assignment and its group coordinator has
-    not answered it within ``UBS_OWNERSHIP_BOUND_S`` (app.guards.ownership); its
+    not answered it within ``UBS_OWNERSHIP_BOUND_S`` (app.frame.ownership); its
     reads are refused until it does. It comes before ``recovering``: a worker
     cut off from Kafka recovers nothing either. ``recovering`` covers a whole
     rebalance (``settling``), not only the changelog reading: reads wait it out.

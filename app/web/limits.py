@@ -34,7 +34,7 @@ from typing import Any, Optional
 from aiohttp.streams import StreamReader
 from aiohttp.web import Application, AppRunner, RequestHandler, Server
 
-from app import metrics
+from app.observability import metrics
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from app.core.models import Command, Event, Trade, parse_operation, users_named
 from app.core.wire import decimal_text, decode_json
 from app.errors import InvalidOperation
 from app.faust_app import app
-from app.guards import failpoints
+from app.frame import failpoints
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.topics import operations_topic

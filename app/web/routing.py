@@ -51,7 +51,7 @@ def owner_of_partition(partition: int) -> Optional[URL]:
 
 
 def refused_as_unconfirmed(response: Response) -> bool:
-    """Whether a forwarded answer is the owner's 503 ``not_owner_confirmed`` (app.guards.ownership)."""
+    """Whether a forwarded answer is the owner's 503 ``not_owner_confirmed`` (app.frame.ownership)."""
     if response.status != 503:
         return False
     try:

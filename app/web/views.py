@@ -10,7 +10,7 @@
     GET  /assets, /assets/{asset}       any key           the asset registry
     POST /assets                        assets:write      register an asset
     GET  /health                        none              liveness and what this worker owns
-    GET  /metrics                       metrics:read      Prometheus text format (app.monitoring)
+    GET  /metrics                       metrics:read      Prometheus text format (app.guards.monitoring)
 
 Each route is served by the module of its resource: /operations and
 /operations/{user_id}/{op_id} by app.web.operations, /accounts/{user_id} and its

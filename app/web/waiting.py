@@ -21,14 +21,14 @@ from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple
 import aiohttp
 from faust.types import TP
 
-from app import metrics
 from app.agents import checkpoint
 from app.agents.waiters import Waiters, waiters
 from app.core.ledger import Account, StoredResult, operation_key
 from app.faust_app import app
-from app.guards import ownership
+from app.frame import ownership
 from app.guards.input_gaps import cursor_key
 from app.guards.input_watch import owned_inputs
+from app.observability import metrics
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, read, results
@@ -76,7 +76,7 @@ async def watch(
     """Look until ``ready()``, woken by the checkpoint that writes ``key`` (app.agents.waiters), up to ``wait_s``.
 
     With ``vouch``, every look first asks whether this worker still owns its
-    partitions (app.guards.ownership), and a wait is cut where the last word from
+    partitions (app.frame.ownership), and a wait is cut where the last word from
     the coordinator stops vouching: no wait ends in an answer from tables the
     group may have handed to another worker. With ``settle``, a look during a
     rebalance (``settling``) ends the wait too: for a caller that answers from

@@ -17,7 +17,7 @@ from app import app
 from app.agents import checkpoint, ubscore
 from app.agents.batch import Record
 from app.core.ledger import Hold
-from app.guards import ownership
+from app.frame import ownership
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, holds, open_holds, results

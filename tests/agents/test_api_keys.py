@@ -24,7 +24,7 @@ from yarl import URL
 
 from app import app
 from app.core.assets import Asset
-from app.log_format import event_fields
+from app.observability.log_format import event_fields
 from app.settings import load, settings
 from app.sink.service import store
 from app.web import access, accounts, asset_views, operations, peers, routing

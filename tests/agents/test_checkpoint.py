@@ -13,7 +13,7 @@ from app.agents import checkpoint
 from app.agents.batch import Batch
 from app.agents.waiters import waiters
 from app.exit_codes import ExitCode
-from app.guards import ownership
+from app.frame import ownership
 from app.tables import accounts, cursors, results
 
 from .conftest import Sent, changelog_of

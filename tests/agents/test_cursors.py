@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict
 
-from app import metrics
 from app.agents import ubscore
 from app.guards.input_gaps import cursor_key
+from app.observability import metrics
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import cursors

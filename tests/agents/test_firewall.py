@@ -9,7 +9,7 @@ import pytest
 
 from app.agents import ubscore
 from app.core.ledger import Account, Balance
-from app.guards import failpoints
+from app.frame import failpoints
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors

@@ -23,7 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from app import app, faust_app, metrics
+from app import app, faust_app
+from app.observability import metrics
 from app.settings import settings
 from app.web import accounts, admission, operations, routing, waiting
 from app.web.limits import GatewayRunner

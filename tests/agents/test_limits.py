@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app import metrics
 from app.core.ledger import MAX_BALANCE, Account, Balance
 from app.core.legs import Credit
+from app.observability import metrics
 from app.partitioning import user_key
 from app.tables import accounts
 

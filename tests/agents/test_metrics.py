@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Dict
 
-from app import metrics
+from app.observability import metrics
 
 from .conftest import Ledger
 

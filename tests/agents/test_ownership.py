@@ -1,4 +1,4 @@
-"""A worker cut off from its group coordinator stops vouching for its partitions (app.guards.ownership), and
+"""A worker cut off from its group coordinator stops vouching for its partitions (app.frame.ownership), and
 ``?min_seq=`` answers an account only once it includes the write a client was answered (app.web.accounts).
 
 The silence is simulated by moving the tracker's clock, not by sleeping: the agent tests' tracker (conftest,
@@ -17,7 +17,7 @@ import pytest
 from yarl import URL
 
 from app.agents.waiters import account_waiters
-from app.guards import ownership
+from app.frame import ownership
 from app.settings import settings
 from app.web import accounts, at_owner, routing, waiting
 from app.web.accounts import AccountView, HoldsView

@@ -1,4 +1,4 @@
-"""Rebuilding tables in bulk (app.guards.bulk_recovery) on the real stack: the same tables as Faust's recovery builds.
+"""Rebuilding tables in bulk (app.frame.bulk_recovery) on the real stack: the same tables as Faust's recovery builds.
 
 One worker applies a workload and stops. Two workers with empty data
 directories then rebuild every partition from the changelogs: one through

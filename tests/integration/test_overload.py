@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app.tools.kafka_admin import ensure_topics
+from app.frame.kafka_admin import ensure_topics
 
 from .harness import BOOTSTRAP, PARTITIONS, REPLICATION, Worker, World, fresh_user_id, produce, workload
 

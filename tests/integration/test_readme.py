@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from app.consumer_lag import read_lag
+from app.observability.consumer_lag import read_lag
 from tests.readme_examples import PAGES, Block, Command, Names, extract_blocks, match_output, restore, rewrite, script
 
 from .harness import REPO, Worker, World, ready_worker, world_settings

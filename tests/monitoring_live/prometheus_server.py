@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-from app.metrics import TEXT_FORMAT
+from app.observability.metrics import TEXT_FORMAT
 from tests.monitoring import PROMETHEUS_CONFIG, duration_ms, expressions_in_rules_text, live_config
 
 log = logging.getLogger(__name__)

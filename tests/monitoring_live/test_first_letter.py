@@ -8,7 +8,7 @@ server runs alerts.yml at the live pace (tests.monitoring.live_rules). Three cas
 - the project's rules on a fresh worker's series, ``invalid_json`` at 0 from the
   start: the alert fires within its ``for:`` and a few intervals, and resolves once
   the letter has left its range; nothing else fires;
-- the same rules on the series as a worker without app.metrics.export_known_series
+- the same rules on the series as a worker without app.observability.metrics.export_known_series
   served it, born at its first letter with the value 1: silent, for ``increase()``
   has no earlier sample to compare with. This is why every known series starts at 0;
 - the rule before issue 30 (its offset branch for a young series) on that series:

@@ -6,7 +6,7 @@ duration of a seed only, then restored) is where it touches the outside: the
 partition count in ``app.settings.settings`` (the simulated cluster is smaller
 than the default 8), the table read under ``Batch.get`` (``app.agents.batch.read``,
 here the in-memory store of the running worker), the ``raise_in_decision``
-failpoint (``app.guards.failpoints.hit``, here decided by the seed), and logging
+failpoint (``app.frame.failpoints.hit``, here decided by the seed), and logging
 (one line per event would dominate the run time).
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 from faust.types import TableT
 
 import app.agents.batch as batch_module
-from app.guards import failpoints
+from app.frame import failpoints
 from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import results

@@ -15,9 +15,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from app import metrics
 from app.core.models import Event
 from app.errors import SettlementUnavailable
+from app.observability import metrics
 from app.sink import service
 
 

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 
-from app.consumer_lag import PartitionLag
+from app.observability.consumer_lag import PartitionLag
 from app.tools import dlq, output
 from app.tools.cli import checks
 from app.tools.gateway_client import Answer, Gateway

@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import ConfigurationError
 from app.exit_codes import ExitCode
-from app.log_format import event_fields
+from app.observability.log_format import event_fields
 from app.settings import load, settings
 from app.web import access
 from app.web.auth import digest

@@ -1,4 +1,4 @@
-"""Which table partitions the recovery loads in bulk (app.guards.bulk_recovery), and the record shape it writes."""
+"""Which table partitions the recovery loads in bulk (app.frame.bulk_recovery), and the record shape it writes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Dict
 import faust
 from faust.types import TP
 
-from app.guards.bulk_recovery import _Record, far_behind
+from app.frame.bulk_recovery import _Record, far_behind
 
 A = TP("ubscore-accounts-changelog", 0)
 B = TP("ubscore-accounts-changelog", 1)

@@ -1,4 +1,4 @@
-"""The consumer hands over inline what cannot block, and races the rest as Faust does (app.guards.consume_loop)."""
+"""The consumer hands over inline what cannot block, and races the rest as Faust does (app.frame.consume_loop)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import Message
 
-from app.guards.consume_loop import UBSCoreConsumer
+from app.frame.consume_loop import UBSCoreConsumer
 
 TOPIC = TP("loop.topic", 0)
 # ruff: noqa: SLF001 - the test registers a channel the way the conductor does

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.consumer_lag import PartitionLag, group_of
+from app.observability.consumer_lag import PartitionLag, group_of
 from app.settings import load
 
 

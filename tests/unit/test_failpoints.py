@@ -1,4 +1,4 @@
-"""Failpoints (app.guards.failpoints): the spec a fault-injection run arms, and when an armed point fires.
+"""Failpoints (app.frame.failpoints): the spec a fault-injection run arms, and when an armed point fires.
 
 A wrong spec must stop the worker at start, not arm nothing and let a crash test
 pass without its crash; an armed action must run at exactly the Nth pass, once,
@@ -13,8 +13,8 @@ from typing import Any, List, Optional
 
 import pytest
 
-from app.guards import failpoints
-from app.guards.failpoints import POINTS, InjectedFailure, parse, raise_injected
+from app.frame import failpoints
+from app.frame.failpoints import POINTS, InjectedFailure, parse, raise_injected
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Canaries for the private Faust and aiokafka attributes UBSCore reads or overrides (app.guards.faust_internals).
+"""Canaries for the private Faust and aiokafka attributes UBSCore reads or overrides (app.frame.faust_internals).
 
 Each guard reads a private attribute; a faust-streaming or aiokafka upgrade may
 rename one without a deprecation. These tests build the real objects without a
@@ -26,7 +26,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
-from app.guards.faust_internals import (
+from app.frame.faust_internals import (
     aiokafka_partition_state,
     collect_group_error,
     delivery_can_wait,
@@ -178,7 +178,7 @@ def test_set_current_event_is_what_table_reads_see() -> None:
 
 
 def test_the_overridden_producer_hooks_exist_and_are_called() -> None:
-    """app.faust_app overrides App._new_producer and app.guards.producer_buffer ProducerBuffer._send_pending."""
+    """app.faust_app overrides App._new_producer and app.frame.producer_buffer ProducerBuffer._send_pending."""
     new_producer = faust.App._new_producer
     assert inspect.isfunction(new_producer) and not inspect.iscoroutinefunction(new_producer)
     assert "self._new_producer()" in inspect.getsource(faust.App)
@@ -192,7 +192,7 @@ def test_the_overridden_producer_hooks_exist_and_are_called() -> None:
 
 def test_our_subclasses_override_those_very_hooks() -> None:
     from app.faust_app import UBSCoreApp
-    from app.guards.producer_buffer import DrainingProducerBuffer
+    from app.frame.producer_buffer import DrainingProducerBuffer
 
     assert "_new_producer" in vars(UBSCoreApp)
     assert inspect.iscoroutinefunction(vars(DrainingProducerBuffer)["_send_pending"])
@@ -228,7 +228,7 @@ async def test_fausts_server_serves_with_the_apps_web_ssl_context() -> None:
 
 
 def test_the_recovery_hooks_of_the_bulk_load_exist_and_are_called() -> None:
-    """app.guards.bulk_recovery overrides Recovery._build_offsets and TableManager.recovery."""
+    """app.frame.bulk_recovery overrides Recovery._build_offsets and TableManager.recovery."""
     from faust.tables import TableManager
     from faust.tables.recovery import Recovery
 
@@ -245,7 +245,7 @@ def test_the_recovery_hooks_of_the_bulk_load_exist_and_are_called() -> None:
 
 
 def test_our_table_manager_hands_out_the_bulk_first_recovery() -> None:
-    from app.guards.bulk_recovery import BulkFirstRecovery, UBSCoreTableManager
+    from app.frame.bulk_recovery import BulkFirstRecovery, UBSCoreTableManager
 
     assert "_build_offsets" in vars(BulkFirstRecovery)
     app = faust.App("canary", broker="kafka://localhost:1", store="memory://", TableManager=UBSCoreTableManager)
@@ -282,7 +282,7 @@ async def test_a_parked_group_error_waits_for_a_poll_and_collecting_it_lets_the_
 
 
 def test_the_fetcher_races_each_delivery_through_wait_first() -> None:
-    """app.guards.consume_loop overrides Consumer.wait_first for the fetcher's call with the consumer's callback."""
+    """app.frame.consume_loop overrides Consumer.wait_first for the fetcher's call with the consumer's callback."""
     from faust.transport.consumer import Consumer as BaseConsumer
 
     drain = inspect.getsource(BaseConsumer._drain_messages)
@@ -296,7 +296,7 @@ def test_the_fetcher_races_each_delivery_through_wait_first() -> None:
 
 def test_our_app_builds_the_inline_delivering_consumer() -> None:
     from app.faust_app import UBSCoreApp
-    from app.guards.consume_loop import UBSCoreConsumer
+    from app.frame.consume_loop import UBSCoreConsumer
 
     app = UBSCoreApp("canary", broker="kafka://localhost:1", store="memory://")
     assert isinstance(app.consumer, UBSCoreConsumer)
@@ -382,7 +382,7 @@ def test_importing_app_loads_no_faust_and_app_app_is_the_faust_app() -> None:
 
 
 async def test_a_real_group_coordinator_heartbeats_through_the_instance_attribute_we_wrap() -> None:
-    """app.guards.ownership records heartbeats by wrapping ``_do_heartbeat`` on the coordinator object."""
+    """app.frame.ownership records heartbeats by wrapping ``_do_heartbeat`` on the coordinator object."""
     from aiokafka.consumer.group_coordinator import GroupCoordinator
 
     routine = inspect.getsource(GroupCoordinator._heartbeat_routine)
@@ -412,7 +412,7 @@ def test_fausts_rebalance_listener_reaches_the_coordinator_and_our_consumer_uses
     from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
 
     from app.faust_app import UBSCoreApp
-    from app.guards.ownership import OwnershipListener
+    from app.frame.ownership import OwnershipListener
 
     assert "consumer.RebalanceListener(self)" in inspect.getsource(faust.transport.drivers.aiokafka)
     assert "self._thread._ensure_consumer()._coordinator" in inspect.getsource(

@@ -9,7 +9,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from app import app
-from app.monitoring import FaustSensor
+from app.guards.monitoring import FaustSensor
 from bench.sensor import Owner
 from bench.sensor import deliver as drive
 

@@ -11,7 +11,7 @@ from app.exit_codes import ExitCode
 
 CHILD = """
 import sys, time
-from app.guards.fencing import FreezeWatch
+from app.frame.fencing import FreezeWatch
 FreezeWatch(limit_s=float(sys.argv[1]), tick_s=0.05).start()
 print("watching", flush=True)
 while True:

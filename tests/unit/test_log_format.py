@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Iterator, Tuple
 
-from app.log_format import JsonLineFormatter, event_fields
+from app.observability.log_format import JsonLineFormatter, event_fields
 
 APP = Path(__file__).resolve().parents[2] / "app"
 LEVELS = {"debug", "info", "warning", "error", "critical", "exception"}

@@ -18,11 +18,11 @@ from typing import Any, Dict, FrozenSet, List, Set, Tuple
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
 from app.core.ledger import PROCESSING_FAILED, Status
 from app.core.models import EVENT_KINDS
 from app.errors import DEAD_LETTER_REASONS
 from app.guards.stalls import StallAction
+from app.observability import metrics
 from tests import monitoring
 from tests.monitoring import (
     AlertTiming,
@@ -44,7 +44,7 @@ from tests.monitoring import (
 
 DATASOURCE_UID = "ubscore-prometheus"
 
-#: What a worker exports at /metrics (app/metrics.py and Faust's Prometheus sensor), by type.
+#: What a worker exports at /metrics (app/observability/metrics.py and Faust's Prometheus sensor), by type.
 CATALOGUE: Dict[str, str] = {
     "ubscore_operations_total": "counter",
     "ubscore_duplicates_total": "counter",
@@ -277,7 +277,7 @@ def test_every_ubscore_metric_is_on_the_dashboard() -> None:
 #
 # A series born with its first increment reads as flat to increase(), so an alert on it misses that
 # increment (issue 30). The label values each labelled counter must start with are read here from the
-# code that produces them, independently of app.metrics' own lists.
+# code that produces them, independently of app.observability.metrics' own lists.
 
 Labels = FrozenSet[Tuple[str, str]]
 #: The modules whose InvalidOperation reasons can reach balance.operations.dlq (the agent and the readers it calls).

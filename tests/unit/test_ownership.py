@@ -1,4 +1,4 @@
-"""The ownership deadline (app.guards.ownership): the rule, the heartbeat record, its lines, its setting."""
+"""The ownership deadline (app.frame.ownership): the rule, the heartbeat record, its lines, its setting."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any, List
 import pytest
 from aiokafka import errors as kafka_errors
 
-from app import metrics
 from app.errors import ConfigurationError
-from app.guards import ownership
-from app.guards.ownership import Ownership, confirmed, recording
+from app.frame import ownership
+from app.frame.ownership import Ownership, confirmed, recording
+from app.observability import metrics
 from app.settings import load
 
 # ruff: noqa: SLF001 - a stand-in for aiokafka's coordinator, whose private heartbeat the guard wraps
@@ -50,7 +50,7 @@ def test_one_line_when_it_stops_vouching_and_one_when_it_vouches_again(caplog: p
     clock = Clock()
     tracker = Ownership(15.0, clock)
     tracker.heard()
-    with caplog.at_level(logging.INFO, logger="app.guards.ownership"):
+    with caplog.at_level(logging.INFO, logger="app.frame.ownership"):
         tracker.vouches()  # the first verdict, vouching: a worker that just joined says nothing
         clock.now += 16
         for _ in range(5):

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, List
 import pytest
 from faust.transport.producer import ProducerBuffer
 
-from app.guards.producer_buffer import DrainingProducerBuffer
+from app.frame.producer_buffer import DrainingProducerBuffer
 
 SLOW_SEND_S = 0.3
 

@@ -1,9 +1,9 @@
 """Retention and time settings, decided without Kafka (issue 23).
 
-The topic settings (app.tools.kafka_admin): what a topic is created with, which values
+The topic settings (app.frame.kafka_admin): what a topic is created with, which values
 of an existing topic are corrected, when the start is refused. Then the table side:
 where a rebuild starts once a changelog's first records are gone, and which local
-stores are not trusted (app.guards.bulk_recovery, app.guards.local_state).
+stores are not trusted (app.frame.bulk_recovery, app.frame.local_state).
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from faust.types import TP
 
 from app.errors import ConfigurationError
-from app.guards.bulk_recovery import _Record, far_behind
-from app.guards.local_state import behind_log_start, drop_behind_log_start
-from app.tools import kafka_admin
-from app.tools.kafka_admin import (
+from app.frame import kafka_admin
+from app.frame.bulk_recovery import _Record, far_behind
+from app.frame.kafka_admin import (
     CHANGELOG_CONFIGS,
     Correction,
     altered,
@@ -31,6 +30,7 @@ from app.tools.kafka_admin import (
     input_configs,
     satisfies,
 )
+from app.frame.local_state import behind_log_start, drop_behind_log_start
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 WANTED = input_configs(2 * WEEK_MS)
@@ -153,7 +153,7 @@ async def _enforce(admin: FakeAdmin, configs: Mapping[str, Mapping[str, str]], o
 
 async def test_wrong_settings_are_corrected_with_one_line_each(caplog: pytest.LogCaptureFixture) -> None:
     admin = FakeAdmin({"ops": _described(DEFAULTS, own={"min.insync.replicas": "2"})})
-    with caplog.at_level(logging.WARNING, logger="app.tools.kafka_admin"):
+    with caplog.at_level(logging.WARNING, logger="app.frame.kafka_admin"):
         await _enforce(admin, {"ops": WANTED})
     assert admin.altered == [("ops", {"min.insync.replicas": "2", **WANTED})]
     lines = [record.getMessage() for record in caplog.records]

@@ -15,8 +15,8 @@ from typing import Iterator, List, Optional
 import click
 from faust.cli.base import option
 
-from app.consumer_lag import read_lag
 from app.faust_app import app
+from app.observability.consumer_lag import read_lag
 from app.settings import settings
 from app.tools import output, verifier
 from app.tools.cli.command import (

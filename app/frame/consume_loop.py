@@ -26,8 +26,8 @@ from faust.types.tuples import Message
 from mode.services import WaitArgT, WaitResults
 from mode.utils.times import Seconds
 
-from app.guards.faust_internals import delivery_can_wait
-from app.guards.ownership import OwnershipListener
+from app.frame.faust_internals import delivery_can_wait
+from app.frame.ownership import OwnershipListener
 
 
 class Delivery:
@@ -46,7 +46,7 @@ class Delivery:
 class UBSCoreConsumer(Consumer):
     """The aiokafka consumer of Faust, delivering inline what cannot block, recording word from its coordinator."""
 
-    #: Faust's rebalance listener, which also keeps the ownership deadline (app.guards.ownership).
+    #: Faust's rebalance listener, which also keeps the ownership deadline (app.frame.ownership).
     RebalanceListener = OwnershipListener
 
     def __init__(self, *args: Any, callback: Any, **kwargs: Any) -> None:

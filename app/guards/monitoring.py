@@ -2,10 +2,10 @@
 
 - Faust's own Prometheus sensor (``faust.sensors.prometheus``), named ``faust_*``
   whatever the app id, so dashboards work for every deployment. Its metrics live
-  in prometheus_client's default registry beside app.metrics', and /metrics serves
+  in prometheus_client's default registry beside app.observability.metrics', and /metrics serves
   that registry whole.
 - The ledger's consumer lag for the input partitions this worker holds, read from
-  Kafka every ``UBS_LAG_INTERVAL_S`` (app.consumer_lag). It starts with the worker,
+  Kafka every ``UBS_LAG_INTERVAL_S`` (app.observability.consumer_lag). It starts with the worker,
   not after the first recovery: lag grows while a worker rebuilds its tables.
   The sink exports its own (app.sink.service), so a sink running alone does too.
 """
@@ -21,9 +21,9 @@ from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import REGISTRY, generate_latest
 
-from app.consumer_lag import export_lag
 from app.faust_app import app
-from app.metrics import TEXT_FORMAT
+from app.observability.consumer_lag import export_lag
+from app.observability.metrics import TEXT_FORMAT
 from app.settings import settings
 from app.topics import CREDITS, OPERATIONS
 from app.web.auth import METRICS_READ

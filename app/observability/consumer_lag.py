@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from app import metrics
-from app.guards.faust_internals import refresh_topic_metadata
+from app.frame.faust_internals import refresh_topic_metadata
 from app.kafka_clients import new_admin_client, new_consumer
+from app.observability import metrics
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ they were. The sink alone (``UBS_ROLE=sink``) serves no reads and no
 
 Where the times come from: aiokafka's group coordinator heartbeats in Faust's
 consumer thread and keeps its last success in a local variable, so its
-``_do_heartbeat`` is wrapped on the instance (app.guards.faust_internals,
+``_do_heartbeat`` is wrapped on the instance (app.frame.faust_internals,
 ``on_heartbeat``) whenever an assignment arrives, which every coordinator's
 first heartbeat follows. The time is one float, written in the consumer
 thread and read in the main one.
@@ -45,8 +45,8 @@ from typing import Any, Callable, Iterable, Optional
 
 from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
 
-from app import metrics
-from app.guards.faust_internals import listener_coordinator, on_heartbeat
+from app.frame.faust_internals import listener_coordinator, on_heartbeat
+from app.observability import metrics
 from app.settings import settings
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ first acts: the SIGCONT handler (runs in the main thread before any other
 Python code there, when the freeze was a SIGSTOP) or the thread itself (any
 other freeze); the other one waits for that exit, so the reason line is always
 written whole. A worker cut off by the network but not frozen is not caught
-here: it stops serving reads past its ownership bound (app.guards.ownership),
+here: it stops serving reads past its ownership bound (app.frame.ownership),
 and what it may still write is a known limit (docs/design.md, "Known limits").
 """
 

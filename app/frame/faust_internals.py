@@ -7,15 +7,15 @@ checks each against the installed versions, so an upgrade that moves one fails a
 canary test instead of a guard in production. Besides these reads, private
 hooks are overridden by subclasses: ``faust.App._new_producer`` and
 ``faust.App._new_web`` (app.faust_app.UBSCoreApp), ``ProducerBuffer._send_pending``
-(app.guards.producer_buffer), and ``Recovery._build_offsets`` with the
-``TableManager.recovery`` that hands it out (app.guards.bulk_recovery), and
-``Consumer.wait_first`` as the fetcher uses it (app.guards.consume_loop); the
+(app.frame.producer_buffer), and ``Recovery._build_offsets`` with the
+``TableManager.recovery`` that hands it out (app.frame.bulk_recovery), and
+``Consumer.wait_first`` as the fetcher uses it (app.frame.consume_loop); the
 canaries cover them too. The web driver's ``_runner`` is replaced by a runner
 reading aiohttp's own privates (app.web.limits, whose canaries are
 tests/agents/test_gateway_limits.py). One more is called: aiokafka's coordinator's
 ``check_errors``, to collect an error nobody polls for (app.guards.group_watch). And one is
 wrapped on the instance: the group coordinator's ``_do_heartbeat``, whose
-successes say this worker still owns its partitions (app.guards.ownership).
+successes say this worker still owns its partitions (app.frame.ownership).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ The rules:
   latest would skip the partition to its end and rebuild it empty.
 - Never on top of an untrusted store. A store whose offset is behind the log
   start misses records it can no longer read; it is emptied before any load
-  (app.guards.local_state, ``drop_behind_log_start``), for active and standby
+  (app.frame.local_state, ``drop_behind_log_start``), for active and standby
   partitions, and rebuilt from the log start.
 - One writer per partition. Faust fetches no changelog partition before it
   seeks them, after this step; the recovery watch holds still while it runs
@@ -55,7 +55,7 @@ from faust.tables import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, CollectionT, ConsumerT
 
-from app.guards.local_state import drop_behind_log_start
+from app.frame.local_state import drop_behind_log_start
 from app.kafka_clients import new_consumer
 from app.settings import settings
 

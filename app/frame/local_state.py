@@ -18,7 +18,7 @@ A store can also be behind the changelog's log start: the records after its
 offset were deleted (retention, ``kafka-delete-records``) while it was away. What
 it holds then misses changes it can never read, so it is not trusted: the
 partition is rebuilt from the log start. The rule is applied where every
-partition's recovery begins (app.guards.bulk_recovery calls
+partition's recovery begins (app.frame.bulk_recovery calls
 ``drop_behind_log_start``), at start and at every later assignment alike, so a
 partition that comes back to a running worker is covered too; the store is open
 there, so it is emptied in place (one ``local_table_dropped`` line) rather than
@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, CollectionT, TableT
 
 from app.backoff import backoff
-from app.guards.faust_internals import open_partition_db
+from app.frame.faust_internals import open_partition_db
 from app.kafka_clients import new_consumer
 
 log = logging.getLogger(__name__)
