@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 import pytest
 from faust.types import TP, TableT
 from faust.types.tuples import Message
+from yarl import URL
 
 from app import app
 from app.agents import checkpoint, ubscore
@@ -22,6 +23,7 @@ from app.partitioning import partition_for, user_key
 from app.settings import settings
 from app.tables import accounts, cursors, expiries, holds, open_holds, results
 from app.topics import CREDITS, DEAD_LETTERS, EVENTS, OPERATIONS
+from app.web import routing
 
 
 @pytest.fixture()
@@ -225,3 +227,21 @@ async def ledger(test_app: Any, sent: Sent, monkeypatch: pytest.MonkeyPatch) -> 
         # The test agent numbers offsets across all partitions, so holes appear that hold nothing.
         monkeypatch.setattr(ubscore, "read_range", ledger.read_range)
         yield ledger
+
+
+class Request:
+    """What the routed views read of a request: its query, path and headers (none: no API key, a gateway open)."""
+
+    def __init__(self, path_and_query: str) -> None:
+        url = URL(path_and_query)
+        self.query = url.query
+        self.path = url.path
+        self.headers: Dict[str, str] = {}
+
+
+@pytest.fixture()
+def here(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This worker owns every user: routed views answer here."""
+    monkeypatch.setattr(routing, "owner_of", lambda user_id: URL(settings.canonical_url))
+    monkeypatch.setattr(routing, "is_local", lambda owner: True)
+    return test_app

@@ -10,31 +10,12 @@ from yarl import URL
 
 from app.partitioning import user_key
 from app.tables import accounts
-from app.web import routing
 from app.web.accounts import AccountView, HoldsView
 
-from .conftest import Ledger
+from .conftest import Ledger, Request
 
 USER = 11
 HOLDS = 250
-
-
-class Request:
-    """What the views read of a request: its query, path and headers (none: no API key, a gateway open)."""
-
-    def __init__(self, path_and_query: str) -> None:
-        url = URL(path_and_query)
-        self.query = url.query
-        self.path = url.path
-        self.headers: Dict[str, str] = {}
-
-
-@pytest.fixture()
-def here(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """This worker owns every user: routed views answer here."""
-    monkeypatch.setattr(routing, "owner_of", lambda user_id: "here")
-    monkeypatch.setattr(routing, "is_local", lambda owner: True)
-    return test_app
 
 
 async def get(app: Any, view: Any, path_and_query: str) -> Tuple[int, Dict[str, Any]]:

@@ -24,27 +24,9 @@ from app.web.accounts import AccountView, HoldsView
 from app.web.health import HealthView
 from app.web.operations import OperationResultView
 
-from .conftest import Ledger
+from .conftest import Ledger, Request
 
 USER = 21
-
-
-class Request:
-    """What the views read of a request: its query, path and headers."""
-
-    def __init__(self, path_and_query: str) -> None:
-        url = URL(path_and_query)
-        self.query = url.query
-        self.path = url.path
-        self.headers: Dict[str, str] = {}
-
-
-@pytest.fixture()
-def here(test_app: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """This worker owns every user: routed views answer here."""
-    monkeypatch.setattr(routing, "owner_of", lambda user_id: URL(settings.canonical_url))
-    monkeypatch.setattr(routing, "is_local", lambda owner: True)
-    return test_app
 
 
 @pytest.fixture()
