@@ -40,7 +40,8 @@ class Mutation:
     what: str
 
 
-LEDGER, FIELDS, WIRE, AGENT = "app/core/ledger.py", "app/core/field_checks.py", "app/core/wire.py", "app/agents/ubscore.py"
+LEDGER, FIELDS = "app/core/ledger.py", "app/core/field_checks.py"
+WIRE, AGENT = "app/core/wire.py", "app/agents/ubscore.py"
 MUTATIONS = (
     Mutation(
         LEDGER,
