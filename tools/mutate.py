@@ -45,15 +45,15 @@ WIRE, AGENT = "app/core/wire.py", "app/agents/ubscore.py"
 MUTATIONS = (
     Mutation(
         LEDGER,
-        "if new.available < 0 or new.locked < 0:",
-        "if new.available <= 0 or new.locked < 0:",
+        "if new.available < 0 or new.locked < account.held(operation.asset):",
+        "if new.available <= 0 or new.locked < account.held(operation.asset):",
         "spending the whole balance is refused",
     ),
     Mutation(
         LEDGER,
-        "if new.available < 0 or new.locked < 0:",
+        "if new.available < 0 or new.locked < account.held(operation.asset):",
         "if new.available < 0:",
-        "locked may go negative",
+        "locked may go below what its holds lock",
     ),
     Mutation(
         LEDGER,
@@ -75,8 +75,8 @@ MUTATIONS = (
     ),
     Mutation(
         LEDGER,
-        "if origin.offset <= account.applied.get(origin.stream, -1):",
-        "if origin.offset < account.applied.get(origin.stream, -1):",
+        "return origin.offset <= self.applied.get(origin.stream, -1)",
+        "return origin.offset < self.applied.get(origin.stream, -1)",
         "a redelivery of the last applied offset is applied again",
     ),
     Mutation(
@@ -118,7 +118,7 @@ MUTATIONS = (
     ),
     Mutation(
         AGENT,
-        "if stored is None and failure_for is not None:",
+        "if (stored is None or first_attempt) and failure_for is not None:",
         "if failure_for is not None:",
         "a failure replaces an operation's stored result",
     ),
